@@ -1,0 +1,118 @@
+"""``srv flops``: parameters and GFLOPs of catalogue models (fvcore, 1 FMA = 1 FLOP)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import handle_errors
+
+
+class Format(StrEnum):
+    table = "table"
+    markdown = "markdown"
+    latex = "latex"
+    json = "json"
+
+
+@handle_errors
+def flops(
+    models: Annotated[
+        list[str] | None,
+        typer.Argument(help="Catalogue model names (see 'srv models'); all of them if none.",
+                       show_default=False),
+    ] = None,
+    fmt: Annotated[
+        Format,
+        typer.Option("--format", "-f", case_sensitive=False,
+                     help="table (rich, for the terminal), markdown, latex or json."),
+    ] = Format.table,
+    img_size: Annotated[
+        int | None,
+        typer.Option("--img-size", min=1, show_default=False,
+                     help="Input size; default: each model's own (224, or 32 for vit-mini-*)."),
+    ] = None,
+    write: Annotated[
+        bool,
+        typer.Option("--write", help="Also write complexity.md and complexity.tex to --out."),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", file_okay=False, show_default=False,
+                     help="Directory for --write; default: the repository's tables/ "
+                     "(or $SRV_TABLES_DIR)."),
+    ] = None,
+) -> None:
+    """Count parameters (M) and GFLOPs per image, with a stem / blocks / head breakdown.
+
+    Counted with fvcore, attention included: timm's fused
+    scaled_dot_product_attention gets its own FLOP handle.
+    1 fused multiply-add = 1 FLOP, as DeiT and pycls report.
+    Fails rather than print a total that skipped a heavy op
+    (matmul, conv, linear, attention).
+    """
+    import json
+    import sys
+
+    from .. import flops as fl
+    from ..models import CATALOGUE, get_entry
+    from ..reference import tables_dir
+
+    names = [get_entry(m).name for m in models] if models else list(CATALOGUE)
+    records = []
+    if fmt is Format.table and sys.stderr.isatty():
+        from rich.console import Console
+
+        with Console(stderr=True).status("counting") as status:
+            for i, name in enumerate(names, 1):
+                status.update(f"counting {name} ({i}/{len(names)})")
+                records.append(fl.count(name, img_size))
+    else:
+        records = [fl.count(name, img_size) for name in names]
+
+    if fmt is Format.json:
+        print(json.dumps([r.to_dict() for r in records], indent=2))
+    elif fmt is Format.markdown:
+        print(fl.to_markdown(records), end="")
+    elif fmt is Format.latex:
+        print(fl.to_latex(records), end="")
+    else:
+        _print_table(records)
+
+    if write:
+        paths = fl.write_tables(records, out or tables_dir())
+        print("srv: wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+
+
+def _print_table(records: list) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .. import flops as fl
+
+    table = Table(title="Parameters and FLOPs (1 fused multiply-add = 1 FLOP)",
+                  caption=f"{fl.CONVENTION}.\nBreakdown cells: params (M) above GFLOPs; "
+                  f"{fl.BREAKDOWN_NOTE}.")
+    table.add_column("model", no_wrap=True)
+    table.add_column("input", justify="right", no_wrap=True)
+    table.add_column("params (M)", justify="right")
+    table.add_column("GFLOPs", justify="right")
+    for part in fl.PARTS:
+        table.add_column(part, justify="right", no_wrap=True)
+    for rec in records:
+        cells = [rec.model, str(rec.img_size), f"{rec.params_m:.2f}", f"{rec.gflops:.3f}"]
+        cells += [f"{rec.part_params_m(part):.2f}\n{rec.part_gflops(part):.3f}"
+                  for part in fl.PARTS]
+        table.add_row(*cells, end_section=True)
+    console = Console()
+    console.print(table)
+    skipped = ", ".join(fl.ignored_ops(records)) or "none"
+    console.print(f"Element-wise ops fvcore does not count: {skipped}.", style="dim",
+                  highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("flops")(flops)
