@@ -318,6 +318,7 @@ class Grid:
     fixed: dict[str, Any]
     model: str | None
     table: dict[str, Any]
+    default_preset: str = ""
 
     @property
     def table_kind(self) -> str:
@@ -407,7 +408,10 @@ def load_grid(
     presets = doc.get("presets") or {}
     if not presets:
         raise SrvError(f"{where}: define at least one [presets.<scale>] table")
-    preset = preset or doc.get("default_preset") or next(iter(presets))
+    default_preset = doc.get("default_preset") or next(iter(presets))
+    if default_preset not in presets:
+        raise SrvError(f"{where}: default_preset {default_preset!r} is not a preset")
+    preset = preset or default_preset
     if preset not in presets:
         raise SrvError(f"grid {path.stem!r} has no preset {preset!r}; choose from "
                        f"{', '.join(presets)}")
@@ -475,6 +479,7 @@ def load_grid(
         fixed=fixed,
         model=_fmt(None, model, variables, pwhere) if model else None,
         table=table,
+        default_preset=default_preset,
     )
 
 

@@ -1,0 +1,213 @@
+"""``srv ablate``: run one of the paper's experiments (a grid of runs) resumably, then its table."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import handle_errors
+
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+class Backend(StrEnum):
+    local = "local"
+    torchrun = "torchrun"
+    slurm = "slurm"
+
+
+SLURM = "SLURM (--backend slurm)"
+
+
+def load_cli_grid(name: str, preset: str | None, seeds: str | None, axis: list[str] | None,
+                  sets: list[str] | None, samples: int | None):  # noqa: ANN201
+    """The grid with the command line's changes (shared by ``srv ablate`` and ``srv table``)."""
+    from ..grids import load_grid, parse_axis_option, parse_seeds
+    from ..recipes import parse_overrides
+
+    return load_grid(name, preset=preset, seeds=parse_seeds(seeds) if seeds else None,
+                     axes=parse_axis_option(axis or []), overrides=parse_overrides(sets or []),
+                     samples=samples)
+
+
+def print_plan(states: list, title: str) -> None:  # noqa: ANN001
+    """Every cell with its status: a rich table on a terminal, plain columns otherwise."""
+    import sys
+    from collections import Counter
+
+    axes = [name for name, _ in states[0].cell.labels] if states else []
+    rows = [[str(i), *[label for _, label in s.cell.labels], str(s.cell.seed), s.status,
+             s.detail(), str(s.run_dir)] for i, s in enumerate(states, 1)]
+    header = ["#", *axes, "seed", "status", "detail", "run dir"]
+    counts = Counter(s.status for s in states)
+    total = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*header, title=title, caption=f"{len(states)} cells: {total}")
+        colors = {"done": "green", "diverged": "magenta", "failed": "red", "running": "cyan",
+                  "partial": "yellow", "pending": "dim"}
+        for row in rows:
+            status = row[len(axes) + 2]
+            row[len(axes) + 2] = f"[{colors.get(status, '')}]{status}[/]"
+            table.add_row(*row)
+        Console().print(table)
+    else:
+        from tabulate import tabulate
+
+        print(title)
+        print(tabulate(rows, headers=header, tablefmt="plain", disable_numparse=True))
+        print(f"{len(states)} cells: {total}")
+
+
+@handle_errors
+def ablate(
+    name: Annotated[str, typer.Argument(
+        help="Grid name in recipes/grids/ (stem, warmup, lr, optimizer, stride, epochs, "
+             "lr-wd-edf) or a .toml path.")],
+    preset: Annotated[str | None, typer.Option(
+        help="Scale: mini (digits on CPU, minutes) or full (ImageNet, the paper's recipe); "
+             "default: the grid's default (mini).")] = None,
+    seeds: Annotated[str | None, typer.Option(
+        help="Seeds, comma-separated or a range: 0,1,2 or 0-4 (default: the preset's).")] = None,
+    axis: Annotated[list[str] | None, typer.Option(
+        "--axis", help="Keep only some values of an axis, or give new ones for a recipe-key "
+                       "axis: --axis stem=patch,conv --axis lr=1e-3,3e-3 (repeatable).")] = None,
+    samples: Annotated[int | None, typer.Option(
+        min=1, help="Number of random (lr, wd) samples of lr-wd-edf.")] = None,
+    sets: Annotated[list[str] | None, typer.Option(
+        "--set", help="Recipe override for every cell: --set epochs=5 (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List every cell and its status (pending / partial / running / "
+                          "done / diverged / failed); train nothing.")] = False,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed", help="Rerun failed cells (resuming from their checkpoint).")] = False,
+    retry_diverged: Annotated[bool, typer.Option(
+        "--retry-diverged", help="Retrain diverged cells from scratch (a divergence is a "
+                                 "result, kept by default).")] = False,
+    fail_fast: Annotated[bool, typer.Option(
+        "--fail-fast", help="Stop at the first failed cell.")] = False,
+    max_failures: Annotated[int | None, typer.Option(
+        min=1, help="Stop after this many failed cells.")] = None,
+    backend: Annotated[Backend, typer.Option(
+        case_sensitive=False, help="local: cells one by one in this process; torchrun: one "
+        "torchrun launch per cell (--nproc GPUs); slurm: a submitit job array.")
+    ] = Backend.local,
+    nproc: Annotated[int, typer.Option(
+        min=1, help="Processes (GPUs) per cell for torchrun / slurm.")] = 1,
+    runs_dir: Annotated[Path, typer.Option(help="Where run directories live.",
+                                           envvar="SRV_RUNS")] = Path("runs"),
+    tables_dir: Annotated[Path | None, typer.Option(
+        help="Where the table and plot go; default: the repository's tables/ "
+             "($SRV_TABLES_DIR).")] = None,
+    table: Annotated[bool, typer.Option(
+        "--table/--no-table", help="Write and print the grid's table and plot at the end.")
+    ] = True,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Let the table mix results of different code versions.")] = False,
+    slurm_partition: Annotated[str | None, typer.Option(rich_help_panel=SLURM)] = None,
+    slurm_account: Annotated[str | None, typer.Option(rich_help_panel=SLURM)] = None,
+    slurm_time: Annotated[int, typer.Option(
+        help="Minutes per job (then it is requeued and resumes).", rich_help_panel=SLURM)
+    ] = 24 * 60,
+    slurm_cpus: Annotated[int, typer.Option(help="CPUs per task.", rich_help_panel=SLURM)] = 10,
+    slurm_mem_gb: Annotated[int | None, typer.Option(rich_help_panel=SLURM)] = None,
+    slurm_parallel: Annotated[int, typer.Option(
+        help="Array tasks running at once.", rich_help_panel=SLURM)] = 16,
+    slurm_cluster: Annotated[str | None, typer.Option(
+        help="submitit cluster: slurm, local or debug (default: slurm when sbatch exists).",
+        rich_help_panel=SLURM, hidden=True)] = None,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="Wait for the SLURM jobs, then write the table.", rich_help_panel=SLURM)
+    ] = False,
+) -> None:
+    """Run a grid of the paper (every cell an `srv train` run), then write its table.
+
+    Rerunning skips finished cells and resumes partial ones; a lock per cell lets several
+    workers share a grid. Exits 1 if any cell failed (after running all the others).
+    """
+    from .. import ablate as ab
+
+    grid = load_cli_grid(name, preset, seeds, axis, sets, samples)
+    states = ab.plan(grid, runs_dir)
+    title = (f"grid {grid.name} ({grid.scale}); recipe {grid.recipe}; "
+             f"{len(states)} cells")
+    if dry_run:
+        print_plan(states, title)
+        return
+    options = ab.RunOptions(backend=backend.value, nproc=nproc, retry_failed=retry_failed,
+                            retry_diverged=retry_diverged, fail_fast=fail_fast,
+                            max_failures=max_failures)
+    print(title, flush=True)
+    if backend is Backend.slurm:
+        _slurm(grid, states, runs_dir, options, ab.SlurmOptions(
+            partition=slurm_partition, account=slurm_account, timeout_min=slurm_time,
+            gpus_per_task_node=nproc, cpus_per_task=slurm_cpus, mem_gb=slurm_mem_gb,
+            parallelism=slurm_parallel, cluster=slurm_cluster), wait)
+        if not wait:
+            return
+        summary = ab.Summary([s.refresh() for s in states])
+    else:
+        try:
+            summary = ab.run_grid(states, runs_dir, options, progress=ab.GridProgress())
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: finished cells are kept; run the same command again to "
+                  f"resume (srv ablate {name} ... --dry-run shows where each cell stands)")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+    _print_summary(summary, grid.name)
+    if table and any(s.status in ("done", "diverged") for s in summary.states):
+        from ..reference import tables_dir as default_tables_dir
+        from ..tables import report
+
+        rep = report(grid, runs_dir, tables_dir or default_tables_dir(), states=summary.states,
+                     force=force)
+        print()
+        print(rep.texts["markdown"], end="")
+        print("\nwrote " + ", ".join(str(p) for p in rep.paths))
+    if summary.failures or summary.stopped_early:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _print_summary(summary, grid_name: str) -> None:  # noqa: ANN001
+    counts = summary.counts()
+    total = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    trained = sum(1 for a in summary.actions.values() if a == "trained")
+    print(f"\ngrid {grid_name}: {len(summary.states)} cells: {total} ({trained} trained in "
+          f"this pass, {summary.seconds:.0f} s)")
+    for state, reason in summary.failures:
+        print(f"  failed: {state.cell.describe()}: {reason}  [{state.run_dir}]")
+    if summary.failures:
+        print(f"  rerun the failed cells with: srv ablate {grid_name} ... --retry-failed")
+    if summary.stopped_early:
+        print("  stopped early (--fail-fast / --max-failures); the other cells were not run")
+
+
+def _slurm(grid, states, runs_dir, options, slurm, wait: bool) -> None:  # noqa: ANN001
+    from .. import ablate as ab
+
+    jobs = ab.submit_slurm(grid, states, runs_dir, options, slurm)
+    if not jobs:
+        print("nothing to submit: every cell is finished, diverged, failed (use "
+              "--retry-failed) or running")
+        return
+    print(f"submitted {len(jobs)} cells as a job array: {jobs[0].job_id.split('_')[0]} "
+          f"(logs in {Path(runs_dir) / ab.SUBMITIT_DIR / grid.name})")
+    if wait:
+        for job in jobs:
+            try:
+                out = job.result()
+                print(f"  {out['cell']}: {out['status']}"
+                      + (f" ({out['reason']})" if out.get("reason") else ""))
+            except Exception as err:  # a failed job: its cell shows as failed / partial
+                print(f"  job {job.job_id} failed: {str(err).splitlines()[0][:200]}")
+    else:
+        print(f"follow them with: srv ablate {grid.name} --preset {grid.preset} --dry-run")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ablate")(ablate)

@@ -1,0 +1,137 @@
+"""``srv table``: the paper's tables from finished runs (Markdown / booktabs LaTeX)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import SrvError, handle_errors
+
+SPECIAL = ("complexity", "reference")
+
+
+@handle_errors
+def table(
+    names: Annotated[list[str] | None, typer.Argument(
+        help="Grid names (stem, warmup, ...), 'complexity' (params/FLOPs of the catalogue), "
+             "'reference' or a reference CSV name (published numbers); default: every grid "
+             "with results.", show_default=False)] = None,
+    preset: Annotated[str | None, typer.Option(
+        help="Scale of the grid's runs: mini or full (default: the grid's default).")] = None,
+    seeds: Annotated[str | None, typer.Option(
+        help="Only these seeds (default: every seed found in the runs directory).")] = None,
+    axis: Annotated[list[str] | None, typer.Option(
+        "--axis", help="As for srv ablate: --axis stem=patch,conv.")] = None,
+    samples: Annotated[int | None, typer.Option(min=1, help="As for srv ablate.")] = None,
+    sets: Annotated[list[str] | None, typer.Option(
+        "--set", help="The --set overrides the grid was run with.")] = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Markdown (the default).")] = False,
+    latex: Annotated[bool, typer.Option(
+        "--latex", help="LaTeX (booktabs, caption, label); with --markdown: both.")] = False,
+    metric: Annotated[str | None, typer.Option(
+        help="top1 (final epoch, default) or best_top1 (best epoch).")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Mix results of different recipes or code versions.")] = False,
+    runs_dir: Annotated[Path, typer.Option(help="Where run directories live.",
+                                           envvar="SRV_RUNS")] = Path("runs"),
+    tables_dir: Annotated[Path | None, typer.Option(
+        help="Where tables are written; default: the repository's tables/ "
+             "($SRV_TABLES_DIR).")] = None,
+    write: Annotated[bool, typer.Option(
+        "--write/--no-write", help="Write tables/<name>.md / .tex (and the plot).")] = True,
+    flops: Annotated[bool, typer.Option(
+        "--flops/--no-flops", help="Params and GFLOPs columns (fvcore).")] = True,
+    plot: Annotated[bool, typer.Option(
+        "--plot/--no-plot", help="Training curves (EDF for lr-wd-edf) as PNG.")] = True,
+) -> None:
+    """Print (and write to tables/) the table of each named grid: mean ± std over seeds with n,
+    diverged runs as div@eN, published numbers beside ours, params/FLOPs and a provenance
+    line. Refuses to mix recipes or code versions unless --force."""
+    from .. import tables as tb
+    from ..grids import list_grids
+    from ..reference import reference_names
+    from ..reference import tables_dir as default_tables_dir
+    from .ablate import load_cli_grid
+
+    formats = tuple(f for f, on in (("markdown", markdown or not latex), ("latex", latex)) if on)
+    out_dir = (tables_dir or default_tables_dir()) if write else None
+    if metric is not None and metric not in ("top1", "best_top1"):
+        raise SrvError(f"--metric {metric!r}: use top1 or best_top1")
+    explicit = bool(names)
+    wanted = names or list_grids()
+    printed = 0
+    written: list[Path] = []
+    for name in wanted:
+        if name == "complexity":
+            written += _complexity(formats, out_dir)
+            printed += 1
+            continue
+        if name == "reference":
+            refs = reference_names()
+        elif name.startswith("reference/") or (name in reference_names()
+                                               and name not in list_grids()):
+            refs = [name.removeprefix("reference/")]
+        else:
+            refs = []
+        if refs:
+            for ref in refs:
+                t = tb.reference_table(ref)
+                for fmt in formats:
+                    text = tb.render_markdown(t) if fmt == "markdown" else tb.render_latex(t)
+                    print(text)
+                    if out_dir is not None:
+                        suffix = ".md" if fmt == "markdown" else ".tex"
+                        written.append(tb.write_table(text, Path(out_dir) / f"{t.name}{suffix}"))
+                printed += 1
+            continue
+        grid = load_cli_grid(name, preset, seeds, axis, sets, samples)
+        if seeds is None:  # every seed that was run, not only the preset's
+            found = tb.discover_seeds(grid, runs_dir)
+            if found != grid.seeds:
+                grid = load_cli_grid(name, preset, ",".join(map(str, found)), axis, sets,
+                                     samples)
+        from ..ablate import plan
+
+        states = plan(grid, runs_dir)
+        if not any(s.status in ("done", "diverged") for s in states):
+            if explicit:
+                raise SrvError(f"grid {grid.name!r} ({grid.preset}) has no finished runs in "
+                               f"{runs_dir}: run 'srv ablate {grid.name} --preset "
+                               f"{grid.preset}' first (or give --runs-dir)")
+            continue
+        rep = tb.report(grid, runs_dir, out_dir, formats=formats, states=states, metric=metric,
+                        force=force, flops=flops, plot=plot)
+        for fmt in formats:
+            print(rep.texts[fmt])
+        written += rep.paths
+        printed += 1
+    if not printed:
+        raise SrvError(f"no grid has finished runs in {runs_dir}: run e.g. 'srv ablate stem "
+                       f"--preset mini' first (or give --runs-dir)")
+    if written:
+        print("wrote " + ", ".join(str(p) for p in written))
+
+
+def _complexity(formats: tuple[str, ...], out_dir: Path | None) -> list[Path]:
+    """The complexity table of the paper's models (srv flops), in the same formats."""
+    from .. import flops as fl
+    from ..tables import write_table
+
+    names = ["vit-t-patch", "vit-t-conv", "vit-s-patch", "vit-s-conv", "vit-b-patch",
+             "vit-b-conv", "vitp-1gf", "vitc-1gf", "vitp-4gf", "vitc-4gf", "vit-mini-patch",
+             "vit-mini-conv"]
+    records = fl.count_many(names)
+    paths = []
+    for fmt in formats:
+        text = fl.to_markdown(records) if fmt == "markdown" else fl.to_latex(records)
+        print(text)
+        if out_dir is not None:
+            suffix = ".md" if fmt == "markdown" else ".tex"
+            paths.append(write_table(text, Path(out_dir) / f"complexity-paper{suffix}"))
+    return paths
+
+
+def register(app: typer.Typer) -> None:
+    app.command("table")(table)
