@@ -381,9 +381,21 @@ def run_torchrun(state: CellState, runs_root: Path, restart: bool, nproc: int) -
     if code == 3:
         return Outcome("diverged", (_read_json(state.run_dir / "status.json") or {})
                        .get("reason"))
-    tail = [line for line in log.read_text().splitlines() if line.strip()][-1:]
     kind = "bad input" if code == 2 else f"exit code {code}"
-    return Outcome("failed", f"{kind}: {tail[0] if tail else ''} (log: {log})")
+    return Outcome("failed", f"{kind}: {_error_line(log)} (log: {log})")
+
+
+def _error_line(log: Path) -> str:
+    """The most telling line of a failed launch's log."""
+    import re
+
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines()]
+    for pattern in (r"srv: error: .*", r"\b\w*(Error|Exception): .*"):
+        for line in reversed(lines):
+            m = re.search(pattern, line)
+            if m:
+                return m.group(0).rstrip("│ ")[:300]
+    return "see the log"
 
 
 # --- the local / torchrun scheduler --------------------------------------------------------------
@@ -407,6 +419,7 @@ class Summary:
     states: list[CellState]
     actions: dict[int, str] = field(default_factory=dict)  # index -> trained / skipped ...
     failures: list[tuple[CellState, str]] = field(default_factory=list)
+    warnings: list[tuple[CellState, str]] = field(default_factory=list)
     stopped_early: bool = False
     seconds: float = 0.0
 
@@ -483,10 +496,12 @@ def run_grid(states: Sequence[CellState], runs_root: Path | str, options: RunOpt
                     out = Outcome("failed", f"{type(err).__name__}: {err}")
                 state.refresh(options.stale_after_s, own_lock=True)
                 if out.status == "failed":
-                    if state.status not in ("done", "diverged"):
+                    if state.status in ("done", "diverged"):  # finished, then a rank crashed
+                        summary.warnings.append((state, out.reason or "failed"))
+                    else:
                         state.status = "failed"
                         state.info["reason"] = out.reason
-                    summary.failures.append((state, out.reason or "failed"))
+                        summary.failures.append((state, out.reason or "failed"))
                 summary.actions[i] = "trained"
                 if progress is not None:
                     progress.end_cell(i, state, time.monotonic() - started)

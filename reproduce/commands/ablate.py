@@ -152,6 +152,8 @@ def ablate(
         if not wait:
             return
         summary = ab.Summary([s.refresh() for s in states])
+        summary.failures = [(s, str(s.info.get("reason"))) for s in summary.states
+                            if s.status == "failed"]
     else:
         try:
             summary = ab.run_grid(states, runs_dir, options, progress=ab.GridProgress())
@@ -179,6 +181,9 @@ def _print_summary(summary, grid_name: str) -> None:  # noqa: ANN001
     trained = sum(1 for a in summary.actions.values() if a == "trained")
     print(f"\ngrid {grid_name}: {len(summary.states)} cells: {total} ({trained} trained in "
           f"this pass, {summary.seconds:.0f} s)")
+    for state, reason in summary.warnings:
+        print(f"  warning: {state.cell.describe()} finished ({state.status}) but its launch "
+              f"reported: {reason}")
     for state, reason in summary.failures:
         print(f"  failed: {state.cell.describe()}: {reason}  [{state.run_dir}]")
     if summary.failures:

@@ -1,0 +1,196 @@
+"""Grid files: every shipped grid loads and resolves, expansion, CLI changes, bad grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from reproduce.cli import app
+from reproduce.config import resolve_config
+from reproduce.errors import SrvError
+from reproduce.grids import Cell, list_grids, load_grid, parse_axis_option, parse_list, parse_seeds
+from reproduce.models import StemSpec, get_entry
+from reproduce.recipes import parse_overrides
+
+runner = CliRunner()
+
+GRIDS = ("stem", "warmup", "lr", "optimizer", "stride", "epochs", "lr-wd-edf")
+STEMS = ["patch", "patch-bnrelu", "conv", "conv-norelu", "conv-nobn", "conv-linear", "conv-ln",
+         "xiao"]
+
+
+def test_one_grid_per_paper_experiment() -> None:
+    assert set(GRIDS) <= set(list_grids())
+
+
+@pytest.mark.parametrize("name", GRIDS)
+@pytest.mark.parametrize("preset", ["mini", "full"])
+def test_every_grid_resolves_at_every_scale(name: str, preset: str) -> None:
+    grid = load_grid(name, preset)
+    cells = grid.cells()
+    assert cells and grid.recipe in ("mini", "deit", "xiao")
+    names = set()
+    for cell in cells:
+        get_entry(cell.model)
+        cfg = resolve_config(cell.model, cell.recipe, {**cell.override_dict, "seed": cell.seed})
+        names.add(cfg.run_name)
+        stem = cfg.recipe.stem
+        if stem and "," in stem:  # a spec: its total stride is the model's
+            assert StemSpec.parse(stem).stride == (4 if preset == "mini" else 16)
+        if preset == "mini":
+            assert cell.model.startswith("vit-mini-") and cfg.recipe.dataset == "digits"
+    assert len(names) == len(cells), "two cells share a run directory"
+
+
+def test_stem_grid_covers_the_scaled_relu_components() -> None:
+    grid = load_grid("stem")
+    assert grid.preset == "mini" and grid.seeds == [0]
+    assert [c.label_dict["stem"] for c in grid.cells()] == STEMS
+    assert [c.model for c in grid.cells()] == [f"vit-mini-{s}" for s in STEMS]
+    assert [c.model for c in load_grid("stem", "full").cells()] == [f"vit-s-{s}" for s in STEMS]
+    assert grid.axis("stem").show("conv") == "conv, BN + ReLU (scaled ReLU)"
+
+
+def test_two_dimensional_grids_and_their_axes() -> None:
+    warmup = load_grid("warmup")
+    assert warmup.row_axes == ["stem"] and warmup.column_axes == ["warmup"]
+    assert [c.describe() for c in warmup.cells()[:2]] == [
+        "stem=patch warmup=0 seed=0", "stem=patch warmup=1 seed=0"]
+    lr = load_grid("lr")
+    assert sorted({c.override_dict["lr"] for c in lr.cells()}) == [5e-4, 1e-3, 2e-3, 4e-3]
+    opt = load_grid("optimizer")
+    sgd = [c for c in opt.cells() if c.label_dict["opt"] == "sgd"][0]
+    assert sgd.override_dict["opt"] == "momentum" and sgd.override_dict["momentum"] == 0.9
+    assert {c.override_dict["opt"] for c in opt.cells()} == {"adamw", "momentum", "sam-adamw"}
+    assert load_grid("optimizer", "full").axis("opt").points[1][1]["lr"] == 0.2
+    assert [c.override_dict["epochs"] for c in load_grid("epochs").cells()][:3] == [8, 15, 30]
+    assert [c.override_dict["epochs"] for c in load_grid("epochs", "full").cells()][:3] == [
+        100, 300, 400]
+
+
+def test_stride_grid_names_its_configurations_honestly() -> None:
+    grid = load_grid("stride")
+    labels = grid.axis("stride").labels
+    assert labels[0] == "s2-1-1-2"  # the mini conv-stem itself
+    for label, overrides in grid.axis("stride").points:
+        spec = StemSpec.parse(overrides["stem"])
+        assert "-".join(str(layer.stride) for layer in spec.layers) == label[1:]
+    assert "not Xiao et al.'s" in grid.path.read_text()
+
+
+def test_edf_samples_are_reproducible_paired_and_in_range() -> None:
+    grid = load_grid("lr-wd-edf")
+    assert grid.table_kind == "edf"
+    cells = grid.cells()
+    assert len(cells) == 2 * 16
+    patch = [c.override_dict for c in cells if c.label_dict["stem"] == "patch"]
+    conv = [c.override_dict for c in cells if c.label_dict["stem"] == "conv"]
+    assert patch == conv  # the same (lr, wd) samples for every model
+    for o in patch:
+        assert 2.5e-4 <= o["lr"] <= 8e-3 and 0.02 <= o["weight_decay"] <= 0.8
+    assert len({o["lr"] for o in patch}) == 16
+    assert [c.override_dict for c in load_grid("lr-wd-edf").cells()] == [
+        c.override_dict for c in cells]
+    assert len(load_grid("lr-wd-edf", samples=4).cells()) == 8
+    full = load_grid("lr-wd-edf", "full")
+    assert len(full.cells()) == 128 and full.fixed == {"epochs": 50} and full.recipe == "xiao"
+
+
+def test_command_line_changes() -> None:
+    grid = load_grid("lr", seeds=[0, 1, 2], axes={"stem": ["conv"], "lr": ["1e-3", "3e-3"]},
+                     overrides={"epochs": 2})
+    cells = grid.cells()
+    assert len(cells) == 1 * 2 * 3
+    assert [c.override_dict["lr"] for c in cells[::3]] == [1e-3, 3e-3]
+    assert all(c.override_dict["epochs"] == 2 for c in cells)
+    assert [c.seed for c in cells[:3]] == [0, 1, 2]
+    with pytest.raises(SrvError, match="not a value of axis 'stem'"):
+        load_grid("stem", axes={"stem": ["convv"]})
+    with pytest.raises(SrvError, match="no axis 'warmup'"):
+        load_grid("stem", axes={"warmup": ["1"]})
+    with pytest.raises(SrvError, match="swept by axis 'lr'"):
+        load_grid("lr", overrides={"lr": 1e-3})
+    with pytest.raises(SrvError, match="no preset 'huge'"):
+        load_grid("stem", "huge")
+    with pytest.raises(SrvError, match="no grid 'nope'"):
+        load_grid("nope")
+    with pytest.raises(SrvError, match="no random axis"):
+        load_grid("stem", samples=3)
+
+
+def test_comma_lists_are_split_by_our_own_code() -> None:
+    assert parse_seeds("0,1, 2") == [0, 1, 2]
+    assert parse_seeds("0-3,7") == [0, 1, 2, 3, 7]
+    assert parse_list("patch,conv") == ["patch", "conv"]
+    assert parse_axis_option(["stem=patch,conv", "lr=1e-3"]) == {
+        "stem": ["patch", "conv"], "lr": ["1e-3"]}
+    for bad in ("0,,1", "", "a"):
+        with pytest.raises(SrvError):
+            parse_seeds(bad)
+    with pytest.raises(SrvError, match="AXIS=v1,v2"):
+        parse_axis_option(["stem"])
+
+
+def test_cell_round_trips_through_srv_train_options() -> None:
+    """The torchrun backend rebuilds a cell with `srv train --set ...`: same run directory."""
+    for name in ("stride", "optimizer", "lr-wd-edf"):
+        for cell in load_grid(name).cells()[:4]:
+            args = cell.set_args()
+            pairs = [args[i + 1] for i in range(0, len(args), 2)]
+            parsed = parse_overrides(pairs)
+            assert parsed == {**cell.override_dict, "seed": cell.seed}
+            a = resolve_config(cell.model, cell.recipe, {**cell.override_dict, "seed": cell.seed})
+            b = resolve_config(cell.model, cell.recipe, parsed)
+            assert a.run_name == b.run_name
+            assert Cell.from_dict(cell.to_dict()) == cell
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[presets.mini]\nrecipe = "mini"\n[axes.x]\nvalues = [1]\n', "needs key"),
+    ('[presets.mini]\n[axes.x]\nkey = "lr"\nvalues = [1]\n', "needs recipe"),
+    ('colour = 1\n[presets.mini]\nrecipe = "mini"\n', "unknown top-level"),
+    ('[presets.mini]\nrecipe = "mini"\n[axes.x]\nkey = "lr"\nvalues = [1]\nfoo = 2\n',
+     "unknown axis field"),
+    ('[presets.mini]\nrecipe = "mini"\n[axes.x]\nkey = "lr"\nvalues = [1, 1]\n', "duplicate"),
+    ('[table]\nrows = ["y"]\n[presets.mini]\nrecipe = "mini"\n[axes.x]\nkey = "lr"\n'
+     'values = [1]\n', "'y' is not an axis"),
+    ('[presets.mini]\nrecipe = "mini"\nseeds = []\n[axes.x]\nkey = "lr"\nvalues = [1]\n',
+     "seeds must be"),
+    ('[presets.mini]\nrecipe = "mini"\n[axes.x]\nkind = "random"\nsamples = 2\n'
+     'ranges = { lr = [1.0, 0.5] }\n', "0 < low < high"),
+    ("[presets.mini\n", "not valid TOML"),
+])
+def test_bad_grid_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(SrvError, match=message):
+        load_grid(_write(tmp_path / "g.toml", text))
+
+
+def test_dry_run_lists_every_cell_without_training(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["ablate", "stem", "--dry-run", "--runs-dir",
+                                 str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if " pending " in line]
+    assert len(lines) == 8
+    for stem, line in zip(STEMS, lines, strict=True):
+        assert f" {stem} " in line and f"vit-mini-{stem}-" in line
+    assert "8 cells: 8 pending" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_ablate_input_is_one_line_and_exit_2() -> None:
+    for args, message in ((["ablate", "nope", "--dry-run"], "no grid 'nope'"),
+                          (["ablate", "stem", "--seeds", "0,,1", "--dry-run"], "empty item"),
+                          (["ablate", "stem", "--set", "lrr=1", "--dry-run"], "did you mean"),
+                          (["ablate", "stem", "--axis", "stem=foo", "--dry-run"],
+                           "not a value of axis")):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.startswith("srv: error: ") and message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
