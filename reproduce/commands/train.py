@@ -1,0 +1,97 @@
+"""``srv train``: train a catalogue model with a recipe, resuming when run again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import handle_errors
+
+RECIPE_HELP = ("Recipe name in recipes/ (mini, deit, xiao) or a .toml path; default: mini for "
+               "vit-mini-*, xiao for vitp/vitc, deit otherwise.")
+
+
+def default_recipe(model: str) -> str:
+    """The recipe a model is trained with when none is named."""
+    if model.startswith("vit-mini"):
+        return "mini"
+    if model.startswith(("vitp-", "vitc-")):
+        return "xiao"
+    return "deit"
+
+
+def collect_overrides(
+    sets: list[str] | None, **flags: Any
+) -> dict[str, Any]:
+    """Typed overrides from ``--set key=value`` and the common flags (flags win)."""
+    from ..recipes import parse_overrides
+
+    overrides = parse_overrides(sets or [])
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    return overrides
+
+
+@handle_errors
+def train(
+    model: Annotated[str, typer.Argument(help="Catalogue model, e.g. vit-mini-conv (srv models).")],
+    recipe: Annotated[str | None, typer.Option("--recipe", "-r", help=RECIPE_HELP)] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Base lr (scaled by the recipe's rule).")] = None,
+    warmup_epochs: Annotated[float | None, typer.Option(help="Warmup epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="GLOBAL batch size.")] = None,
+    opt: Annotated[str | None, typer.Option(
+        help="Optimizer: adamw, sgd, sam, sam-adamw, or any timm name.")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Weight decay.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    img_size: Annotated[int | None, typer.Option(help="Input resolution.")] = None,
+    data: Annotated[str | None, typer.Option(help="Data folder (imagefolder / cifar).")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="digits, imagefolder, synthetic, cifar10, cifar100.")] = None,
+    amp: Annotated[str | None, typer.Option(help="off, bf16 or fp16.")] = None,
+    sets: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any recipe key: --set drop_path=0.2 (repeatable).")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run directories live.",
+                                           envvar="SRV_RUNS")] = Path("runs"),
+    run_dir: Annotated[Path | None, typer.Option(
+        help="Use exactly this run directory instead of <runs-dir>/<name>-<hash>.")] = None,
+    name: Annotated[str | None, typer.Option(help="Run name prefix (default: the model).")] = None,
+    restart: Annotated[bool, typer.Option(
+        help="Move an existing run aside (<dir>.old-<time>) and start again.")] = False,
+    progress: Annotated[bool | None, typer.Option(
+        "--progress/--no-progress", help="Progress bar (default: only on a terminal).")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the resolved config and run directory, train nothing.")] = False,
+) -> None:
+    """Train MODEL with a recipe. Running the same command again resumes the run (or does
+    nothing if it finished); a diverged run exits with code 3."""
+    import json
+
+    from ..config import resolve_config
+
+    overrides = collect_overrides(
+        sets, epochs=epochs, lr=lr, warmup_epochs=warmup_epochs, batch_size=batch_size, opt=opt,
+        weight_decay=weight_decay, seed=seed, img_size=img_size, data_path=data,
+        dataset=dataset, amp=amp)
+    cfg = resolve_config(model, recipe or default_recipe(model), overrides, name=name)
+    if dry_run:
+        where = run_dir or runs_dir / cfg.run_name
+        print(json.dumps({**cfg.to_dict(), "derived": cfg.derived(), "run_dir": str(where)},
+                         indent=2))
+        return
+    from ..engine import train as run_training
+
+    outcome = run_training(cfg, runs_root=runs_dir, restart=restart, run_dir=run_dir,
+                           progress=progress)
+    if outcome.status == "completed" and outcome.result:
+        res = outcome.result
+        print(f"{cfg.model}: top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  "
+              f"({res['epochs']} epochs)  {outcome.run_dir}")
+    elif outcome.status == "diverged":
+        print(f"{cfg.model}: diverged ({outcome.reason})  {outcome.run_dir}")
+    raise typer.Exit(outcome.exit_code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)

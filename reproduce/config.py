@@ -1,0 +1,120 @@
+"""Resolved run configuration: model + recipe + overrides, hashed into the run's identity.
+
+The hash covers everything that changes what a run computes (model, every recipe value) and
+nothing that does not (``num_workers``, the world size: the global batch is what the recipe
+fixes). Derived values (per-device batch, the lr after the scaling rule, warmup in steps) are
+recorded next to the config, not hashed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import SrvError
+from .recipes import Recipe, apply_overrides, load_recipe
+
+__all__ = ["RunConfig", "resolve_config", "scaled_lr", "config_diff"]
+
+#: recipe keys that do not change the result and so are not part of the run's identity
+UNHASHED = frozenset({"num_workers", "device"})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A fully resolved run: the model name, the recipe it came from and every value."""
+
+    model: str
+    recipe_name: str
+    recipe: Recipe
+    name: str  # run name prefix (default: the model)
+
+    def identity(self) -> dict[str, Any]:
+        values = {k: v for k, v in self.recipe.to_dict().items() if k not in UNHASHED}
+        return {"model": self.model, "recipe": self.recipe_name, **values}
+
+    @property
+    def hash(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.name}-{self.hash}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "recipe": self.recipe_name, "name": self.name,
+                "hash": self.hash, **self.recipe.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        keys = {f.name for f in dataclasses.fields(Recipe)}
+        recipe = Recipe(**{k: v for k, v in data.items() if k in keys})
+        return cls(model=data["model"], recipe_name=data["recipe"], recipe=recipe,
+                   name=data.get("name", data["model"]))
+
+    def derived(self, world_size: int = 1, steps_per_epoch: int | None = None) -> dict[str, Any]:
+        """Values that follow from the config and the launch: batch split, scaled lr, steps."""
+        r = self.recipe
+        if r.batch_size % world_size:
+            raise SrvError(f"global batch {r.batch_size} is not divisible by the world size "
+                           f"{world_size}; pick a multiple of {world_size} (--batch-size)")
+        out: dict[str, Any] = {
+            "world_size": world_size,
+            "global_batch": r.batch_size,
+            "per_device_batch": r.batch_size // world_size,
+            "lr_rule": f"{r.lr_scaling}: lr = base x (global batch / {r.lr_base_batch})"
+            + ("^0.5" if r.lr_scaling == "sqrt" else "") if r.lr_scaling != "none"
+            else "none: lr = base",
+            "lr": scaled_lr(r),
+            "min_lr": r.min_lr,
+            "warmup_lr": r.warmup_lr,
+        }
+        if steps_per_epoch is not None:
+            out["steps_per_epoch"] = steps_per_epoch
+            out["total_steps"] = steps_per_epoch * r.epochs
+            out["warmup_steps"] = int(round(r.warmup_epochs * steps_per_epoch))
+        return out
+
+
+def scaled_lr(recipe: Recipe) -> float:
+    """The lr after the recipe's scaling rule (DeiT: linear, base x global batch / 512)."""
+    ratio = recipe.batch_size / recipe.lr_base_batch
+    if recipe.lr_scaling == "linear":
+        return recipe.lr * ratio
+    if recipe.lr_scaling == "sqrt":
+        return recipe.lr * math.sqrt(ratio)
+    return recipe.lr
+
+
+def resolve_config(
+    model: str,
+    recipe: str = "mini",
+    overrides: dict[str, Any] | None = None,
+    name: str | None = None,
+) -> RunConfig:
+    """Load ``recipe``, apply typed ``overrides`` and check the model name and stem."""
+    from .models import get_entry
+
+    entry = get_entry(model)
+    base, meta = load_recipe(recipe)
+    resolved = apply_overrides(base, overrides or {})
+    if resolved.stem:
+        from .models import STEM_KINDS, StemSpec
+
+        if resolved.stem not in STEM_KINDS:
+            StemSpec.parse(resolved.stem)  # raises StemSpecError with the fix
+    return RunConfig(model=entry.name, recipe_name=meta["name"], recipe=resolved,
+                     name=name or entry.name)
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two config dicts (``key: old -> new``)."""
+    keys = sorted(set(old) | set(new))
+    skip = {"hash"} | UNHASHED
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys
+            if k not in skip and old.get(k) != new.get(k)]

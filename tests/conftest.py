@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny, real training settings on the digits data (CPU, seconds per run)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: a run of a vit-mini model that takes about a second per epoch on one CPU core
+TINY = {
+    "img_size": 16,
+    "train_subset": 256,
+    "val_subset": 101,  # odd on purpose: sharding must count every image once
+    "batch_size": 64,
+    "epochs": 2,
+    "warmup_epochs": 1.0,
+}
+
+
+def tiny_args(**extra: object) -> list[str]:
+    """``--set`` arguments for :data:`TINY` (plus ``extra``)."""
+    out: list[str] = []
+    for key, value in {**TINY, **extra}.items():
+        out += ["--set", f"{key}={value}"]
+    return out
+
+
+@pytest.fixture
+def runs_root(tmp_path: Path) -> Path:
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def srv_cmd() -> list[str]:
+    """Run the CLI in a subprocess exactly as a user would."""
+    return [sys.executable, "-m", "reproduce"]
+
+
+@pytest.fixture
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
