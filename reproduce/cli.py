@@ -20,7 +20,7 @@ app = typer.Typer(
     "AAAI 2022): train the paper's models, run its ablations, count params/FLOPs, write tables.",
     no_args_is_help=True,
     add_completion=False,
-    pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,  # a bug prints a plain traceback, never pages of locals
     rich_markup_mode="rich",
 )
 

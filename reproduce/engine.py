@@ -57,6 +57,7 @@ class RunOutcome:
     run_dir: Path
     result: dict[str, Any] | None = None
     reason: str | None = None
+    is_main: bool = True  # rank 0 (the one that reports)
 
     @property
     def exit_code(self) -> int:
@@ -274,8 +275,11 @@ class Trainer:
         self.lr = self.derived["lr"]
 
         model = build_model(cfg, self.data.num_classes)
-        if r.sync_bn and info.distributed:
+        if r.sync_bn and info.distributed and info.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif r.sync_bn and info.distributed:
+            reporter.line("note: sync_bn needs CUDA (torch's SyncBatchNorm); on CPU each rank "
+                          "keeps its own BN statistics")
         model.to(info.device)
         if r.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -318,6 +322,7 @@ class Trainer:
         self.best_top1 = -1.0
         self.best_epoch = 0
         self.loss_mean: float | None = None
+        self.rows: list[dict[str, Any]] = []  # metrics of finished epochs (same on every rank)
 
     # checkpoints
     def state(self) -> dict[str, Any]:
@@ -350,6 +355,7 @@ class Trainer:
         self.best_top1, self.best_epoch = ckpt["best_top1"], ckpt["best_epoch"]
         self.loss_mean = ckpt["loss_mean"]
         _set_rng_state(ckpt["rng"])
+        self.rows = [row for row in self.run.metrics() if row["epoch"] <= self.epoch]
 
     # one epoch
     def _grad_norm(self, params: list[nn.Parameter]) -> float:
@@ -478,20 +484,23 @@ class Trainer:
             if improved:
                 self.best_top1, self.best_epoch = val["top1"], self.epoch
             if info.is_main:
+                # metrics first: a kill before last.pt is written leaves an extra row that a
+                # resume drops (rows past the checkpoint's epoch are recomputed)
+                self.run.write_metrics([*self.rows, row])
                 if improved:
                     atomic_torch_save({"model": self.model.state_dict(),
                                        "ema": self.ema.module.state_dict() if self.ema else None,
                                        "epoch": self.epoch, "top1": val["top1"],
                                        "config": self.cfg.to_dict()}, self.run.best_ckpt)
                 atomic_torch_save(self.state(), self.run.last_ckpt)
-                self.run.append_metrics(row)
                 self.run.write_status("running", self.epoch, self.step)
+            self.rows.append(row)
             self.reporter.line(
                 f"epoch {self.epoch}/{r.epochs}  loss {row['train_loss']:.4f}  "
                 f"val top-1 {val['top1']:.2f}  top-5 {val['top5']:.2f}  "
                 f"lr {lr_now:.2e}  |g| {row['grad_norm_mean']:.2f}  "
                 f"{row['img_per_s']:.0f} img/s  data {100 * row['data_wait_frac']:.0f}%")
-        rows = self.run.metrics()
+        rows = self.rows
         last = rows[-1] if rows else {}
         return {
             "model": self.cfg.model,
@@ -580,14 +589,14 @@ def train(cfg: RunConfig, runs_root: Path | str = "runs", restart: bool = False,
             if info.is_main:
                 run.write_status("diverged", d.epoch, d.step, d.reason)
             reporter.line(f"diverged: {d.reason}; last good checkpoint kept in {run.path}")
-            return RunOutcome("diverged", run.path, None, d.reason)
+            return RunOutcome("diverged", run.path, None, d.reason, info.is_main)
         if info.is_main:
             atomic_write_json(run.result_path, result)
             run.write_status("completed", trainer.epoch, trainer.step)
         reporter.line(f"done: final val top-1 {result['top1']:.2f}% (best "
                       f"{result['best_top1']:.2f}% at epoch {result['best_epoch']}); "
                       f"results in {run.path}")
-        return RunOutcome("completed", run.path, result)
+        return RunOutcome("completed", run.path, result, is_main=info.is_main)
     except torch.OutOfMemoryError:
         _mark_failed(run, info, "out of memory")
         raise SrvError(f"out of memory with a per-device batch of "

@@ -184,9 +184,6 @@ class RunDir:
         text = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
         atomic_write_text(self.metrics_path, text)
 
-    def append_metrics(self, row: dict[str, Any]) -> None:
-        self.write_metrics([*self.metrics(), row])
-
     def truncate_metrics(self, epochs_done: int) -> None:
         """Drop rows of epochs after the checkpoint (a resumed run recomputes them)."""
         rows = self.metrics()

@@ -84,7 +84,9 @@ def train(
 
     outcome = run_training(cfg, runs_root=runs_dir, restart=restart, run_dir=run_dir,
                            progress=progress)
-    if outcome.status == "completed" and outcome.result:
+    if not outcome.is_main:
+        pass
+    elif outcome.status == "completed" and outcome.result:
         res = outcome.result
         print(f"{cfg.model}: top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  "
               f"({res['epochs']} epochs)  {outcome.run_dir}")

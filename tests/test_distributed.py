@@ -1,0 +1,54 @@
+"""2-process CPU DDP (gloo, torchrun): training runs, and evaluation counts every image once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import TINY, tiny_args
+
+from reproduce.config import resolve_config
+from reproduce.engine import train
+
+
+def _torchrun(nproc: int) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={nproc}", "-m", "reproduce"]
+
+
+def test_ddp_eval_matches_one_process_on_an_odd_val_set(
+    runs_root: Path, subprocess_env: dict[str, str]
+) -> None:
+    outcome = train(resolve_config("vit-mini-conv", "mini", {**TINY, "epochs": 1,
+                                                             "warmup_epochs": 0.5}),
+                    runs_root, progress=False)
+    one = subprocess.run([sys.executable, "-m", "reproduce", "eval", str(outcome.run_dir),
+                          "--format", "json"], env=subprocess_env, capture_output=True,
+                         text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([*_torchrun(2), "eval", str(outcome.run_dir), "--format", "json"],
+                         env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr
+    a, b = json.loads(one.stdout), json.loads(two.stdout)  # only rank 0 prints
+    assert a["n_images"] == b["n_images"] == 101
+    assert a["top1"] == b["top1"] == outcome.result["top1"]
+    assert a["top5"] == b["top5"]
+
+
+def test_ddp_training_completes_and_records_the_world_size(runs_root: Path,
+                                            subprocess_env: dict[str, str]) -> None:
+    args = ["train", "vit-mini-conv", "--runs-dir", str(runs_root), "--no-progress",
+            *tiny_args(epochs=1, warmup_epochs=0.5, sync_bn=True)]
+    done = subprocess.run([*_torchrun(2), *args], env=subprocess_env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sync_bn needs CUDA" in done.stdout
+    (run,) = runs_root.iterdir()
+    config = json.loads((run / "config.json").read_text())
+    assert config["derived"]["world_size"] == 2
+    assert config["derived"]["per_device_batch"] == TINY["batch_size"] // 2
+    result = json.loads((run / "result.json").read_text())
+    assert result["n_val"] == 101 and result["world_size"] == 2
+    assert json.loads((run / "env.json").read_text())["world_size"] == 2
