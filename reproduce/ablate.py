@@ -51,6 +51,7 @@ __all__ = [
 
 STATUSES = ("pending", "partial", "running", "done", "diverged", "failed")
 LOCK_DIR = ".locks"
+FAILED_DIR = ".failed"  # srv ablate's own record of a cell whose training raised
 LOG_DIR = ".logs"
 SUBMITIT_DIR = ".submitit"
 HEARTBEAT_S = 60.0
@@ -224,10 +225,23 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
 def inspect_run(run_dir: Path, lock: CellLock | None = None,
-                stale_after_s: float = STALE_AFTER_S) -> tuple[str, dict[str, Any]]:
+                stale_after_s: float = STALE_AFTER_S,
+                failure: Path | None = None) -> tuple[str, dict[str, Any]]:
     """The status of one cell's run directory (see :data:`STATUSES`) and its details
-    (``epoch``, ``step``, ``reason``, ``top1``, ``holder``)."""
+    (``epoch``, ``step``, ``reason``, ``top1``, ``holder``).
+
+    ``failure`` is srv ablate's record of a cell whose training raised before the engine could
+    say so (bad input, a crash before the run directory existed); it counts while it is newer
+    than the run's ``status.json``.
+    """
     result = _read_json(run_dir / "result.json")
     if result is not None:
         return "done", {"top1": result.get("top1"), "epoch": result.get("epochs"),
@@ -238,6 +252,11 @@ def inspect_run(run_dir: Path, lock: CellLock | None = None,
             "reason": status.get("reason")}
     if holder is not None:
         return "running", {**info, "holder": holder}
+    if failure is not None:
+        marked, touched = _mtime(failure), _mtime(run_dir / "status.json")
+        if marked is not None and (touched is None or touched <= marked):
+            record = _read_json(failure) or {}
+            return "failed", {**info, "reason": record.get("reason")}
     state = status.get("status")
     if state == "diverged":
         return "diverged", info
@@ -274,6 +293,20 @@ class CellState:
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def failure_path(self) -> Path:
+        return self.lock_path.parent.parent / FAILED_DIR / f"{self.cfg.run_name}.json"
+
+    def mark_failed(self, reason: str) -> None:
+        """Record a failure the engine could not write (atomic, in ``<runs>/.failed/``)."""
+        from .runs import atomic_write_json
+
+        atomic_write_json(self.failure_path, {"reason": reason, "cell": self.cell.describe(),
+                                              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+    def clear_failure(self) -> None:
+        self.failure_path.unlink(missing_ok=True)
+
+    @property
     def epochs(self) -> int:
         return int(self.cfg.recipe.epochs)
 
@@ -284,7 +317,8 @@ class CellState:
                 ) -> CellState:
         """Re-read the status (``own_lock``: this process holds the cell's lock, ignore it)."""
         lock = None if own_lock else self.lock(stale_after_s)
-        self.status, self.info = inspect_run(self.run_dir, lock, stale_after_s)
+        self.status, self.info = inspect_run(self.run_dir, lock, stale_after_s,
+                                             self.failure_path)
         return self
 
     def detail(self) -> str:
@@ -302,7 +336,7 @@ class CellState:
                 text += f" (pid {holder.get('pid')} on {holder.get('host')})"
             return text
         if s == "failed":
-            return str(i.get("reason") or "")[:80]
+            return str(i.get("reason") or "").replace(str(self.run_dir), "run dir")[:100]
         return ""
 
 
@@ -486,6 +520,7 @@ def run_grid(states: Sequence[CellState], runs_root: Path | str, options: RunOpt
                 if progress is not None:
                     progress.start_cell(i, state)
                 started = time.monotonic()
+                state.clear_failure()
                 try:
                     out = train_fn(state, runs_root, action == "restart")
                 except KeyboardInterrupt:
@@ -499,6 +534,7 @@ def run_grid(states: Sequence[CellState], runs_root: Path | str, options: RunOpt
                     if state.status in ("done", "diverged"):  # finished, then a rank crashed
                         summary.warnings.append((state, out.reason or "failed"))
                     else:
+                        state.mark_failed(out.reason or "failed")
                         state.status = "failed"
                         state.info["reason"] = out.reason
                         summary.failures.append((state, out.reason or "failed"))
