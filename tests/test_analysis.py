@@ -336,3 +336,21 @@ def test_effective_rank_bound_in_table_notes() -> None:
     cos, rank = an.diversity_tables([spec], [res])
     assert any("min(N=16, C=96) = 16" in n for n in rank.notes)
     assert math.isclose(cos.rows[0][2].mean, 0.5)
+
+
+def test_analyze_help_imports_nothing_heavy() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from reproduce.cli import app\n"
+        "for cmd in ('diversity', 'stem-bn', 'stability'):\n"
+        "    r = CliRunner().invoke(app, ['analyze', cmd, '--help'])\n"
+        "    assert r.exit_code == 0, r.output\n"
+        "heavy = [m for m in ('torch', 'timm', 'pandas', 'matplotlib') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   cwd=Path(__file__).resolve().parent.parent)
