@@ -365,3 +365,38 @@ def test_slurm_backend_through_submitit_in_process(tmp_path: Path) -> None:
     assert len(list(runs.glob("*/result.json"))) == 2
     assert (tmp_path / "tables" / "tiny.md").exists()
     assert list((runs / ab.SUBMITIT_DIR / "tiny").iterdir())
+
+
+def test_torchrun_backend_runs_a_cell_with_two_processes(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One torchrun launch per cell (2 CPU processes, gloo): the child lands in the cell's run
+    directory, so the options srv ablate passes rebuild exactly the cell's config."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    grid = tiny_grid(tmp_path, epochs=1, warmup_epochs=0.0)
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["ablate", str(grid), "--runs-dir", str(runs), "--no-table",
+                                 "--backend", "torchrun", "--nproc", "2", "--axis",
+                                 "stem=conv"])
+    assert result.exit_code == 0, result.output
+    (state,) = ab.plan(load_grid(grid, axes={"stem": ["conv"]}), runs)
+    assert state.status == "done"
+    assert json.loads((state.run_dir / "config.json").read_text())["derived"]["world_size"] == 2
+    log = (runs / ab.LOG_DIR / f"{state.cfg.run_name}.log").read_text()
+    assert "--nproc_per_node=2" in log
+
+
+def test_progress_views_over_the_grid(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    progress = ab.GridProgress(rich=True, poll_s=0.01)
+    summary = ab.run_grid(_states(tmp_path, axes={"stem": ["patch", "conv"]}),
+                          tmp_path / "runs", ab.RunOptions(), train_fn=FakeTrainer(),
+                          progress=progress)
+    assert summary.ok and summary.counts() == {"done": 2}
+    assert progress._progress is None  # the live view was stopped
+    capsys.readouterr()
+    # off a terminal: plain lines, no carriage returns
+    summary = ab.run_grid(_states(tmp_path / "b", axes={"stem": ["patch", "conv"]}),
+                          tmp_path / "b" / "runs", ab.RunOptions(), train_fn=FakeTrainer(),
+                          progress=ab.GridProgress(rich=False))
+    out = capsys.readouterr().out
+    assert "2 cells: 2 to train, 0 finished or skipped" in out
+    assert "[2/2] stem=conv seed=0: done top-1 50.00" in out and "\r" not in out
