@@ -43,7 +43,7 @@ def smoke(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Training-throughput benchmark (GPU when present): srv models against plain timm."""
     session.install("-e", ".")
-    session.run("python", "-m", "reproduce.bench", *session.posargs)
+    session.run("srv", "bench", *session.posargs)
 
 
 if __name__ == "__main__":
