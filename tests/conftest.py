@@ -43,6 +43,6 @@ def srv_cmd() -> list[str]:
 @pytest.fixture
 def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")
+    env["OMP_NUM_THREADS"] = "1"  # 2 cores: one thread per process (torchrun starts 2)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
