@@ -115,21 +115,19 @@ def table(
 
 
 def _complexity(formats: tuple[str, ...], out_dir: Path | None) -> list[Path]:
-    """The complexity table of the paper's models (srv flops), in the same formats."""
+    """The complexity table of the whole catalogue: the same files as ``srv flops --write``."""
     from .. import flops as fl
+    from ..models import CATALOGUE
     from ..tables import write_table
 
-    names = ["vit-t-patch", "vit-t-conv", "vit-s-patch", "vit-s-conv", "vit-b-patch",
-             "vit-b-conv", "vitp-1gf", "vitc-1gf", "vitp-4gf", "vitc-4gf", "vit-mini-patch",
-             "vit-mini-conv"]
-    records = fl.count_many(names)
+    records = fl.count_many(list(CATALOGUE))
     paths = []
     for fmt in formats:
         text = fl.to_markdown(records) if fmt == "markdown" else fl.to_latex(records)
         print(text)
         if out_dir is not None:
             suffix = ".md" if fmt == "markdown" else ".tex"
-            paths.append(write_table(text, Path(out_dir) / f"complexity-paper{suffix}"))
+            paths.append(write_table(text, Path(out_dir) / f"complexity{suffix}"))
     return paths
 
 
