@@ -50,6 +50,7 @@ __all__ = [
     "TargetSpec",
     "mean_cosine_similarity",
     "effective_rank",
+    "singular_values",
     "token_layers",
     "token_diversity",
     "fixed_images",
@@ -97,6 +98,18 @@ def mean_cosine_similarity(tokens: torch.Tensor) -> torch.Tensor:
     return off / (n * (n - 1))
 
 
+def singular_values(x: torch.Tensor) -> torch.Tensor:
+    """Singular values of ``(..., N, C)`` matrices as the square roots of the eigenvalues of the
+    smaller Gram matrix (``X X^T`` or ``X^T X``): several times faster than an SVD for batches of
+    small matrices. Eigenvalues below the numerical-rank tolerance ``max(N, C) * eps * lambda_max``
+    (as ``torch.linalg.matrix_rank``) count as 0, so rounding noise adds no rank."""
+    n, c = x.shape[-2], x.shape[-1]
+    gram = x @ x.transpose(-1, -2) if n <= c else x.transpose(-1, -2) @ x
+    lam = torch.linalg.eigvalsh(gram)
+    tol = max(n, c) * torch.finfo(lam.dtype).eps * lam.amax(-1, keepdim=True)
+    return torch.where(lam > tol, lam, torch.zeros_like(lam)).sqrt()
+
+
 def effective_rank(tokens: torch.Tensor, normalise: bool = True,
                    centre: bool = False) -> torch.Tensor:
     """Effective rank (Roy & Vetterli 2007) of the ``N x C`` token matrices (``(...)`` out).
@@ -111,7 +124,7 @@ def effective_rank(tokens: torch.Tensor, normalise: bool = True,
         x = F.normalize(x, dim=-1)
     if centre:
         x = x - x.mean(dim=-2, keepdim=True)
-    s = torch.linalg.svdvals(x)
+    s = singular_values(x)
     total = s.sum(-1, keepdim=True)
     p = s / total.clamp_min(torch.finfo(s.dtype).tiny)
     rank = torch.exp(-torch.special.xlogy(p, p).sum(-1))
@@ -173,11 +186,11 @@ def token_diversity(model: nn.Module, images: torch.Tensor, batch_size: int = 64
             t = output[0] if isinstance(output, tuple | list) else output
             if t.ndim == 4:  # NHWC feature map (timm PatchEmbed without flatten)
                 t = t.flatten(1, 2)
-            t = t[:, drop:].detach().to("cpu", torch.float64)
+            t = t[:, drop:].detach().to(torch.float64)  # metrics on the model's device
             if name == "stem":
                 shape["n_tokens"], shape["dim"] = int(t.shape[1]), int(t.shape[2])
-            values[name][0].append(mean_cosine_similarity(t))
-            values[name][1].append(effective_rank(t, centre=centre))
+            values[name][0].append(mean_cosine_similarity(t).cpu())
+            values[name][1].append(effective_rank(t, centre=centre).cpu())
         return hook
 
     was_training = model.training
@@ -479,7 +492,7 @@ def plot_diversity(targets: Sequence[TargetSpec], results: Sequence[Diversity],
     rank (right); one colour per cell / model, one line style per seed."""
     from .plots import _figure, _save
 
-    fig = _figure(11.0, 4.4)
+    fig = _figure(11.0, 4.4 + 0.22 * math.ceil(len(targets) / 4))
     ax_cos, ax_rank = fig.subplots(1, 2)
     groups, colors, seeds = _group_styles(targets)
     depth = max(len(r.layers) for r in results)
@@ -505,7 +518,7 @@ def plot_diversity(targets: Sequence[TargetSpec], results: Sequence[Diversity],
     for ax in (ax_cos, ax_rank):
         ax.set_xticks(range(depth), ticks)
         ax.grid(alpha=0.3)
-    ax_cos.legend(fontsize=7, loc="best", ncols=1 + len(groups) // 6)
+    fig.legend(fontsize=8, loc="outside lower center", ncols=min(len(groups), 4))
     n_images = sorted({r.n_images for r in results})
     note = f"{', '.join(map(str, n_images))} val images, patch tokens (class token excluded)"
     if multi_seed:
@@ -727,7 +740,7 @@ def plot_stability(rows: Sequence[dict[str, Any]], path: Path | str, title: str 
     rows = [r for r in rows if r["metrics"]]
     if not rows:
         return None
-    fig = _figure(11.0, 7.6)
+    fig = _figure(11.0, 7.6 + 0.22 * math.ceil(len(rows) / 4))
     axes = fig.subplots(2, 2).ravel()
     groups = list(dict.fromkeys(r["cell"] for r in rows))
     colors = _colors(len(groups))
@@ -758,7 +771,7 @@ def plot_stability(rows: Sequence[dict[str, Any]], path: Path | str, title: str 
         if log:
             ax.set_yscale("log")
         ax.grid(alpha=0.3, which="both")
-    axes[-1].legend(fontsize=7, loc="lower right", ncols=1 + len(groups) // 6)
+    fig.legend(fontsize=8, loc="outside lower center", ncols=min(len(groups), 4))
     note = f"seeds {', '.join(map(str, seeds))} ({', '.join(_STYLES[: len(seeds)])})" \
         if len(seeds) > 1 else f"seed {seeds[0]}"
     if any(r["diverged"] for r in rows):

@@ -99,6 +99,17 @@ def test_metrics_match_a_direct_computation_on_a_small_matrix() -> None:
     assert cos[2].item() == pytest.approx(cos[0].item(), rel=1e-12)  # scale-free
 
 
+def test_singular_values_match_an_svd() -> None:
+    g = torch.Generator().manual_seed(0)
+    for shape in [(3, 5, 8), (3, 8, 5), (2, 6, 6)]:
+        x = torch.randn(*shape, generator=g, dtype=torch.float64)
+        ours = an.singular_values(x).flip(-1)  # ascending eigenvalues -> descending
+        assert torch.allclose(ours, torch.linalg.svdvals(x), rtol=1e-9, atol=1e-12)
+    low = torch.randn(7, 2, generator=g, dtype=torch.float64) @ torch.randn(
+        2, 9, generator=g, dtype=torch.float64)  # rank 2: the other values are exactly 0
+    assert (an.singular_values(low) > 0).sum().item() == 2
+
+
 def test_degenerate_token_matrices() -> None:
     assert an.effective_rank(torch.zeros(3, 4)).item() == 0.0
     z = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 0.0]])  # a zero token: cosine 0 with all
