@@ -400,3 +400,29 @@ def test_progress_views_over_the_grid(tmp_path: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert "2 cells: 2 to train, 0 finished or skipped" in out
     assert "[2/2] stem=conv seed=0: done top-1 50.00" in out and "\r" not in out
+
+
+def test_slurm_job_array_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand-ins for sbatch / srun (no cluster here): the array that submitit would submit."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {tmp_path}/submitted.sh\n'
+                                    'echo "Submitted batch job 4242"\n')
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    grid = tiny_grid(tmp_path)
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["ablate", str(grid), "--runs-dir", str(runs), "--backend",
+                                 "slurm", "--nproc", "2", "--slurm-partition", "gpu",
+                                 "--slurm-time", "120", "--slurm-parallel", "8"])
+    assert result.exit_code == 0, result.output
+    assert "submitted 2 cells as a job array: 4242" in result.output
+    script = (tmp_path / "submitted.sh").read_text()
+    for line in ("--array=0-1%2", "--ntasks-per-node=2", "--gpus-per-node=2",
+                 "--partition=gpu", "--time=120", "--signal=USR2@90", "--job-name=srv-tiny"):
+        assert line in script, line  # USR2 before the time limit: checkpoint and requeue
+    assert str(runs.resolve() / ab.SUBMITIT_DIR / "tiny") in script
+    # nothing ran here: the cells wait for the cluster
+    assert not list(runs.glob("*/status.json"))

@@ -145,7 +145,7 @@ def ablate(
                             max_failures=max_failures)
     print(title, flush=True)
     if backend is Backend.slurm:
-        _slurm(grid, states, runs_dir, options, ab.SlurmOptions(
+        _slurm(name, grid, states, runs_dir, options, ab.SlurmOptions(
             partition=slurm_partition, account=slurm_account, timeout_min=slurm_time,
             gpus_per_task_node=nproc, cpus_per_task=slurm_cpus, mem_gb=slurm_mem_gb,
             parallelism=slurm_parallel, cluster=slurm_cluster), wait)
@@ -161,7 +161,7 @@ def ablate(
             print(f"\ninterrupted: finished cells are kept; run the same command again to "
                   f"resume (srv ablate {name} ... --dry-run shows where each cell stands)")
             raise typer.Exit(EXIT_INTERRUPTED) from None
-    _print_summary(summary, grid.name)
+    _print_summary(summary, name)
     if table and any(s.status in ("done", "diverged") for s in summary.states):
         from ..reference import tables_dir as default_tables_dir
         from ..tables import report
@@ -176,6 +176,7 @@ def ablate(
 
 
 def _print_summary(summary, grid_name: str) -> None:  # noqa: ANN001
+    """Counts per status, warnings, failures with their reasons and the retry hint."""
     counts = summary.counts()
     total = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     trained = sum(1 for a in summary.actions.values() if a == "trained")
@@ -192,7 +193,7 @@ def _print_summary(summary, grid_name: str) -> None:  # noqa: ANN001
         print("  stopped early (--fail-fast / --max-failures); the other cells were not run")
 
 
-def _slurm(grid, states, runs_dir, options, slurm, wait: bool) -> None:  # noqa: ANN001
+def _slurm(name, grid, states, runs_dir, options, slurm, wait: bool) -> None:  # noqa: ANN001
     from .. import ablate as ab
 
     jobs = ab.submit_slurm(grid, states, runs_dir, options, slurm)
@@ -211,7 +212,7 @@ def _slurm(grid, states, runs_dir, options, slurm, wait: bool) -> None:  # noqa:
             except Exception as err:  # a failed job: its cell shows as failed / partial
                 print(f"  job {job.job_id} failed: {str(err).splitlines()[0][:200]}")
     else:
-        print(f"follow them with: srv ablate {grid.name} --preset {grid.preset} --dry-run")
+        print(f"follow them with: srv ablate {name} --preset {grid.preset} --dry-run")
 
 
 def register(app: typer.Typer) -> None:
