@@ -265,8 +265,9 @@ def _build_axis(name: str, spec: dict[str, Any], variables: dict[str, Any], wher
     kind = spec.get("kind", "list")
     display = {str(k): str(v) for k, v in (spec.get("labels") or {}).items()}
     if kind == "random":
-        return Axis(name, _random_points(name, spec, where), display, kind="random",
-                    title=spec.get("title"))
+        points = _random_points(name, spec, where)
+        display = {label: " ".join(f"{k}={v:g}" for k, v in ov.items()) for label, ov in points}
+        return Axis(name, points, display, kind="random", title=spec.get("title"))
     if kind != "list":
         raise SrvError(f"{where}: axis kind {kind!r} is not 'list' or 'random'")
     key = spec.get("key")

@@ -34,14 +34,19 @@ def load_cli_grid(name: str, preset: str | None, seeds: str | None, axis: list[s
                      samples=samples)
 
 
-def print_plan(states: list, title: str) -> None:  # noqa: ANN001
+def print_plan(grid, states: list, title: str) -> None:  # noqa: ANN001
     """Every cell with its status: a rich table on a terminal, plain columns otherwise."""
     import sys
     from collections import Counter
 
     axes = [name for name, _ in states[0].cell.labels] if states else []
-    rows = [[str(i), *[label for _, label in s.cell.labels], str(s.cell.seed), s.status,
-             s.detail(), str(s.run_dir)] for i, s in enumerate(states, 1)]
+    random = {a.name for a in grid.axes if a.kind == "random"}
+
+    def show(axis: str, label: str) -> str:  # a random sample shows its values
+        return f"{label} {grid.axis(axis).show(label)}" if axis in random else label
+
+    rows = [[str(i), *[show(a, label) for a, label in s.cell.labels], str(s.cell.seed),
+             s.status, s.detail(), str(s.run_dir)] for i, s in enumerate(states, 1)]
     header = ["#", *axes, "seed", "status", "detail", "run dir"]
     counts = Counter(s.status for s in states)
     total = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
@@ -138,7 +143,7 @@ def ablate(
     title = (f"grid {grid.name} ({grid.scale}); recipe {grid.recipe}; "
              f"{len(states)} cells")
     if dry_run:
-        print_plan(states, title)
+        print_plan(grid, states, title)
         return
     options = ab.RunOptions(backend=backend.value, nproc=nproc, retry_failed=retry_failed,
                             retry_diverged=retry_diverged, fail_fast=fail_fast,
