@@ -302,6 +302,14 @@ def test_small_grid_end_to_end(tmp_path: Path) -> None:
     assert after[patch] == before[patch] and conv.name in after
     dry = runner.invoke(app, [*args, "--dry-run"])
     assert dry.output.count(" done ") == 2
+    # delete only one cell's result.json: that cell is finished again from its checkpoint
+    before = _mtimes(runs)
+    result = json.loads((runs / patch / "result.json").read_text())
+    (runs / patch / "result.json").unlink()
+    fourth = runner.invoke(app, args)
+    assert fourth.exit_code == 0 and "1 trained in this pass" in fourth.output
+    assert _mtimes(runs)[conv.name] == before[conv.name]
+    assert json.loads((runs / patch / "result.json").read_text())["top1"] == result["top1"]
 
 
 def test_a_failed_cell_does_not_stop_the_grid_and_exits_1(tmp_path: Path) -> None:
