@@ -347,3 +347,27 @@ def test_reference_csvs_are_tables_too(tables_env: Path) -> None:
     assert "vitp-4gf" in result.output and r"\toprule" in result.output
     result = runner.invoke(app, ["table", "reference/nope", "--no-write"])
     assert result.exit_code == 2 and "no reference table" in result.stderr
+
+
+def test_reference_matching_rules() -> None:
+    import pandas as pd
+
+    from reproduce.tables import _canon, _Reference
+
+    assert _canon("vit-s-conv", "conv-nobn") == _canon("vit-s-conv-nobn", float("nan"))
+    assert _canon("vitc-4gf", "3s2c48,1s1;norm=ln") == ("vitc-4gf", "3s2c48,1s1;norm=ln")
+    frame = pd.DataFrame([
+        {"model": "vit-s-conv", "stem": "conv-nobn", "optimizer": "AdamW", "lr": 5e-4,
+         "epochs": 300, "top1": None, "top1_err": 21.5, "source": "x"},
+        {"model": "vit-s-conv", "stem": "", "optimizer": "SGD", "lr": None, "epochs": 300,
+         "top1": 78.0, "top1_err": None, "source": "x"},
+    ])
+    auto = _Reference("w", "W", None, None, {}, frame)  # matched on the cell's own config
+    cell = {"model": "vit-s-conv-nobn", "stem": "", "opt": "adamw", "lr": 5e-4, "epochs": 300}
+    assert auto.lookup(None, {}, cell) == 78.5 and auto.converted
+    assert auto.lookup(None, {}, {**cell, "lr": 1e-3}) is None  # another lr: not this number
+    by_row = _Reference("w", "W", None, {"sgd-row": {"model": "vit-s-conv"}},
+                        {"opt": "optimizer"}, frame)
+    assert by_row.lookup("sgd-row", {"opt": "sgd"}, {}) == 78.0
+    assert by_row.lookup("sgd-row", {"opt": "adamw"}, {}) is None
+    assert by_row.lookup("other", {"opt": "sgd"}, {}) is None
