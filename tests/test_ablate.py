@@ -39,6 +39,17 @@ set = {{ {settings} }}
 """
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads; on a shared 2-core box they only contend."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_grid(tmp_path: Path, name: str = "tiny", **extra: object) -> Path:
     settings = ", ".join(f"{k} = {v!r}" for k, v in {**TINY, **extra}.items())
     path = tmp_path / f"{name}.toml"
