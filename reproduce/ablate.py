@@ -35,6 +35,7 @@ from typing import Any
 
 from .errors import SrvError
 from .grids import Cell, Grid
+from .runs import read_json
 
 __all__ = [
     "STATUSES",
@@ -218,12 +219,6 @@ class CellLock:
 # --- cell status ---------------------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-
 
 def _mtime(path: Path) -> float | None:
     try:
@@ -242,12 +237,12 @@ def inspect_run(run_dir: Path, lock: CellLock | None = None,
     say so (bad input, a crash before the run directory existed); it counts while it is newer
     than the run's ``status.json``.
     """
-    result = _read_json(run_dir / "result.json")
+    result = read_json(run_dir / "result.json")
     if result is not None:
         return "done", {"top1": result.get("top1"), "epoch": result.get("epochs"),
                         "result": result}
     holder = lock.holder() if lock is not None else None
-    status = _read_json(run_dir / "status.json") or {}
+    status = read_json(run_dir / "status.json") or {}
     info = {"epoch": status.get("epoch", 0), "step": status.get("step", 0),
             "reason": status.get("reason")}
     if holder is not None:
@@ -255,7 +250,7 @@ def inspect_run(run_dir: Path, lock: CellLock | None = None,
     if failure is not None:
         marked, touched = _mtime(failure), _mtime(run_dir / "status.json")
         if marked is not None and (touched is None or touched <= marked):
-            record = _read_json(failure) or {}
+            record = read_json(failure) or {}
             return "failed", {**info, "reason": record.get("reason")}
     state = status.get("status")
     if state == "diverged":
@@ -413,7 +408,7 @@ def run_torchrun(state: CellState, runs_root: Path, restart: bool, nproc: int) -
     if code == 0:
         return Outcome("completed")
     if code == 3:
-        return Outcome("diverged", (_read_json(state.run_dir / "status.json") or {})
+        return Outcome("diverged", (read_json(state.run_dir / "status.json") or {})
                        .get("reason"))
     kind = "bad input" if code == 2 else f"exit code {code}"
     return Outcome("failed", f"{kind}: {_error_line(log)} (log: {log})")
@@ -612,7 +607,7 @@ class GridProgress:
     def _poll(self, state: CellState) -> None:
         path = state.run_dir / "status.json"
         while not self._stop.wait(self.poll_s):
-            status = _read_json(path) or {}
+            status = read_json(path) or {}
             if self._progress is not None and "epoch" in status:
                 self._progress.update(self._cell, completed=status["epoch"],
                                       info=f"epoch {status['epoch']}/{state.epochs}")

@@ -28,7 +28,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunDir", "atomic_write_text", "atomic_write_json", "atomic_torch_save",
+__all__ = ["RunDir", "atomic_write_text", "atomic_write_json", "atomic_torch_save", "read_json",
            "git_state", "environment", "STATUSES"]
 
 STATUSES = ("running", "completed", "failed", "diverged")
@@ -48,6 +48,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file's contents, or None when it is missing or unreadable (a status file of a run
+    on another host may be mid-copy on a network file system)."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -150,10 +159,7 @@ class RunDir:
 
     # reading
     def read_json(self, name: str) -> dict[str, Any] | None:
-        path = self.path / name
-        if not path.exists():
-            return None
-        return json.loads(path.read_text())
+        return read_json(self.path / name)
 
     def config(self) -> dict[str, Any] | None:
         return self.read_json("config.json")

@@ -14,7 +14,6 @@ stays empty until a user adds the paper's numbers to ``tables/reference/wang2022
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import SrvError
 from .grids import Grid
+from .runs import read_json
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -47,12 +47,6 @@ UNFINISHED = ("pending", "partial", "running", "failed")
 # --- gathering -----------------------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-
 
 def discover_seeds(grid: Grid, runs_root: Path) -> list[int]:
     """The preset's seeds plus every seed found in ``runs_root`` for the grid's models and
@@ -60,7 +54,7 @@ def discover_seeds(grid: Grid, runs_root: Path) -> list[int]:
     models = {c.model for c in grid.cells()}
     seeds = set(grid.seeds)
     for cfg_path in runs_root.glob("*/config.json"):
-        cfg = _read_json(cfg_path) or {}
+        cfg = read_json(cfg_path) or {}
         if cfg.get("model") in models and cfg.get("recipe") == grid.recipe and "seed" in cfg:
             seeds.add(int(cfg["seed"]))
     return sorted(seeds)
@@ -85,9 +79,9 @@ def gather(grid: Grid, runs_root: Path | str, states: list[Any] | None = None) -
     rows = []
     for st in states:
         cfg = st.cfg
-        result = st.info.get("result") or _read_json(st.run_dir / "result.json") or {}
-        env = _read_json(st.run_dir / "env.json") or {}
-        config = _read_json(st.run_dir / "config.json") or {}
+        result = st.info.get("result") or read_json(st.run_dir / "result.json") or {}
+        env = read_json(st.run_dir / "env.json") or {}
+        config = read_json(st.run_dir / "config.json") or {}
         recipe = cfg.recipe
         row: dict[str, Any] = {axis_column(a): label for a, label in st.cell.labels}
         row.update(

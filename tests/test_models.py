@@ -208,3 +208,17 @@ def test_unknown_model_on_the_cli_exits_2_with_one_line() -> None:
     assert len(lines) == 1
     assert lines[0].startswith("srv: error: unknown model 'vit-s-pach'")
     assert "vit-s-patch" in lines[0]
+
+
+def test_stem_init_follows_each_stems_source() -> None:
+    """VOLO (the scaled-ReLU conv-stem) keeps PyTorch's default conv init; pycls builds Xiao et
+    al.'s stems with He-normal fan-out weights."""
+    from reproduce.models import StemSpec, create, get_entry
+
+    assert create("vit-mini-conv-nobn").patch_embed.spec.init == "torch"
+    assert create("vit-mini-xiao").patch_embed.spec.init == "he"
+    assert get_entry("vitc-1gf").stem_spec().init == "he"
+    spec = StemSpec.parse("3s2c24,3s2c48,1s1;init=he")
+    assert StemSpec.parse(str(spec)) == spec and spec.init == "he"
+    he = create("vit-mini-xiao").patch_embed.stem[0].conv.weight.detach()
+    assert abs(float(he.std()) - (2 / (9 * 48)) ** 0.5) < 0.01  # He fan-out: sqrt(2 / (k^2 C_out))

@@ -34,6 +34,7 @@ __all__ = ["ConvLayer", "StemSpec", "StemEmbed", "StemSpecError", "stem_spec", "
 
 NORMS = ("bn", "ln", "none")
 ACTS = ("relu", "gelu", "none")
+INITS = ("torch", "he")
 
 
 class StemSpecError(ValueError):
@@ -58,7 +59,9 @@ class StemSpec:
     """A stem: conv layers (the last projects to the embedding width) and their norm / act.
 
     ``norm`` and ``act`` apply after every conv but the last; ``post_norm`` / ``post_act`` after
-    the last (the projection). ``bn`` + ``relu`` is the paper's scaled ReLU.
+    the last (the projection). ``bn`` + ``relu`` is the paper's scaled ReLU. ``init`` follows each
+    stem's source: ``torch`` (PyTorch's default conv init, as VOLO and timm leave their stems) or
+    ``he`` (He-normal fan-out for the hidden convs, as pycls builds Xiao et al.'s stems).
     """
 
     layers: tuple[ConvLayer, ...]
@@ -66,6 +69,7 @@ class StemSpec:
     act: str = "relu"
     post_norm: str = "none"
     post_act: str = "none"
+    init: str = "torch"
 
     def __post_init__(self) -> None:
         if not self.layers:
@@ -75,6 +79,7 @@ class StemSpec:
             ("act", self.act, ACTS),
             ("post_norm", self.post_norm, NORMS),
             ("post_act", self.post_act, ACTS),
+            ("init", self.init, INITS),
         ):
             if value not in allowed:
                 raise StemSpecError(f"stem {name}={value!r} is not one of {', '.join(allowed)}")
@@ -91,7 +96,7 @@ class StemSpec:
 
     def __str__(self) -> str:
         parts = [",".join(str(layer) for layer in self.layers)]
-        for key in ("norm", "act", "post_norm", "post_act"):
+        for key in ("norm", "act", "post_norm", "post_act", "init"):
             default = StemSpec.__dataclass_fields__[key].default
             if getattr(self, key) != default:
                 parts.append(f"{key}={getattr(self, key)}")
@@ -114,9 +119,9 @@ class StemSpec:
         kwargs: dict[str, str] = {}
         for option in options:
             key, sep, value = option.partition("=")
-            if not sep or key.strip() not in ("norm", "act", "post_norm", "post_act"):
+            if not sep or key.strip() not in ("norm", "act", "post_norm", "post_act", "init"):
                 raise StemSpecError(
-                    f"stem option {option!r} is not norm=, act=, post_norm= or post_act="
+                    f"stem option {option!r} is not norm=, act=, post_norm=, post_act= or init="
                 )
             kwargs[key.strip()] = value.strip()
         return cls(tuple(layers), **kwargs)
@@ -191,7 +196,8 @@ def stem_spec(
             raise StemSpecError(f"embed_dim {embed_dim} is not divisible by {2 ** (n - 1)}")
         layers = tuple(ConvLayer(3, 2, embed_dim // 2 ** (n - 1 - i)) for i in range(n))
         layers += (ConvLayer(1, 1),)
-    return StemSpec(layers, norm=norm, act=act, post_norm=post_norm, post_act=post_act)
+    init = "he" if layout == "xiao" else "torch"
+    return StemSpec(layers, norm=norm, act=act, post_norm=post_norm, post_act=post_act, init=init)
 
 
 # --- the module ------------------------------------------------------------------------------
@@ -287,9 +293,11 @@ class StemEmbed(nn.Module):
         return img_size[0] // self.patch_size[0], img_size[1] // self.patch_size[1]
 
     def init_weights(self) -> None:
-        """He-normal (fan-out) init for the hidden convs, as pycls / Xiao et al. do; the
-        projection keeps PyTorch's default conv init, as timm's patchify ``PatchEmbed`` does."""
-        for block in list(self.stem)[:-1]:
+        """The spec's init: ``he`` gives the hidden convs He-normal (fan-out) weights, as pycls
+        does for Xiao et al.'s stems; ``torch`` keeps PyTorch's default conv init, as VOLO (the
+        scaled-ReLU conv-stem) and timm's patchify ``PatchEmbed`` do. BN starts at 1 / 0."""
+        hidden = list(self.stem)[:-1] if self.spec.init == "he" else []
+        for block in hidden:
             nn.init.kaiming_normal_(block.conv.weight, mode="fan_out", nonlinearity="relu")
             if block.conv.bias is not None:
                 nn.init.zeros_(block.conv.bias)

@@ -142,7 +142,7 @@ def _build_catalogue() -> dict[str, ModelEntry]:
             description=f"Xiao et al. ViT_C-{gf.upper()}: conv-stem {c_stem.split(',1s1')[0]}, "
             f"{blocks - 1} blocks (one dropped to pay for the stem)",
             embed_dim=width, depth=blocks - 1, num_heads=heads, mlp_ratio=mlp_ratio,
-            img_size=224, stem=c_stem + ";norm=bn;act=relu", stride=16, family="xiao",
+            img_size=224, stem=c_stem + ";norm=bn;act=relu;init=he", stride=16, family="xiao",
         )
     return entries
 
