@@ -358,12 +358,11 @@ class Trainer:
         self.rows = [row for row in self.run.metrics() if row["epoch"] <= self.epoch]
 
     # one epoch
-    def _grad_norm(self, params: list[nn.Parameter]) -> float:
+    def _grad_norm(self, params: list[nn.Parameter]) -> torch.Tensor:
+        """The global gradient norm (before clipping), as a tensor (no device sync)."""
         if self.r.clip_grad > 0:
-            norm = torch.nn.utils.clip_grad_norm_(params, self.r.clip_grad)
-        else:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-        return float(norm)
+            return torch.nn.utils.clip_grad_norm_(params, self.r.clip_grad)
+        return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
 
     def _forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with _autocast(self.r, self.info.device):
@@ -403,13 +402,6 @@ class Trainer:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
             grad_norm = self._grad_norm(params)
-            loss_value = loss.item()
-            bad_grad = not math.isfinite(grad_norm) and self.scaler is None
-            if broadcast_flag(not math.isfinite(loss_value) or bad_grad, info):
-                what = "loss" if not math.isfinite(loss_value) else "gradient norm"
-                raise _Diverged(epoch, self.step + 1,
-                                f"non-finite {what} at epoch {epoch}, step {self.step + 1} "
-                                f"(lr {self.optimizer.param_groups[0]['lr']:.3g})")
             if sam.base_optimizer(r.opt):
                 moves = sam.perturb(params, r.sam_rho)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -425,8 +417,18 @@ class Trainer:
                 self.optimizer.step()
             with torch.no_grad():
                 delta = torch._foreach_sub([p.detach() for p in params], before)
-                d = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(delta))).item()
-                w = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before))).item()
+                d = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(delta)))
+                w = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))
+                # one device sync per step for every scalar the loop needs
+                loss_value, grad_norm, d, w = torch.stack(
+                    [loss.detach().float(), grad_norm.float(), d.float(), w.float()]).tolist()
+            # a non-finite step stops the run before anything (EMA, checkpoint) sees its weights
+            bad_grad = not math.isfinite(grad_norm) and self.scaler is None
+            if broadcast_flag(not math.isfinite(loss_value) or bad_grad, info):
+                what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+                raise _Diverged(epoch, self.step + 1,
+                                f"non-finite {what} at epoch {epoch}, step {self.step + 1} "
+                                f"(lr {self.optimizer.param_groups[0]['lr']:.3g})")
             self.step += 1
             if r.sched_step == "update":
                 _lr_at(self.sched, r, self.epoch, self.step)
