@@ -261,13 +261,13 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run: RunDir, info: DistInfo, reporter: Reporter) -> None:
         self.cfg, self.run, self.info, self.reporter = cfg, run, info, reporter
         r = self.r = cfg.recipe
-        if r.aug_repeats and not info.distributed:
-            reporter.line(f"note: aug_repeats={r.aug_repeats} acts only under DDP (as in "
-                          f"DeiT); this 1-process run samples without repeats")
         if r.amp == "fp16" and sam.base_optimizer(r.opt):
             raise SrvError("SAM with fp16 loss scaling is not supported: use --set amp=bf16")
         _seed_all(r.seed)
         self.data = build_datasets(r)
+        if r.aug_repeats and not info.distributed:
+            reporter.line(f"note: aug_repeats={r.aug_repeats} acts only under DDP (as in "
+                          f"DeiT); this 1-process run samples without repeats")
         self.train_loader, self.sampler = _train_loader(self.data, r, info)
         self.val_loader = val_loader(self.data, r, info)
         self.steps_per_epoch = len(self.train_loader)
