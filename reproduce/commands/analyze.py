@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import SrvError, handle_errors
+from .eval import Weights
 
 analyze_app = typer.Typer(
     name="analyze",
@@ -23,12 +24,6 @@ class Format(StrEnum):
     table = "table"
     markdown = "markdown"
     json = "json"
-
-
-class Weights(StrEnum):
-    last = "last"
-    best = "best"
-    ema = "ema"
 
 
 # options shared by the commands

@@ -12,8 +12,10 @@ from ..errors import SrvError, handle_errors
 
 
 class Weights(StrEnum):
-    best = "best"
+    """Which weights of a run: the final epoch's, the best epoch's, or the EMA's."""
+
     last = "last"
+    best = "best"
     ema = "ema"
 
 
