@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ..errors import handle_errors
+from ._options import RunsDirOpt
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -105,8 +106,7 @@ def ablate(
     ] = Backend.local,
     nproc: Annotated[int, typer.Option(
         min=1, help="Processes (GPUs) per cell for torchrun / slurm.")] = 1,
-    runs_dir: Annotated[Path, typer.Option(help="Where run directories live.",
-                                           envvar="SRV_RUNS")] = Path("runs"),
+    runs_dir: RunsDirOpt = Path("runs"),
     tables_dir: Annotated[Path | None, typer.Option(
         help="Where the table and plot go; default: the repository's tables/ "
              "($SRV_TABLES_DIR).")] = None,

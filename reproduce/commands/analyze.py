@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import SrvError, handle_errors
+from ._options import RunsDirOpt
 from .eval import Weights
 
 analyze_app = typer.Typer(
@@ -41,7 +42,6 @@ AxisOpt = Annotated[list[str] | None, typer.Option(
 SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", help="Recipe overrides KEY=VALUE: those the grid was run with, or the recipe of an "
                   "untrained model (e.g. --set img_size=16).")]
-RunsOpt = Annotated[Path, typer.Option(help="Where run directories live.", envvar="SRV_RUNS")]
 WeightsOpt = Annotated[Weights, typer.Option(
     help="last (the final epoch, as the tables report), best or ema.")]
 RecipeOpt = Annotated[str | None, typer.Option(
@@ -161,7 +161,7 @@ def diversity(
     seeds: SeedsOpt = None,
     axis: AxisOpt = None,
     sets: SetOpt = None,
-    runs_dir: RunsOpt = Path("runs"),
+    runs_dir: RunsDirOpt = Path("runs"),
     images: Annotated[int, typer.Option(
         help="Number of val images in the fixed batch (evenly spaced over the val set).")] = 256,
     weights: WeightsOpt = Weights.last,
@@ -230,7 +230,7 @@ def stem_bn(
     seeds: SeedsOpt = None,
     axis: AxisOpt = None,
     sets: SetOpt = None,
-    runs_dir: RunsOpt = Path("runs"),
+    runs_dir: RunsDirOpt = Path("runs"),
     weights: WeightsOpt = Weights.last,
     recipe: RecipeOpt = None,
     seed: SeedOpt = 0,
@@ -286,7 +286,7 @@ def stability(
     seeds: SeedsOpt = None,
     axis: AxisOpt = None,
     sets: SetOpt = None,
-    runs_dir: RunsOpt = Path("runs"),
+    runs_dir: RunsDirOpt = Path("runs"),
     fmt: FormatOpt = Format.table,
     out: OutOpt = None,
     write: WriteOpt = True,

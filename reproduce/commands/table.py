@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import SrvError, handle_errors
+from ._options import RunsDirOpt
 
 SPECIAL = ("complexity", "reference")
 
@@ -34,8 +35,7 @@ def table(
         help="top1 (final epoch, default) or best_top1 (best epoch).")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Mix results of different recipes or code versions.")] = False,
-    runs_dir: Annotated[Path, typer.Option(help="Where run directories live.",
-                                           envvar="SRV_RUNS")] = Path("runs"),
+    runs_dir: RunsDirOpt = Path("runs"),
     tables_dir: Annotated[Path | None, typer.Option(
         help="Where tables are written; default: the repository's tables/ "
              "($SRV_TABLES_DIR).")] = None,

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import handle_errors
+from ._options import RunsDirOpt
 
 RECIPE_HELP = ("Recipe name in recipes/ (mini, deit, xiao) or a .toml path; default: mini for "
                "vit-mini-*, xiao for vitp/vitc, deit otherwise.")
@@ -52,8 +53,7 @@ def train(
     amp: Annotated[str | None, typer.Option(help="off, bf16 or fp16.")] = None,
     sets: Annotated[list[str] | None, typer.Option(
         "--set", help="Any recipe key: --set drop_path=0.2 (repeatable).")] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where run directories live.",
-                                           envvar="SRV_RUNS")] = Path("runs"),
+    runs_dir: RunsDirOpt = Path("runs"),
     run_dir: Annotated[Path | None, typer.Option(
         help="Use exactly this run directory instead of <runs-dir>/<name>-<hash>.")] = None,
     name: Annotated[str | None, typer.Option(help="Run name prefix (default: the model).")] = None,
