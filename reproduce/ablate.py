@@ -589,14 +589,20 @@ class GridProgress:
         self._grid = self._progress.add_task("grid", total=max(self._n, 1), info="")
         self._cell = self._progress.add_task("cell", total=1, info="", visible=False)
 
+    def _say(self, line: str) -> bool:
+        """Print a line above the live view (plain print off a terminal); True when live."""
+        if self._progress is None:
+            print(line, flush=True)
+            return False
+        self._progress.console.print(line, highlight=False)
+        return True
+
     def start_cell(self, index: int, state: CellState) -> None:
         self._done += 1
         line = f"[{self._done}/{self._n}] {state.cell.describe()} ({state.status}) -> " \
                f"{state.run_dir}"
-        if self._progress is None:
-            print(line, flush=True)
+        if not self._say(line):
             return
-        self._progress.console.print(line, highlight=False)
         self._progress.update(self._cell, description=state.cell.describe(),
                               total=state.epochs, completed=state.info.get("epoch", 0),
                               info="", visible=True)
@@ -616,11 +622,8 @@ class GridProgress:
         self._stop.set()
         line = f"[{self._done}/{self._n}] {state.cell.describe()}: {state.status} " \
                f"{state.detail()} ({seconds:.0f} s)"
-        if self._progress is None:
-            print(line, flush=True)
-            return
-        self._progress.console.print(line, highlight=False)
-        self._progress.update(self._grid, advance=1)
+        if self._say(line):
+            self._progress.update(self._grid, advance=1)
 
     def close(self) -> None:
         self._stop.set()

@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+import conftest
 import numpy as np
 import pytest
 import torch
@@ -22,8 +23,7 @@ from reproduce.errors import SrvError
 
 runner = CliRunner()
 
-TINY = {"img_size": 16, "train_subset": 256, "val_subset": 101, "batch_size": 64, "epochs": 1,
-        "warmup_epochs": 0.5}
+TINY = {**conftest.TINY, "epochs": 1, "warmup_epochs": 0.5}  # one epoch is enough here
 
 GRID = """
 title = "Stem (analysis test)"
