@@ -21,7 +21,7 @@ from .recipes import Recipe, apply_overrides, load_recipe
 __all__ = ["RunConfig", "resolve_config", "scaled_lr", "config_diff"]
 
 #: recipe keys that do not change the result and so are not part of the run's identity
-UNHASHED = frozenset({"num_workers", "device"})
+UNHASHED = frozenset({"num_workers", "device", "sync_every", "update_ratio_every"})
 
 
 @dataclass(frozen=True)

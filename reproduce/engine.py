@@ -23,7 +23,7 @@ import random
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +31,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
 
 from . import sam
 from .config import RunConfig, config_diff
 from .data import Datasets, build_datasets
-from .distributed import DistInfo, all_reduce_sum, broadcast_flag, cleanup, init_distributed
+from .distributed import DistInfo, all_reduce_sum, cleanup, init_distributed
 from .errors import SrvError
+from .loaders import build_train_loader, build_val_loader
 from .progress import Reporter
 from .recipes import Recipe
 from .runs import RunDir, atomic_torch_save, atomic_write_json, environment, git_state
+from .stability import EpochStats, StepWindow
 
 __all__ = ["RunOutcome", "train", "evaluate", "val_loader", "build_model", "load_checkpoint_model",
            "EXIT_DIVERGED", "EXIT_FAILED"]
@@ -101,46 +102,18 @@ def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 10_007 + rank) % 2**31
 
 
-class _ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world, ...``: every item on exactly one rank, no padding."""
-
-    def __init__(self, n: int, rank: int, world: int) -> None:
-        self.indices = list(range(rank, n, world))
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def _train_loader(data: Datasets, r: Recipe, info: DistInfo) -> tuple[DataLoader, Any]:
-    from torch.utils.data import DistributedSampler
-
-    per_device = r.batch_size // info.world_size
-    if len(data.train) < r.batch_size:  # type: ignore[arg-type]
-        raise SrvError(f"the training set has {len(data.train)} images, fewer than one global "
-                       f"batch of {r.batch_size}: lower --batch-size")
-    if r.aug_repeats and info.distributed:
-        from timm.data.distributed_sampler import RepeatAugSampler
-
-        sampler: Any = RepeatAugSampler(data.train, num_replicas=info.world_size,
-                                        rank=info.rank, num_repeats=r.aug_repeats)
-    else:
-        sampler = DistributedSampler(data.train, num_replicas=info.world_size, rank=info.rank,
-                                     shuffle=True, seed=r.seed)
-    loader = DataLoader(data.train, batch_size=per_device, sampler=sampler, drop_last=True,
-                        num_workers=r.num_workers, pin_memory=info.device.type == "cuda",
-                        persistent_workers=r.num_workers > 0)
-    return loader, sampler
-
-
-def val_loader(data: Datasets, r: Recipe, info: DistInfo) -> DataLoader:
+def val_loader(data: Datasets, r: Recipe, info: DistInfo) -> Any:
     """Val images sharded over ranks without padding (each image counted exactly once)."""
-    return DataLoader(data.val, batch_size=max(r.batch_size // info.world_size, 1),
-                      sampler=_ShardSampler(len(data.val), info.rank, info.world_size),  # type: ignore[arg-type]
-                      num_workers=r.num_workers, pin_memory=info.device.type == "cuda",
-                      persistent_workers=r.num_workers > 0)
+    return build_val_loader(data.val, r, info)
+
+
+def configure_device(device: torch.device) -> None:
+    """Fast defaults on CUDA: cuDNN autotuning (fixed input shapes) and TF32 for the fp32
+    matmuls and convolutions that remain under AMP (as timm's train.py allows)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def _autocast(r: Recipe, device: torch.device) -> Any:
@@ -150,13 +123,20 @@ def _autocast(r: Recipe, device: torch.device) -> Any:
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _optimizer(model: nn.Module, r: Recipe, lr: float) -> torch.optim.Optimizer:
+#: timm optimizer names backed by a torch optimizer with a fused (single-kernel) CUDA step
+FUSED_OPTIMIZERS = ("adamw", "adam", "sgd", "momentum")
+
+
+def _optimizer(model: nn.Module, r: Recipe, lr: float,
+               device: torch.device | None = None) -> torch.optim.Optimizer:
     from timm.optim import create_optimizer_v2
 
     name = sam.base_optimizer(r.opt) or r.opt
     kwargs: dict[str, Any] = {}
     if name in ("adamw", "adam", "nadamw", "lamb", "lambw", "radamw"):
         kwargs["eps"] = r.opt_eps
+    if device is not None and device.type == "cuda" and name in FUSED_OPTIMIZERS:
+        kwargs["fused"] = True  # one kernel per step, and it skips non-finite steps on device
     try:
         return create_optimizer_v2(model, opt=name, lr=lr, weight_decay=r.weight_decay,
                                    momentum=r.momentum, **kwargs)
@@ -213,11 +193,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, info: DistInfo, r: Recipe | None = None,
+def evaluate(model: nn.Module, loader: Any, info: DistInfo, r: Recipe | None = None,
              channels_last: bool = False) -> dict[str, float]:
-    """Top-1 / top-5 (%), mean cross-entropy and the number of images, summed over ranks."""
+    """Top-1 / top-5 (%), mean cross-entropy and the number of images, summed over ranks.
+
+    ``loader`` yields ``(x, y)`` batches (moved to the device here if they are not there yet);
+    counts accumulate on the device and are read back once.
+    """
     model.eval()
-    correct1 = correct5 = loss_sum = 0.0
+    sums = torch.zeros(3, dtype=torch.float64, device=info.device)  # top1, top5, loss
     n = 0
     ctx = _autocast(r, info.device) if r is not None else nullcontext()
     for x, y in loader:
@@ -228,31 +212,22 @@ def evaluate(model: nn.Module, loader: DataLoader, info: DistInfo, r: Recipe | N
         with ctx:
             out = model(x)
         out = out.float()
-        loss_sum += F.cross_entropy(out, y, reduction="sum").item()
         top = out.topk(min(5, out.shape[1]), dim=1).indices
         hits = top.eq(y[:, None])
-        correct1 += hits[:, 0].sum().item()
-        correct5 += hits.any(dim=1).sum().item()
+        sums += torch.stack([hits[:, 0].sum().double(), hits.any(dim=1).sum().double(),
+                             F.cross_entropy(out, y, reduction="sum").double()])
         n += y.numel()
-    correct1, correct5, loss_sum, total = all_reduce_sum([correct1, correct5, loss_sum, n], info)
+    correct1, correct5, loss_sum, total = all_reduce_sum([*sums.tolist(), n], info)
     total = max(total, 1)
     return {"top1": 100.0 * correct1 / total, "top5": 100.0 * correct5 / total,
             "loss": loss_sum / total, "n": int(total)}
 
 
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
 # --- the loop --------------------------------------------------------------------------------
-
-
-@dataclass
-class _EpochStats:
-    loss_sum: float = 0.0
-    steps: int = 0
-    images: int = 0
-    grad_norms: list[float] = field(default_factory=list)
-    spikes: int = 0
-    max_update_ratio: float = 0.0
-    data_time: float = 0.0
-    time: float = 0.0
 
 
 class Trainer:
@@ -263,13 +238,14 @@ class Trainer:
         r = self.r = cfg.recipe
         if r.amp == "fp16" and sam.base_optimizer(r.opt):
             raise SrvError("SAM with fp16 loss scaling is not supported: use --set amp=bf16")
+        configure_device(info.device)
         _seed_all(r.seed)
-        self.data = build_datasets(r)
+        self.data = build_datasets(r, train=r.loader != "dali")
         if r.aug_repeats and not info.distributed:
             reporter.line(f"note: aug_repeats={r.aug_repeats} acts only under DDP (as in "
                           f"DeiT); this 1-process run samples without repeats")
-        self.train_loader, self.sampler = _train_loader(self.data, r, info)
-        self.val_loader = val_loader(self.data, r, info)
+        self.train_loader = build_train_loader(self.data.train, r, info)
+        self.val_loader = build_val_loader(self.data.val, r, info)
         self.steps_per_epoch = len(self.train_loader)
         self.derived = cfg.derived(info.world_size, self.steps_per_epoch)
         self.lr = self.derived["lr"]
@@ -284,10 +260,16 @@ class Trainer:
         if r.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model  # unwrapped: what checkpoints hold
+        self.params = [p for p in model.parameters() if p.requires_grad]
         self.params_m = sum(p.numel() for p in model.parameters()) / 1e6
-        self.optimizer = _optimizer(model, r, self.lr)
+        self.optimizer = _optimizer(model, r, self.lr, info.device)
+        # fused optimizers take GradScaler's found_inf and skip a bad step on the device
+        self.fused = bool(getattr(self.optimizer, "_step_supports_amp_scaling", False))
         self.sched = _scheduler(self.optimizer, r, self.steps_per_epoch)
-        self.scaler = torch.amp.GradScaler(info.device.type) if r.amp == "fp16" else None
+        self.scaler = (torch.amp.GradScaler(info.device.type, init_scale=r.amp_init_scale)
+                       if r.amp == "fp16" else None)
+        self.sam = bool(sam.base_optimizer(r.opt))
+        self._prev: list[torch.Tensor] | None = None  # weights before a measured update
         self.ema = None
         if r.ema_decay:
             from timm.utils import ModelEmaV3
@@ -318,11 +300,12 @@ class Trainer:
         else:
             self.criterion = nn.CrossEntropyLoss()
         self.epoch = 0  # epochs completed
-        self.step = 0  # optimizer updates done
+        self.step = 0  # optimizer updates done (skipped fp16 steps count, as in timm and DeiT)
         self.best_top1 = -1.0
         self.best_epoch = 0
         self.loss_mean: float | None = None
         self.rows: list[dict[str, Any]] = []  # metrics of finished epochs (same on every rank)
+        self.bad_files: dict[str, int] = {}  # unreadable images met, path -> times replaced
 
     # checkpoints
     def state(self) -> dict[str, Any]:
@@ -357,12 +340,12 @@ class Trainer:
         _set_rng_state(ckpt["rng"])
         self.rows = [row for row in self.run.metrics() if row["epoch"] <= self.epoch]
 
-    # one epoch
-    def _grad_norm(self, params: list[nn.Parameter]) -> torch.Tensor:
+    # one step
+    def _grad_norm(self) -> torch.Tensor:
         """The global gradient norm (before clipping), as a tensor (no device sync)."""
         if self.r.clip_grad > 0:
-            return torch.nn.utils.clip_grad_norm_(params, self.r.clip_grad)
-        return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            return torch.nn.utils.clip_grad_norm_(self.params, self.r.clip_grad)
+        return torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
 
     def _forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with _autocast(self.r, self.info.device):
@@ -375,110 +358,175 @@ class Trainer:
         else:
             loss.backward()
 
-    def train_epoch(self) -> _EpochStats:
+    def _sam_second_pass(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        moves = sam.perturb(self.params, self.r.sam_rho)
+        self.optimizer.zero_grad(set_to_none=True)
+        self._backward(self._forward_loss(x, y))
+        sam.restore(self.params, moves)
+        if self.r.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.r.clip_grad)
+
+    def _apply_update(self, skipped: torch.Tensor) -> None:
+        """Step the optimizer unless ``skipped`` (a device flag); never a host sync on CUDA."""
+        opt = self.optimizer
+        if self.scaler is not None:  # fp16: the scaler skips overflow steps and backs off
+            self.scaler.step(opt)
+            self.scaler.update()
+        elif self.fused:  # the fused kernel reads found_inf on the device (as under GradScaler)
+            opt.found_inf = skipped.float()  # type: ignore[attr-defined]
+            opt.grad_scale = None  # type: ignore[attr-defined]
+            try:
+                opt.step()
+            finally:
+                del opt.found_inf, opt.grad_scale  # type: ignore[attr-defined]
+        elif not bool(skipped):  # host check: free on the CPU, where non-fused steps run
+            opt.step()
+
+    def _measure_update(self) -> bool:
+        every = self.r.update_ratio_every
+        return every > 0 and (self.step + 1) % every == 0
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One optimizer step; returns device tensors (loss, grad norm, skipped, update ratio).
+
+        A step with a non-finite loss or gradient never reaches the weights: the optimizer
+        skips it on the device (the host finds out at the next flush of the step window).
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self._forward_loss(x, y)
+        self._backward(loss)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        grad_norm = self._grad_norm()
+        skipped = ~(torch.isfinite(grad_norm) & torch.isfinite(loss.detach()))
+        if self.sam:
+            if bool(skipped):  # SAM must not perturb the weights along a non-finite gradient
+                return loss, grad_norm, skipped, None
+            self._sam_second_pass(x, y)
+        ratio = None
+        if self._measure_update():
+            with torch.no_grad():
+                if self._prev is None:
+                    self._prev = [torch.empty_like(p) for p in self.params]
+                torch._foreach_copy_(self._prev, [p.detach() for p in self.params])
+                w = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self._prev)))
+        self._apply_update(skipped)
+        if self._prev is not None and self._measure_update():
+            with torch.no_grad():
+                torch._foreach_sub_(self._prev, [p.detach() for p in self.params])
+                d = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self._prev)))
+                ratio = d / w.clamp_min(1e-12)
+        return loss, grad_norm, skipped, ratio
+
+    # one epoch
+    def _flush(self, window: StepWindow, stats: EpochStats, epoch: int) -> None:
+        """Read the step window back and account it; raise on divergence."""
+        records = window.flush(self.info)
+        for rec in records:
+            self.loss_mean = stats.add(rec, self.loss_mean, self.r.spike_factor)
+        bad = [rec for rec in records if rec.skipped]
+        if bad and self.scaler is None:
+            first = bad[0]
+            what = "loss" if not math.isfinite(first.loss) else "gradient norm"
+            raise _Diverged(epoch, first.step,
+                            f"non-finite {what} at epoch {epoch}, step {first.step} "
+                            f"(lr {self.optimizer.param_groups[0]['lr']:.3g})")
+        if self.scaler is not None:
+            scale = self.scaler.get_scale()
+            if scale < self.r.amp_min_scale:
+                raise _Diverged(epoch, records[-1].step,
+                                f"fp16 loss scale collapsed to {scale:.3g} (below amp_min_scale "
+                                f"= {self.r.amp_min_scale:g}) at epoch {epoch}, step "
+                                f"{records[-1].step}: {stats.skipped_steps} of this epoch's "
+                                f"steps overflowed")
+        if records:
+            last = records[-1]
+            self.reporter.step(last.step - self.step_at_epoch_start,
+                               f"loss {last.loss:.4f} "
+                               f"lr {self.optimizer.param_groups[0]['lr']:.2e}")
+
+    def train_epoch(self) -> EpochStats:
         r, info = self.r, self.info
         epoch = self.epoch + 1
         _seed_all(_epoch_seed(r.seed, epoch, info.rank))
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)
+        self.train_loader.set_epoch(epoch)
         if r.sched_step == "epoch":
             _lr_at(self.sched, r, self.epoch, self.step)
         self.net.train()
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        stats = _EpochStats()
+        stats = EpochStats(lr=self.optimizer.param_groups[0]["lr"])
+        window = StepWindow(r.sync_every, info.device)
+        self.step_at_epoch_start = self.step
         self.reporter.start_epoch(epoch, r.epochs, self.steps_per_epoch)
         t_epoch = t_last = time.perf_counter()
-        for i, (x, y) in enumerate(self.train_loader):
+        for x, y in self.train_loader:
             stats.data_time += time.perf_counter() - t_last
-            x = x.to(info.device, non_blocking=True)
-            y = y.to(info.device, non_blocking=True)
-            if r.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
             if self.mixup is not None:
                 x, y = self.mixup(x, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = self._forward_loss(x, y)
-            self._backward(loss)
-            if self.scaler is not None:
-                self.scaler.unscale_(self.optimizer)
-            grad_norm = self._grad_norm(params)
-            if sam.base_optimizer(r.opt):
-                moves = sam.perturb(params, r.sam_rho)
-                self.optimizer.zero_grad(set_to_none=True)
-                self._backward(self._forward_loss(x, y))
-                sam.restore(params, moves)
-                if r.clip_grad > 0:
-                    torch.nn.utils.clip_grad_norm_(params, r.clip_grad)
-            before = [p.detach().clone() for p in params]
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-            with torch.no_grad():
-                delta = torch._foreach_sub([p.detach() for p in params], before)
-                d = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(delta)))
-                w = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))
-                # one device sync per step for every scalar the loop needs
-                loss_value, grad_norm, d, w = torch.stack(
-                    [loss.detach().float(), grad_norm.float(), d.float(), w.float()]).tolist()
-            # a non-finite step stops the run before anything (EMA, checkpoint) sees its weights
-            bad_grad = not math.isfinite(grad_norm) and self.scaler is None
-            if broadcast_flag(not math.isfinite(loss_value) or bad_grad, info):
-                what = "loss" if not math.isfinite(loss_value) else "gradient norm"
-                raise _Diverged(epoch, self.step + 1,
-                                f"non-finite {what} at epoch {epoch}, step {self.step + 1} "
-                                f"(lr {self.optimizer.param_groups[0]['lr']:.3g})")
+            loss, grad_norm, skipped, ratio = self.train_step(x, y)
             self.step += 1
+            window.record(self.step, loss, grad_norm, skipped, ratio)
             if r.sched_step == "update":
                 _lr_at(self.sched, r, self.epoch, self.step)
             if self.ema is not None:
                 self.ema.update(self.model, step=self.step)
-            # stability signals
-            stats.grad_norms.append(grad_norm)
-            stats.max_update_ratio = max(stats.max_update_ratio, d / max(w, 1e-12))
-            if (self.loss_mean is not None and stats.steps + self.epoch > 0
-                    and loss_value > r.spike_factor * self.loss_mean):
-                stats.spikes += 1
-            self.loss_mean = loss_value if self.loss_mean is None else (
-                0.9 * self.loss_mean + 0.1 * loss_value)
-            stats.loss_sum += loss_value
-            stats.steps += 1
             stats.images += x.shape[0] * info.world_size
-            self.reporter.step(i + 1, f"loss {loss_value:.4f} "
-                                      f"lr {self.optimizer.param_groups[0]['lr']:.2e}")
+            if window.full:
+                self._flush(window, stats, epoch)
             t_last = time.perf_counter()
+        self._flush(window, stats, epoch)
         self.reporter.end_epoch()
         stats.time = time.perf_counter() - t_epoch
         return stats
+
+    def _take_bad_files(self) -> int:
+        """Unreadable images the loaders replaced since the last call, over all ranks: each is
+        warned about once (rank 0) and counted; returns this epoch's count over all ranks."""
+        found: list[int] = []
+        for loader in (self.train_loader, self.val_loader):
+            found += getattr(loader, "bad_indices", [])
+            if hasattr(loader, "bad_indices"):
+                loader.bad_indices = []
+        count = int(all_reduce_sum([len(found)], self.info)[0])
+        describe = getattr(self.data, "describe_bad", None)
+        for index in found:
+            name = describe(index) if describe is not None else f"item {index}"
+            if name not in self.bad_files:
+                self.reporter.line(f"warning: skipped an unreadable image: {name}")
+            self.bad_files[name] = self.bad_files.get(name, 0) + 1
+        return count
 
     def run_epochs(self) -> dict[str, Any]:
         r, info = self.r, self.info
         t_start = time.perf_counter()
         while self.epoch < r.epochs:
-            lr_now = self.optimizer.param_groups[0]["lr"]
             stats = self.train_epoch()
             val = evaluate(self.net, self.val_loader, info, r, r.channels_last)
             self.epoch += 1
             row: dict[str, Any] = {
                 "epoch": self.epoch,
                 "step": self.step,
-                "lr": lr_now,
+                "lr": stats.lr,
                 "lr_end": self.optimizer.param_groups[0]["lr"],
-                "train_loss": all_reduce_sum([stats.loss_sum / max(stats.steps, 1)], info)[0]
-                / info.world_size,
-                "grad_norm_mean": float(np.mean(stats.grad_norms)) if stats.grad_norms else 0.0,
-                "grad_norm_max": float(np.max(stats.grad_norms)) if stats.grad_norms else 0.0,
+                "train_loss": _finite_or_none(stats.train_loss),
+                "grad_norm_mean": _finite_or_none(stats.grad_norm_mean),
+                "grad_norm_max": _finite_or_none(stats.grad_norm_max),
                 "loss_spikes": stats.spikes,
-                "max_update_ratio": stats.max_update_ratio,
+                "max_update_ratio": _finite_or_none(stats.max_update_ratio),
+                "skipped_steps": stats.skipped_steps,
                 "val_top1": val["top1"],
                 "val_top5": val["top5"],
-                "val_loss": val["loss"],
+                "val_loss": _finite_or_none(val["loss"]),
                 "n_val": val["n"],
                 "img_per_s": stats.images / max(stats.time, 1e-9),
                 "data_wait_frac": stats.data_time / max(stats.time, 1e-9),
                 "time_s": stats.time,
             }
+            if self.scaler is not None:
+                row["loss_scale"] = self.scaler.get_scale()
+            bad = self._take_bad_files()
+            if bad or self.bad_files:
+                row["bad_images"] = bad
             if self.ema is not None:
                 ema_val = evaluate(self.ema.module, self.val_loader, info, r, r.channels_last)
                 row["ema_top1"], row["ema_top5"] = ema_val["top1"], ema_val["top5"]
@@ -487,23 +535,33 @@ class Trainer:
                 self.best_top1, self.best_epoch = val["top1"], self.epoch
             if info.is_main:
                 # metrics first: a kill before last.pt is written leaves an extra row that a
-                # resume drops (rows past the checkpoint's epoch are recomputed)
+                # resume drops (rows past the checkpoint's epoch are recomputed); last.pt before
+                # best.pt, so last.pt is never behind best.pt
                 self.run.write_metrics([*self.rows, row])
+                atomic_torch_save(self.state(), self.run.last_ckpt)
                 if improved:
                     atomic_torch_save({"model": self.model.state_dict(),
                                        "ema": self.ema.module.state_dict() if self.ema else None,
                                        "epoch": self.epoch, "top1": val["top1"],
                                        "config": self.cfg.to_dict()}, self.run.best_ckpt)
-                atomic_torch_save(self.state(), self.run.last_ckpt)
                 self.run.write_status("running", self.epoch, self.step)
             self.rows.append(row)
+            skipped = f"  skipped {stats.skipped_steps}" if self.scaler is not None else ""
+            loss_text = f"{row['train_loss']:.4f}" if row["train_loss"] is not None else "n/a"
+            grad_text = (f"{row['grad_norm_mean']:.2f}" if row["grad_norm_mean"] is not None
+                         else "n/a")
             self.reporter.line(
-                f"epoch {self.epoch}/{r.epochs}  loss {row['train_loss']:.4f}  "
+                f"epoch {self.epoch}/{r.epochs}  loss {loss_text}  "
                 f"val top-1 {val['top1']:.2f}  top-5 {val['top5']:.2f}  "
-                f"lr {lr_now:.2e}  |g| {row['grad_norm_mean']:.2f}  "
+                f"lr {stats.lr:.2e}  |g| {grad_text}{skipped}  "
                 f"{row['img_per_s']:.0f} img/s  data {100 * row['data_wait_frac']:.0f}%")
         rows = self.rows
         last = rows[-1] if rows else {}
+
+        def peak(key: str) -> float | None:
+            values = [m[key] for m in rows if m.get(key) is not None]
+            return max(values) if values else None
+
         return {
             "model": self.cfg.model,
             "name": self.cfg.name,
@@ -520,9 +578,12 @@ class Trainer:
             "steps": self.step,
             "n_val": last.get("n_val"),
             "params_m": round(self.params_m, 4),
-            "grad_norm_max": max((m["grad_norm_max"] for m in rows), default=None),
+            "grad_norm_max": peak("grad_norm_max"),
             "loss_spikes": sum(m["loss_spikes"] for m in rows),
-            "max_update_ratio": max((m["max_update_ratio"] for m in rows), default=None),
+            "max_update_ratio": peak("max_update_ratio"),
+            "skipped_steps": sum(m.get("skipped_steps", 0) for m in rows),
+            "bad_images": sum(m.get("bad_images", 0) for m in rows),
+            "bad_files": sorted(self.bad_files)[:100],
             "train_time_s": round(sum(m["time_s"] for m in rows), 2),
             "wall_time_s": round(time.perf_counter() - t_start, 2),
             "world_size": info.world_size,

@@ -35,6 +35,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "remode": ("pixel", "rand", "const"),
     "interpolation": ("bicubic", "bilinear", "nearest"),
     "device": ("auto", "cpu", "cuda"),
+    "loader": ("timm", "dali"),
 }
 
 
@@ -50,6 +51,7 @@ class Recipe:
     train_subset: int = 0  # 0: all; N: the first N images of a fixed shuffle (quick runs)
     val_subset: int = 0
     num_workers: int = 8
+    loader: str = "timm"  # input pipeline: timm's DataLoader (CPU workers) or NVIDIA DALI (GPU)
     interpolation: str = "bicubic"
     crop_pct: float = 0.875  # eval: resize img_size / crop_pct, centre crop img_size
     # augmentation (timm)
@@ -99,6 +101,11 @@ class Recipe:
     ema_decay: float = 0.0  # 0: no EMA
     device: str = "auto"
     spike_factor: float = 2.0  # a step whose loss exceeds this x the running mean is a spike
+    amp_init_scale: float = 65536.0  # fp16: GradScaler's initial loss scale (torch's default)
+    amp_min_scale: float = 1.0  # fp16: the run diverged once the loss scale falls below this
+    # engine (not part of a run's identity: they change how often the host looks, not the result)
+    sync_every: int = 50  # read the step statistics back from the device every N steps
+    update_ratio_every: int = 1  # measure ||dw|| / ||w|| every N updates (0: never)
 
     def __post_init__(self) -> None:
         for key, allowed in CHOICES.items():
@@ -106,19 +113,22 @@ class Recipe:
             if value not in allowed:
                 raise SrvError(f"recipe key {key!r} = {value!r}: must be one of "
                                f"{', '.join(allowed)}")
-        positive = ("img_size", "batch_size", "epochs", "lr_base_batch", "recount")
+        positive = ("img_size", "batch_size", "epochs", "lr_base_batch", "recount", "sync_every")
         for key in positive:
             if getattr(self, key) < 1:
                 raise SrvError(f"recipe key {key!r} must be >= 1, got {getattr(self, key)}")
         non_negative = ("lr", "weight_decay", "warmup_epochs", "warmup_lr", "min_lr", "drop_path",
                         "drop", "smoothing", "mixup", "cutmix", "reprob", "clip_grad",
                         "ema_decay", "train_subset", "val_subset", "num_workers", "aug_repeats",
-                        "num_classes", "stem_width", "stride")
+                        "num_classes", "stem_width", "stride", "update_ratio_every",
+                        "amp_min_scale")
         for key in non_negative:
             if getattr(self, key) < 0:
                 raise SrvError(f"recipe key {key!r} must be >= 0, got {getattr(self, key)}")
         if not 0 < self.crop_pct <= 1:
             raise SrvError(f"recipe key 'crop_pct' must be in (0, 1], got {self.crop_pct}")
+        if self.amp_init_scale <= 0:
+            raise SrvError(f"recipe key 'amp_init_scale' must be > 0, got {self.amp_init_scale}")
         if self.warmup_epochs > self.epochs:
             raise SrvError(f"warmup_epochs ({self.warmup_epochs}) exceeds epochs "
                            f"({self.epochs}); lower --warmup-epochs")
