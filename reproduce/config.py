@@ -1,9 +1,18 @@
 """Resolved run configuration: model + recipe + overrides, hashed into the run's identity.
 
 The hash covers everything that changes what a run computes (model, every recipe value) and
-nothing that does not (``num_workers``, the world size: the global batch is what the recipe
-fixes). Derived values (per-device batch, the lr after the scaling rule, warmup in steps) are
-recorded next to the config, not hashed.
+nothing that does not: not ``num_workers`` or the world size (the global batch is what the recipe
+fixes), not how often the engine reads statistics back, and not ``data_path``: a data set copied
+to node-local disk or mounted elsewhere is the same data set, so its runs and grid cells stay
+found. What the data set *is* gets checked another way: the engine records its fingerprint
+(class names, image counts) and refuses to resume a run on data that really changed.
+
+Keys that cannot act on the chosen data set are not hashed silently either: the in-memory data
+sets (``digits``, ``synthetic``) have no image transform, so RandAugment, erasing, crops, flips,
+interpolation and crop_pct do nothing there. Set explicitly (``--set aa=...`` or a grid axis),
+such a key is refused; coming from the recipe file (the DeiT recipe on digits), it is reset to
+its neutral value with a note. Derived values (per-device batch, the lr after the scaling rule,
+warmup in steps) are recorded next to the config, not hashed.
 """
 
 from __future__ import annotations
@@ -21,7 +30,16 @@ from .recipes import Recipe, apply_overrides, load_recipe
 __all__ = ["RunConfig", "resolve_config", "scaled_lr", "config_diff"]
 
 #: recipe keys that do not change the result and so are not part of the run's identity
-UNHASHED = frozenset({"num_workers", "device", "sync_every", "update_ratio_every"})
+UNHASHED = frozenset({"num_workers", "device", "sync_every", "update_ratio_every",
+                      "data_path"})
+
+#: data sets held as tensors in memory: no image transform, so these keys do nothing there
+IN_MEMORY_DATASETS = ("digits", "synthetic")
+#: recipe keys that act only through the image transform, with their neutral (inactive) values
+TRANSFORM_KEYS: dict[str, Any] = {
+    "aa": "", "color_jitter": 0.0, "hflip": 0.0, "scale_min": 1.0, "reprob": 0.0,
+    "remode": "pixel", "recount": 1, "interpolation": "bilinear", "crop_pct": 0.875,
+}
 
 
 @dataclass(frozen=True)
@@ -32,6 +50,7 @@ class RunConfig:
     recipe_name: str
     recipe: Recipe
     name: str  # run name prefix (default: the model)
+    notes: tuple[str, ...] = ()  # what resolving changed (inert keys reset), for the user
 
     def identity(self) -> dict[str, Any]:
         values = {k: v for k, v in self.recipe.to_dict().items() if k not in UNHASHED}
@@ -108,8 +127,30 @@ def resolve_config(
 
         if resolved.stem not in STEM_KINDS:
             StemSpec.parse(resolved.stem)  # raises StemSpecError with the fix
+    resolved, notes = neutralise_inert_keys(resolved, overrides or {})
     return RunConfig(model=entry.name, recipe_name=meta["name"], recipe=resolved,
-                     name=name or entry.name)
+                     name=name or entry.name, notes=notes)
+
+
+def neutralise_inert_keys(recipe: Recipe, overrides: dict[str, Any]
+                          ) -> tuple[Recipe, tuple[str, ...]]:
+    """Refuse explicitly set keys that cannot act on the recipe's data set; reset those that
+    came from the recipe file to their neutral values (returned notes say which)."""
+    if recipe.dataset not in IN_MEMORY_DATASETS:
+        return recipe, ()
+    active = {k: getattr(recipe, k) for k, neutral in TRANSFORM_KEYS.items()
+              if getattr(recipe, k) != neutral}
+    explicit = sorted(k for k in active if k in overrides)
+    if explicit:
+        key = explicit[0]
+        raise SrvError(f"{key}={active[key]!r} has no effect on the {recipe.dataset} data set "
+                       f"(images are tensors in memory, with no image transform): drop that "
+                       f"setting, or train on --dataset imagefolder")
+    if not active:
+        return recipe, ()
+    note = (f"note: {', '.join(sorted(active))} act only through an image transform and the "
+            f"{recipe.dataset} data set has none (tensors in memory): reset to neutral values")
+    return dataclasses.replace(recipe, **{k: TRANSFORM_KEYS[k] for k in active}), (note,)
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -14,8 +14,9 @@ Mixup/CutMix is timm's ``Mixup``, applied to batches by the engine.
 
 from __future__ import annotations
 
+import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,18 @@ class Datasets:
     num_classes: int
     description: str
     eval_transform: str
+    #: what the data set is, independent of where it lives: class names (hashed) and image
+    #: counts; a run refuses to resume on data whose fingerprint changed
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+
+def fingerprint(kind: str, classes: list[str] | int, n_train: int | None, n_val: int
+                ) -> dict[str, Any]:
+    """The identity of a data set: kind, number and names of classes, image counts."""
+    names = [str(c) for c in classes] if isinstance(classes, list) else []
+    return {"dataset": kind, "num_classes": len(names) if names else int(classes),  # type: ignore[arg-type]
+            "classes_sha": hashlib.sha256("\n".join(names).encode()).hexdigest()[:12]
+            if names else None, "train_images": n_train, "val_images": n_val}
 
 
 def digits_tensors(img_size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
@@ -140,7 +153,8 @@ def build_datasets(r: Recipe, train: bool = True) -> Datasets:
         xt, yt, xv, yv = digits_tensors(r.img_size)
         out = Datasets(TensorDataset(xt, yt), TensorDataset(xv, yv), 10,
                        f"digits (scikit-learn), {len(yt)} train / {len(yv)} val, "
-                       f"{r.img_size}x{r.img_size}", f"bilinear upsample to {r.img_size}")
+                       f"{r.img_size}x{r.img_size}", f"bilinear upsample to {r.img_size}",
+                       fingerprint("digits", 10, len(yt), len(yv)))
     elif r.dataset == "synthetic":
         n_classes = r.num_classes or SYNTHETIC_CLASSES
         g = torch.Generator().manual_seed(1234)
@@ -160,9 +174,13 @@ def build_datasets(r: Recipe, train: bool = True) -> Datasets:
         root = Path(r.data_path).expanduser()
         classes = check_imagefolder(root)
         train_tf, eval_tf, desc = _transforms(r, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
-        out = Datasets(ImageFolder(str(root / "train"), transform=train_tf) if train else None,
-                       ImageFolder(str(root / "val"), transform=eval_tf), len(classes),
-                       f"imagefolder {root} ({len(classes)} classes)", desc)
+        train_set = ImageFolder(str(root / "train"), transform=train_tf) if train else None
+        val_set = ImageFolder(str(root / "val"), transform=eval_tf)
+        out = Datasets(train_set, val_set, len(classes),
+                       f"imagefolder {root} ({len(classes)} classes)", desc,
+                       fingerprint("imagefolder", classes,
+                                   len(train_set) if train_set is not None else None,
+                                   len(val_set)))
     else:  # cifar10 / cifar100
         from torchvision import datasets
 
@@ -177,7 +195,8 @@ def build_datasets(r: Recipe, train: bool = True) -> Datasets:
             raise SrvError(f"no {r.dataset} data under {root}: put torchvision's extracted "
                            f"{r.dataset} folder there and pass --data {root} (srv never "
                            f"downloads)") from None
-        out = Datasets(train, val, len(train.classes), f"{r.dataset} at {root}", desc)
+        out = Datasets(train, val, len(train.classes), f"{r.dataset} at {root}", desc,
+                       fingerprint(r.dataset, list(train.classes), len(train), len(val)))
     if r.num_classes and r.num_classes != out.num_classes:
         raise SrvError(f"num_classes={r.num_classes} but the data set has {out.num_classes} "
                        f"classes: drop the num_classes override")

@@ -626,14 +626,18 @@ def train(cfg: RunConfig, runs_root: Path | str = "runs", restart: bool = False,
         if final is not None:
             return RunOutcome(final, run.path, run.result(), (run.status() or {}).get("reason"))
         reporter = Reporter(enabled=info.is_main, rich=progress)
+        for note in cfg.notes:
+            reporter.line(note)
         trainer = Trainer(cfg, run, info, reporter)
+        _check_same_data(run, trainer.data.fingerprint)
         resumed = run.last_ckpt.exists()
         if resumed:
             trainer.load(run.last_ckpt)
             if info.is_main:
                 run.truncate_metrics(trainer.epoch)
         if info.is_main:
-            atomic_write_json(run.config_path, {**cfg.to_dict(), "derived": trainer.derived})
+            atomic_write_json(run.config_path, {**cfg.to_dict(), "derived": trainer.derived,
+                                                "data": trainer.data.fingerprint})
             env = environment(info.device, info.world_size)
             env.update(params_m=trainer.params_m, data=trainer.data.description,
                        eval_transform=trainer.data.eval_transform, resumed_from_epoch=trainer.epoch)
@@ -675,6 +679,20 @@ def train(cfg: RunConfig, runs_root: Path | str = "runs", restart: bool = False,
         raise
     finally:
         cleanup()
+
+
+def _check_same_data(run: RunDir, now: dict[str, Any]) -> None:
+    """Refuse to continue a run on a data set that is not the one it started on (the data's
+    path may change: the hash leaves it out so moved data keeps its runs)."""
+    before = (run.config() or {}).get("data") or {}
+    changed = [k for k in ("dataset", "num_classes", "classes_sha", "train_images",
+                           "val_images")
+               if before.get(k) is not None and now.get(k) is not None
+               and before[k] != now[k]]
+    if changed:
+        what = "; ".join(f"{k} {before[k]} -> {now[k]}" for k in changed)
+        raise SrvError(f"{run.path} was trained on another data set ({what}): point --data at "
+                       f"the run's data, or start a separate run with --name (or --restart)")
 
 
 def _mark_failed(run: RunDir, info: DistInfo, reason: str) -> None:
