@@ -119,7 +119,9 @@ def _transforms(r: Recipe, mean: Any, std: Any) -> tuple[Any, Any, str]:
     )
     resize = int(r.img_size / r.crop_pct)
     desc = f"resize {resize} ({r.interpolation}), centre crop {r.img_size}"
-    return train_tf, eval_tf, desc
+    from .augment import guard_transform  # posterize with 0 bits: black image, not a crash
+
+    return guard_transform(train_tf), eval_tf, desc
 
 
 def _subset(ds: Dataset, n: int, seed: int = 0) -> Dataset:
