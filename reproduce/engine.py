@@ -220,7 +220,7 @@ def evaluate(model: nn.Module, loader: DataLoader, info: DistInfo, r: Recipe | N
     correct1 = correct5 = loss_sum = 0.0
     n = 0
     ctx = _autocast(r, info.device) if r is not None else nullcontext()
-    for x, y in loader:
+    for x, y, *_ in loader:  # imagefolder items carry a bad-file index
         x = x.to(info.device, non_blocking=True)
         y = y.to(info.device, non_blocking=True)
         if channels_last:
@@ -388,7 +388,7 @@ class Trainer:
         stats = _EpochStats()
         self.reporter.start_epoch(epoch, r.epochs, self.steps_per_epoch)
         t_epoch = t_last = time.perf_counter()
-        for i, (x, y) in enumerate(self.train_loader):
+        for i, (x, y, *_) in enumerate(self.train_loader):
             stats.data_time += time.perf_counter() - t_last
             x = x.to(info.device, non_blocking=True)
             y = y.to(info.device, non_blocking=True)
