@@ -1,7 +1,9 @@
 """Data sets and transforms: ImageNet-style folders, the embedded digits, synthetic, CIFAR.
 
 * ``imagefolder``: ``<path>/train/<class>/*.jpg`` and ``<path>/val/<class>/*.jpg`` (ImageNet
-  layout), checked before training starts (:func:`check_imagefolder`).
+  layout), checked before training starts (:func:`check_imagefolder`). Read with
+  :class:`reproduce.images.TolerantImageFolder`: an unreadable file is skipped and reported, its
+  items are ``(image, target, bad)``.
 * ``digits``: the 1,797 8x8 digit images that ship inside scikit-learn, upsampled to
   ``img_size`` with 3 channels, fixed stratified split of 1,437 train / 360 val (PAPER.md
   section 5). Needs no download, so a fresh machine can train at once.
@@ -132,7 +134,9 @@ def _transforms(r: Recipe, mean: Any, std: Any) -> tuple[Any, Any, str]:
     )
     resize = int(r.img_size / r.crop_pct)
     desc = f"resize {resize} ({r.interpolation}), centre crop {r.img_size}"
-    return train_tf, eval_tf, desc
+    from .augment import guard_transform  # posterize with 0 bits: black image, not a crash
+
+    return guard_transform(train_tf), eval_tf, desc
 
 
 def _subset(ds: Dataset, n: int, seed: int = 0) -> Dataset:
@@ -166,7 +170,7 @@ def build_datasets(r: Recipe, train: bool = True) -> Datasets:
         return Datasets(make(n_train), make(n_val), n_classes,
                         f"synthetic, {n_train} train / {n_val} val", "none")
     elif r.dataset == "imagefolder":
-        from torchvision.datasets import ImageFolder
+        from .images import TolerantImageFolder
 
         if not r.data_path:
             raise SrvError("the imagefolder data set needs --data PATH (a folder with train/ "
@@ -174,8 +178,10 @@ def build_datasets(r: Recipe, train: bool = True) -> Datasets:
         root = Path(r.data_path).expanduser()
         classes = check_imagefolder(root)
         train_tf, eval_tf, desc = _transforms(r, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
-        train_set = ImageFolder(str(root / "train"), transform=train_tf) if train else None
-        val_set = ImageFolder(str(root / "val"), transform=eval_tf)
+        # bad files are skipped and reported, not fatal: items are (image, target, bad)
+        train_set = (TolerantImageFolder(str(root / "train"), transform=train_tf)
+                     if train else None)
+        val_set = TolerantImageFolder(str(root / "val"), transform=eval_tf)
         out = Datasets(train_set, val_set, len(classes),
                        f"imagefolder {root} ({len(classes)} classes)", desc,
                        fingerprint("imagefolder", classes,

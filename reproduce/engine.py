@@ -204,7 +204,7 @@ def evaluate(model: nn.Module, loader: Any, info: DistInfo, r: Recipe | None = N
     sums = torch.zeros(3, dtype=torch.float64, device=info.device)  # top1, top5, loss
     n = 0
     ctx = _autocast(r, info.device) if r is not None else nullcontext()
-    for x, y in loader:
+    for x, y, *_ in loader:  # imagefolder items carry a bad-file index
         x = x.to(info.device, non_blocking=True)
         y = y.to(info.device, non_blocking=True)
         if channels_last:
@@ -482,19 +482,19 @@ class Trainer:
     def _take_bad_files(self) -> int:
         """Unreadable images the loaders replaced since the last call, over all ranks: each is
         warned about once (rank 0) and counted; returns this epoch's count over all ranks."""
-        found: list[int] = []
+        from .images import describe_bad, image_folder_of
+
+        found = 0
         for loader in (self.train_loader, self.val_loader):
-            found += getattr(loader, "bad_indices", [])
-            if hasattr(loader, "bad_indices"):
-                loader.bad_indices = []
-        count = int(all_reduce_sum([len(found)], self.info)[0])
-        describe = getattr(self.data, "describe_bad", None)
-        for index in found:
-            name = describe(index) if describe is not None else f"item {index}"
-            if name not in self.bad_files:
-                self.reporter.line(f"warning: skipped an unreadable image: {name}")
-            self.bad_files[name] = self.bad_files.get(name, 0) + 1
-        return count
+            indices, loader.bad_indices = getattr(loader, "bad_indices", []), []
+            found += len(indices)
+            folder = image_folder_of(getattr(loader, "source", None))  # type: ignore[arg-type]
+            for index in indices:
+                name = folder.path_of(index) if folder is not None else f"item {index}"
+                if name not in self.bad_files:
+                    self.reporter.line(f"warning: {describe_bad(loader.source, index)}")
+                self.bad_files[name] = self.bad_files.get(name, 0) + 1
+        return int(all_reduce_sum([found], self.info)[0])
 
     def run_epochs(self) -> dict[str, Any]:
         r, info = self.r, self.info

@@ -409,21 +409,10 @@ def to_latex(records: list[Complexity], label: str = "tab:complexity") -> str:
 
 
 def write_text_atomic(path: Any, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a temporary file beside it, then ``os.replace``."""
-    import os
-    import tempfile
-    from pathlib import Path
+    """Write ``text`` to ``path`` atomically (:func:`reproduce.atomic.atomic_write_text`)."""
+    from .atomic import atomic_write_text
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 def write_tables(records: list[Complexity], directory: Any, stem: str = "complexity") -> list[Any]:

@@ -106,21 +106,30 @@ def _seed_generators(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _to_device(batch: Any, device: torch.device, channels_last: bool
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    x, y, *rest = batch
+def _to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.to(device, non_blocking=True)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    return x, y.to(device, non_blocking=True), (rest[0] if rest else None)
+    return x, y.to(device, non_blocking=True)
+
+
+def _bad_of(batch: Any) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """``(x, y)`` and the indices of unreadable files replaced in this batch (items of
+    :class:`reproduce.images.TolerantImageFolder` carry them as a third element)."""
+    x, y, *rest = batch
+    if not rest or not bool((rest[0] >= 0).any()):
+        return x, y, []
+    bad = rest[0]
+    return x, y, bad[bad >= 0].tolist()
 
 
 class TorchTrainLoader:
     """timm's path: a ``DataLoader`` with per-sample seeds, workers and pinned memory.
 
     Items may be ``(x, y)`` or ``(x, y, bad)`` where ``bad`` is -1 or the index of an unreadable
-    file that was replaced (see :mod:`reproduce.data`); those indices collect in
-    :attr:`bad_indices` for the engine to report.
+    file that was replaced (:class:`reproduce.images.TolerantImageFolder`); those indices of
+    :attr:`source` collect in :attr:`bad_indices` for the engine to report.
     """
 
     def __init__(self, dataset: Dataset, r: Recipe, info: DistInfo, seeded: bool = True) -> None:
@@ -129,6 +138,7 @@ class TorchTrainLoader:
             raise SrvError(f"the training set has {n} images, fewer than one global batch of "
                            f"{r.batch_size}: lower --batch-size")
         self.info, self.channels_last = info, r.channels_last
+        self.source = dataset  # what the ``bad`` indices of its items index
         self.sampler: Any = train_sampler(n, r.seed, info.rank, info.world_size, r.aug_repeats)
         if seeded:
             self.sampler = SeededSampler(self.sampler, r.seed, info.rank)
@@ -149,10 +159,9 @@ class TorchTrainLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for batch in self.loader:
-            x, y, bad = _to_device(batch, self.info.device, self.channels_last)
-            if bad is not None and bool((bad >= 0).any()):
-                self.bad_indices += bad[bad >= 0].tolist()
-            yield x, y
+            x, y, bad = _bad_of(batch)
+            self.bad_indices += bad  # a replacement image stands in: the batch keeps its size
+            yield _to_device(x, y, self.info.device, self.channels_last)
 
 
 class _ShardSampler(Sampler[int]):
@@ -167,10 +176,13 @@ class _ShardSampler(Sampler[int]):
 
 
 class TorchValLoader:
-    """Val images sharded over ranks without padding (each image counted exactly once)."""
+    """Val images sharded over ranks without padding (each image counted exactly once).
+
+    An unreadable val image is left out of the batch (and so of the counts: ``n`` is the number
+    of readable images) and its index collected in :attr:`bad_indices`."""
 
     def __init__(self, dataset: Dataset, r: Recipe, info: DistInfo) -> None:
-        self.info = info
+        self.info, self.source = info, dataset
         self.channels_last = r.channels_last
         self.loader = DataLoader(
             dataset, batch_size=max(r.batch_size // info.world_size, 1),
@@ -184,10 +196,14 @@ class TorchValLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for batch in self.loader:
-            x, y, bad = _to_device(batch, self.info.device, self.channels_last)
-            if bad is not None and bool((bad >= 0).any()):
-                self.bad_indices += bad[bad >= 0].tolist()
-            yield x, y
+            x, y, bad = _bad_of(batch)
+            if bad:  # evaluation counts readable images only: drop the stand-ins
+                self.bad_indices += bad
+                keep = batch[2] < 0
+                x, y = x[keep], y[keep]
+                if not len(y):
+                    continue
+            yield _to_device(x, y, self.info.device, self.channels_last)
 
 
 def _dali_root(r: Recipe) -> Any:

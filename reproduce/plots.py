@@ -45,21 +45,10 @@ def _figure(width: float, height: float) -> Any:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    """Save atomically: a temp file in the same folder, then ``os.replace``."""
-    import os
-    import tempfile
+    """Save as PNG atomically, readable like any file (:mod:`reproduce.atomic`)."""
+    from .atomic import atomic_savefig
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_savefig(fig, path, format="png")
 
 
 def plot_curves(df: pd.DataFrame, runs_root: Path | str, labels: list[str], path: Path | str,
@@ -124,14 +113,6 @@ def plot_edf(errors: dict[str, list[float]], path: Path | str, title: str = "") 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     return _save(fig, Path(path))
-
-
-def _umask() -> int:
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _colors(n: int) -> list[Any]:

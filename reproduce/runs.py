@@ -1,4 +1,5 @@
-"""Run directories: ``runs/<name>-<hash>/`` and the files in them, all written atomically.
+"""Run directories: ``runs/<name>-<hash>/`` and the files in them, all written atomically
+(:mod:`reproduce.atomic`; its helpers are re-exported here).
 
 Layout::
 
@@ -21,33 +22,19 @@ import platform
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_torch_save, atomic_write_json, atomic_write_text
+
 __all__ = ["RunDir", "atomic_write_text", "atomic_write_json", "atomic_torch_save", "read_json",
            "git_state", "environment", "STATUSES"]
 
 STATUSES = ("running", "completed", "failed", "diverged")
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder + ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -57,24 +44,6 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         return None
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _git(*args: str) -> str | None:

@@ -689,24 +689,10 @@ def render_latex(table: Table) -> str:
 
 
 def write_table(text: str, path: Path) -> Path:
-    """Write a table file atomically (temp file + ``os.replace``), readable like any file."""
-    import os
-    import tempfile
+    """Write a table file atomically, readable like any file (:mod:`reproduce.atomic`)."""
+    from .atomic import atomic_write_text
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, text)
 
 
 # --- reference tables as tables ------------------------------------------------------------------

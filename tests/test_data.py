@@ -81,8 +81,8 @@ def test_deit_augmentation_trains_on_jpegs(imagenet_like: Path, tmp_path: Path) 
     on a real JPEG folder, at a small image size."""
     sets = build_datasets(Recipe(dataset="imagefolder", data_path=str(imagenet_like),
                                  img_size=32, aa="rand-m9-mstd0.5-inc1", reprob=0.25))
-    x, y = sets.train[0]
-    assert tuple(x.shape) == (3, 32, 32) and sets.num_classes == 3
+    x, y, bad = sets.train[0]
+    assert tuple(x.shape) == (3, 32, 32) and sets.num_classes == 3 and bad == -1
     assert "resize 36 (bicubic), centre crop 32" == sets.eval_transform
     runs = tmp_path / "runs"
     result = runner.invoke(app, [
