@@ -597,7 +597,7 @@ def _prepare_run_dir(run: RunDir, cfg: RunConfig, restart: bool, info: DistInfo)
     old = run.config()
     status = run.status() or {}
     if old is not None and not restart:
-        diff = config_diff({k: v for k, v in old.items() if k != "derived"}, cfg.to_dict())
+        diff = config_diff({k: v for k, v in old.items() if k not in ("derived", "data")}, cfg.to_dict())
         if diff:
             raise SrvError(f"{run.path} holds a run with another config ({'; '.join(diff)}): "
                            f"use a new --run-dir, or --restart to discard it")
