@@ -35,7 +35,13 @@ from torch import nn
 from . import sam
 from .config import RunConfig, config_diff
 from .data import Datasets, build_datasets
-from .distributed import DistInfo, all_reduce_sum, cleanup, init_distributed
+from .distributed import (
+    DistInfo,
+    all_reduce_sum,
+    broadcast_from_main,
+    cleanup,
+    init_distributed,
+)
 from .errors import SrvError
 from .loaders import build_train_loader, build_val_loader
 from .progress import Reporter
@@ -496,11 +502,27 @@ class Trainer:
                 self.bad_files[name] = self.bad_files.get(name, 0) + 1
         return int(all_reduce_sum([found], self.info)[0])
 
+    def _sync_for_eval(self) -> None:
+        """Under DDP, give every rank rank 0's BN statistics and EMA before evaluating.
+
+        Parameters agree on every rank, buffers do not: without SyncBN each rank's BatchNorm
+        running statistics follow its own batches (DDP re-broadcasts rank 0's at each forward),
+        and an EMA of them drifts apart per rank. Rank 0's are what the checkpoint holds, so the
+        epoch's val metrics are those of the saved weights (``srv eval`` agrees) and a resumed
+        run continues from exactly the state an uninterrupted one has."""
+        if not self.info.distributed:
+            return
+        tensors = list(self.model.buffers())
+        if self.ema is not None:
+            tensors += list(self.ema.module.state_dict().values())
+        broadcast_from_main(tensors, self.info)
+
     def run_epochs(self) -> dict[str, Any]:
         r, info = self.r, self.info
         t_start = time.perf_counter()
         while self.epoch < r.epochs:
             stats = self.train_epoch()
+            self._sync_for_eval()
             val = evaluate(self.net, self.val_loader, info, r, r.channels_last)
             self.epoch += 1
             row: dict[str, Any] = {
@@ -597,7 +619,8 @@ def _prepare_run_dir(run: RunDir, cfg: RunConfig, restart: bool, info: DistInfo)
     old = run.config()
     status = run.status() or {}
     if old is not None and not restart:
-        diff = config_diff({k: v for k, v in old.items() if k not in ("derived", "data")}, cfg.to_dict())
+        recorded = {k: v for k, v in old.items() if k not in ("derived", "data")}
+        diff = config_diff(recorded, cfg.to_dict())
         if diff:
             raise SrvError(f"{run.path} holds a run with another config ({'; '.join(diff)}): "
                            f"use a new --run-dir, or --restart to discard it")

@@ -79,6 +79,33 @@ def _ablate(grid: Path, runs: Path, tables: Path, *extra: str) -> list[str]:
             "--nproc", "2", "--runs-dir", str(runs), "--tables-dir", str(tables), *extra]
 
 
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (from /proc): torchrun starts each rank in a session of
+    its own, so killing the launcher's process group would leave the ranks running."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    return tree
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and every descendant at once, as a node failure would."""
+    for p in _process_tree(pid):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _rows(run: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -115,15 +142,15 @@ def test_sigkill_mid_epoch_with_workers_and_moved_data_resumes_bit_for_bit(
     root = rehearsal["root"]
     runs, tables = root / "killed", root / "tables-killed"
     proc = subprocess.Popen(_ablate(rehearsal["grid"], runs, tables), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not list(runs.glob("*/last.pt")) and time.monotonic() < deadline:
         assert proc.poll() is None, "the run ended before it could be killed"
         time.sleep(0.1)
     time.sleep(4.0)  # into epoch 2: workers are loading, steps are running
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher, both ranks and their loader workers
+    _kill_tree(proc.pid)  # srv ablate, torchrun, both ranks and their loader workers
     proc.wait()
+    time.sleep(0.5)
     (run,) = [p for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert run.name == reference.name  # same config, same identity
     assert not (run / "result.json").exists(), "killed too late: the run had finished"
