@@ -1,11 +1,22 @@
 """Training-throughput benchmark: srv models next to a plain timm model, measured in one run.
 
-Each model trains on synthetic data that is already on the device (no data loading), with
-AdamW (fused on CUDA), label-smoothing cross-entropy and the chosen AMP mode, in eager mode and
-under ``torch.compile``. The timing follows timm's ``benchmark.py``: warm-up steps, then timed
-steps between device synchronisations. Results are reported as img/s and as a ratio to the
-baseline (the first model) in the same mode and run, so numbers from different machines are
-never compared directly.
+**The bare model step** (``bench_model``): each model trains on synthetic data that is already on
+the device (no data loading), with AdamW (fused on CUDA), label-smoothing cross-entropy and the
+chosen AMP mode, in eager mode and under ``torch.compile``. The timing follows timm's
+``benchmark.py``: warm-up steps, then timed steps between device synchronisations. Results are
+reported as img/s and as a ratio to the baseline (the first model) in the same mode and run, so
+numbers from different machines are never compared directly.
+
+**The engine** (``bench_engine``): the same model trained by ``srv train``'s engine (the DeiT
+recipe: Mixup/CutMix, soft-target loss, drop path, EMA, gradient-norm and update-ratio
+statistics, the schedule, the non-finite-step guard) fed by one of three pipelines:
+
+* ``engine``: synthetic batches already on the device (the engine's own cost);
+* ``timm``: a JPEG folder through timm's DataLoader path with the full DeiT transform;
+* ``dali``: the same folder through the DALI pipeline (:mod:`reproduce.dali`).
+
+Each is reported as img/s, the share of time spent waiting for data, and a ratio to the bare
+model step of the same model and mode measured in the same run.
 """
 
 from __future__ import annotations
@@ -14,7 +25,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["BenchResult", "bench_model", "run_bench"]
+__all__ = ["BenchResult", "EngineResult", "bench_model", "bench_engine", "run_bench",
+           "run_engine_bench", "PIPELINES"]
+
+#: what can feed the engine in a benchmark (``bare`` is the model step alone)
+PIPELINES = ("bare", "engine", "timm", "dali")
 
 
 @dataclass
@@ -111,6 +126,116 @@ def run_bench(models: list[str], modes: list[str], batch: int, img_size: int, am
             res.ratio = res.img_per_s / base
             results.append(res)
     return results
+
+
+@dataclass
+class EngineResult:
+    """The engine on one pipeline, next to the bare model step of the same model and mode."""
+
+    model: str
+    mode: str
+    pipeline: str  # engine | timm | dali
+    batch: int
+    amp: str
+    img_per_s: float
+    data_wait_frac: float
+    steps: int
+    ratio_to_bare: float | None = None
+
+
+class DeviceBatches:
+    """A train loader of synthetic batches already on the device: the engine's own cost."""
+
+    def __init__(self, batch: int, img_size: int, num_classes: int, steps: int,
+                 device: Any) -> None:
+        import torch
+
+        g = torch.Generator(device="cpu").manual_seed(0)
+        self.x = torch.randn(batch, 3, img_size, img_size, generator=g).to(device)
+        self.y = torch.randint(0, num_classes, (batch,), generator=g).to(device)
+        self.steps = steps
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __iter__(self) -> Any:
+        for _ in range(self.steps):
+            yield self.x, self.y
+
+
+def bench_engine(name: str, mode: str, pipeline: str, batch: int, img_size: int, amp: str,
+                 steps: int, jpeg_folder: Any = None, workers: int = 8,
+                 device_name: str = "auto") -> EngineResult:
+    """Time the engine's training epochs on ``pipeline``: one epoch to warm up (compilation,
+    cuDNN autotuning, loader workers), then one timed epoch (``steps`` steps for ``engine``; a
+    pass over the folder for ``timm`` / ``dali``)."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from .config import resolve_config
+    from .distributed import init_distributed
+    from .engine import Trainer
+    from .progress import Reporter
+    from .runs import RunDir
+
+    overrides: dict[str, Any] = dict(batch_size=batch, img_size=img_size, amp=amp,
+                                     compile=mode == "compile", epochs=100, warmup_epochs=1.0,
+                                     aug_repeats=0, num_workers=workers, device=device_name)
+    if pipeline == "engine":
+        overrides.update(dataset="synthetic", num_classes=1000, train_subset=batch,
+                         val_subset=batch)
+    else:
+        overrides.update(dataset="imagefolder", data_path=str(jpeg_folder), loader=pipeline)
+    cfg = resolve_config(name, "deit", overrides)
+    info = init_distributed(cfg.recipe.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, RunDir(Path(tmp) / "run"), info, Reporter(enabled=False))
+        if pipeline == "engine":
+            trainer.train_loader = DeviceBatches(batch, img_size, trainer.data.num_classes,
+                                                 steps, info.device)
+            trainer.steps_per_epoch = steps
+
+        def sync() -> None:
+            if info.device.type == "cuda":
+                torch.cuda.synchronize(info.device)
+
+        trainer.train_epoch()  # warm-up: compilation, autotuning, workers, file cache
+        trainer.epoch += 1
+        sync()
+        t0 = time.perf_counter()
+        stats = trainer.train_epoch()
+        sync()
+        elapsed = time.perf_counter() - t0
+    return EngineResult(name, mode, pipeline, batch, amp, stats.images / elapsed,
+                        stats.data_time / elapsed, stats.steps + stats.skipped_steps)
+
+
+def run_engine_bench(models: list[str], modes: list[str], pipelines: list[str], batch: int,
+                     img_size: int, amp: str, steps: int, warmup: int, jpeg_folder: Any = None,
+                     workers: int = 8, device_name: str = "auto"
+                     ) -> tuple[list[BenchResult], list[EngineResult]]:
+    """For every model and mode: the bare model step, then the engine on each pipeline, each
+    as a ratio to that bare step (same run, same device)."""
+    bare = run_bench(models, modes, batch, img_size, amp, steps, warmup, device_name)
+    by_key = {(r.model, r.mode): r.img_per_s for r in bare}
+    engine = []
+    for mode in modes:
+        for name in models:
+            if name.startswith("timm:"):
+                continue  # the engine trains catalogue models
+            for pipeline in pipelines:
+                if pipeline == "bare":
+                    continue
+                res = bench_engine(name, mode, pipeline, batch, img_size, amp, steps,
+                                   jpeg_folder, workers, device_name)
+                res.ratio_to_bare = res.img_per_s / by_key[(name, mode)]
+                engine.append(res)
+    return bare, engine
 
 
 def environment_line() -> str:

@@ -173,6 +173,29 @@ def _lr_at(sched: Any, r: Recipe, epoch: int, num_updates: int) -> None:
         sched.step_update(num_updates)
 
 
+def step_unless_skipped(opt: torch.optim.Optimizer, skipped: torch.Tensor,
+                        scaler: torch.amp.GradScaler | None, fused: bool) -> None:
+    """Step ``opt`` unless ``skipped`` (a device flag), without a host sync on CUDA.
+
+    * fp16: ``GradScaler.step`` skips overflow steps and backs the scale off (as in DeiT).
+    * fused optimizers (torch's fused AdamW / SGD, used on CUDA) take the flag the way they
+      take GradScaler's ``found_inf``: the kernel leaves weights, moments and step count alone.
+    * otherwise (the CPU's foreach path) the host reads the flag, which costs nothing there.
+    """
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    elif fused:
+        opt.found_inf = skipped.float()  # type: ignore[attr-defined]
+        opt.grad_scale = None  # type: ignore[attr-defined]
+        try:
+            opt.step()
+        finally:
+            del opt.found_inf, opt.grad_scale  # type: ignore[attr-defined]
+    elif not bool(skipped):
+        opt.step()
+
+
 def _rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state: dict[str, Any] = {
@@ -373,20 +396,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.params, self.r.clip_grad)
 
     def _apply_update(self, skipped: torch.Tensor) -> None:
-        """Step the optimizer unless ``skipped`` (a device flag); never a host sync on CUDA."""
-        opt = self.optimizer
-        if self.scaler is not None:  # fp16: the scaler skips overflow steps and backs off
-            self.scaler.step(opt)
-            self.scaler.update()
-        elif self.fused:  # the fused kernel reads found_inf on the device (as under GradScaler)
-            opt.found_inf = skipped.float()  # type: ignore[attr-defined]
-            opt.grad_scale = None  # type: ignore[attr-defined]
-            try:
-                opt.step()
-            finally:
-                del opt.found_inf, opt.grad_scale  # type: ignore[attr-defined]
-        elif not bool(skipped):  # host check: free on the CPU, where non-fused steps run
-            opt.step()
+        step_unless_skipped(self.optimizer, skipped, self.scaler, self.fused)
 
     def _measure_update(self) -> bool:
         every = self.r.update_ratio_every
@@ -490,17 +500,28 @@ class Trainer:
         warned about once (rank 0) and counted; returns this epoch's count over all ranks."""
         from .images import describe_bad, image_folder_of
 
-        found = 0
+        local: list[tuple[str, str]] = []  # (path, warning)
         for loader in (self.train_loader, self.val_loader):
             indices, loader.bad_indices = getattr(loader, "bad_indices", []), []
-            found += len(indices)
-            folder = image_folder_of(getattr(loader, "source", None))  # type: ignore[arg-type]
+            source = getattr(loader, "source", None)
+            folder = image_folder_of(source) if source is not None else None
             for index in indices:
                 name = folder.path_of(index) if folder is not None else f"item {index}"
-                if name not in self.bad_files:
-                    self.reporter.line(f"warning: {describe_bad(loader.source, index)}")
-                self.bad_files[name] = self.bad_files.get(name, 0) + 1
-        return int(all_reduce_sum([found], self.info)[0])
+                warning = describe_bad(source, index) if name not in self.bad_files else ""
+                local.append((name, warning))
+        count = int(all_reduce_sum([len(local)], self.info)[0])
+        found = local
+        if count and self.info.distributed:  # every rank's files, named on rank 0
+            import torch.distributed as dist
+
+            gathered: list[Any] = [None] * self.info.world_size
+            dist.all_gather_object(gathered, local)
+            found = [item for part in gathered for item in part]
+        for name, warning in found:
+            if name not in self.bad_files:
+                self.reporter.line(f"warning: {warning}")
+            self.bad_files[name] = self.bad_files.get(name, 0) + 1
+        return count
 
     def _sync_for_eval(self) -> None:
         """Under DDP, give every rank rank 0's BN statistics and EMA before evaluating.

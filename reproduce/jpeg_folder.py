@@ -53,25 +53,39 @@ def _image(rng: np.random.Generator, cls: int, n_classes: int, w: int, h: int,
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def write_jpeg_folder(root: Path | str, spec: JpegFolderSpec = JpegFolderSpec()) -> Path:
-    """Write ``spec`` under ``root`` (classes ``n00000000``, ``n00000001``, ...); returns root.
-
-    Deterministic for a given spec. Sizes cycle through ``spec.sizes`` with a random jitter of
-    up to 10%, so batches mix shapes as ImageNet does.
-    """
+def _write_class(args: tuple[Path, JpegFolderSpec, str, int, int]) -> None:
+    root, spec, split, per_class, c = args
     from PIL import Image
 
+    # one generator per (split, class): the folder is the same however it is parallelised
+    rng = np.random.default_rng([spec.seed, 0 if split == "train" else 1, c])
+    folder = root / split / f"n{c:08d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(per_class):
+        w, h = spec.sizes[(i + c) % len(spec.sizes)]
+        w = max(8, int(w * rng.uniform(0.9, 1.1)))
+        h = max(8, int(h * rng.uniform(0.9, 1.1)))
+        pixels = _image(rng, c, spec.classes, w, h, spec.noise)
+        Image.fromarray(pixels).save(folder / f"{split}_{c}_{i:05d}.JPEG", quality=spec.quality)
+
+
+def write_jpeg_folder(root: Path | str, spec: JpegFolderSpec = JpegFolderSpec(),
+                      processes: int = 1) -> Path:
+    """Write ``spec`` under ``root`` (classes ``n00000000``, ``n00000001``, ...); returns root.
+
+    Deterministic for a given spec (whatever ``processes``). Sizes cycle through
+    ``spec.sizes`` with a random jitter of up to 10%, so batches mix shapes as ImageNet does.
+    """
     root = Path(root)
-    rng = np.random.default_rng(spec.seed)
-    for split, per_class in (("train", spec.train_per_class), ("val", spec.val_per_class)):
-        for c in range(spec.classes):
-            folder = root / split / f"n{c:08d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                w, h = spec.sizes[(i + c) % len(spec.sizes)]
-                w = max(8, int(w * rng.uniform(0.9, 1.1)))
-                h = max(8, int(h * rng.uniform(0.9, 1.1)))
-                pixels = _image(rng, c, spec.classes, w, h, spec.noise)
-                Image.fromarray(pixels).save(folder / f"{split}_{c}_{i:05d}.JPEG",
-                                             quality=spec.quality)
+    jobs = [(root, spec, split, per_class, c)
+            for split, per_class in (("train", spec.train_per_class), ("val", spec.val_per_class))
+            for c in range(spec.classes)]
+    if processes > 1:
+        from multiprocessing import get_context
+
+        with get_context("fork").Pool(processes) as pool:
+            pool.map(_write_class, jobs)
+    else:
+        for job in jobs:
+            _write_class(job)
     return root

@@ -31,3 +31,28 @@ def test_bench_rejects_unknown_names() -> None:
     assert result.exit_code == 2 and "did you mean vit-mini-patch" in result.stderr
     result = runner.invoke(app, ["bench", "--modes", "jit", "--device", "cpu"])
     assert result.exit_code == 2 and "unknown mode 'jit'" in result.stderr
+
+
+def test_bench_measures_the_engine_on_device_batches_and_on_jpegs(tmp_path: Path) -> None:
+    """The engine (DeiT recipe: Mixup, EMA, statistics) on synthetic device batches and on a
+    JPEG folder through timm's loader with workers, each as a ratio to the bare step."""
+    from reproduce.jpeg_folder import JpegFolderSpec, write_jpeg_folder
+
+    folder = write_jpeg_folder(tmp_path / "jpegs", JpegFolderSpec(
+        classes=4, train_per_class=8, val_per_class=2, sizes=((40, 30), (30, 40))))
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, ["bench", "--models", "vit-mini-conv", "--modes", "eager",
+                                 "--pipelines", "bare,engine,timm", "--jpeg-folder",
+                                 str(folder), "--workers", "2", "--img-size", "16", "--batch",
+                                 "8", "--steps", "2", "--warmup", "1", "--amp", "off",
+                                 "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert [r["model"] for r in data["bare"]] == ["vit-mini-conv"] and data["workers"] == 2
+    engine = {e["pipeline"]: e for e in data["engine"]}
+    assert set(engine) == {"engine", "timm"}
+    assert engine["engine"]["steps"] == 2 and engine["timm"]["steps"] == 32 // 8
+    for e in engine.values():
+        assert e["img_per_s"] > 0 and 0 < e["ratio_to_bare"] and 0 <= e["data_wait_frac"] < 1
+    result = runner.invoke(app, ["bench", "--pipelines", "bare,grpc", "--device", "cpu"])
+    assert result.exit_code == 2 and "unknown pipeline 'grpc'" in result.stderr

@@ -100,3 +100,24 @@ def test_step_losses_are_global_over_ranks(tmp_path: Path) -> None:
     a = json.loads(Path(f"{out}.0").read_text())
     b = json.loads(Path(f"{out}.1").read_text())
     assert a == b == [1.5, 3.0, 4.5]
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_skipped_step_leaves_weights_and_optimizer_state_alone(fused: bool) -> None:
+    """The fused path (CUDA's, runnable on the CPU too) and the host path skip alike."""
+    from reproduce.engine import step_unless_skipped
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1, fused=fused)
+    model(torch.randn(8, 4)).sum().backward()
+    step_unless_skipped(opt, torch.tensor(False), None, fused)
+    before = [p.detach().clone() for p in model.parameters()]
+    state = {k: v.clone() for k, v in opt.state[model.weight].items()}
+    model(torch.randn(8, 4)).sum().backward()
+    step_unless_skipped(opt, torch.tensor(True), None, fused)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    for key, value in opt.state[model.weight].items():
+        assert torch.equal(value, state[key]), key  # moments and the step count unchanged
+    step_unless_skipped(opt, torch.tensor(False), None, fused)
+    assert not torch.equal(before[0], model.weight.detach())

@@ -1,4 +1,5 @@
-"""``srv bench``: training throughput of srv models next to a plain timm model."""
+"""``srv bench``: training throughput of srv models next to a plain timm model, and of the
+training engine on synthetic data, on a JPEG folder with timm's loader and with DALI."""
 
 from __future__ import annotations
 
@@ -22,11 +23,21 @@ def bench(
     steps: Annotated[int, typer.Option(help="Timed steps.")] = 30,
     warmup: Annotated[int, typer.Option(help="Warm-up steps (the first compiles).")] = 10,
     device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
+    pipelines: Annotated[str, typer.Option(
+        help="Comma list: bare (the model step alone), engine (srv train's engine on synthetic "
+             "batches on the device), timm / dali (the engine on a JPEG folder).")] = "bare",
+    jpeg_folder: Annotated[Path | None, typer.Option(
+        help="ImageNet-layout folder for the timm / dali pipelines (default: write an "
+             "ImageNet-like one of --make-jpegs images to a temporary folder).")] = None,
+    make_jpegs: Annotated[int, typer.Option(
+        help="Images (~500x375, ~110 KB) to write when no --jpeg-folder is given.")] = 20000,
+    workers: Annotated[int, typer.Option(help="DataLoader workers (timm pipeline).")] = 0,
     out: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")]
     = None,
 ) -> None:
     """Train-step img/s (synthetic data on the device) in eager and compiled mode, with the
-    ratio to the first model measured in the same run."""
+    ratio to the first model measured in the same run; with --pipelines, the engine too, each
+    as a ratio to the bare step of the same model."""
     import json
 
     from rich.console import Console
@@ -46,6 +57,23 @@ def bench(
                        f"eager,compile)")
     if amp not in ("off", "bf16", "fp16"):
         raise SrvError(f"--amp {amp!r}: use off, bf16 or fp16")
+    from ..bench import PIPELINES
+
+    pipe_list = [p.strip() for p in pipelines.split(",") if p.strip()]
+    if bad := [p for p in pipe_list if p not in PIPELINES]:
+        raise SrvError(f"unknown pipeline {bad[0]!r}: use any of {', '.join(PIPELINES)}")
+    if jpeg_folder is not None and not jpeg_folder.is_dir():
+        raise SrvError(f"no folder at {jpeg_folder}: give an ImageNet-layout folder "
+                       f"(train/<class>/*.JPEG, val/<class>/*.JPEG) or leave --jpeg-folder out")
+    if "dali" in pipe_list:
+        from .. import dali
+
+        if not dali.available():
+            raise SrvError("the dali pipeline needs NVIDIA DALI: pip install -e '.[dali]'")
+    if set(pipe_list) - {"bare"}:
+        _bench_engine(names, mode_list, pipe_list, batch, img_size, amp, steps, warmup, device,
+                      jpeg_folder, make_jpegs, workers, out)
+        return
     results = run_bench(names, mode_list, batch, img_size, amp, steps, warmup, device)
     env = environment_line()
     table = Table("model", "mode", "img/s", "ms/step", "x baseline", "peak GiB", "compile s",
@@ -57,6 +85,51 @@ def bench(
     Console().print(table)
     if out is not None:
         atomic_write_json(out, {"environment": env, "results": as_dicts(results)})
+        print(json.dumps({"written": str(out)}))
+
+
+def _bench_engine(names: list[str], modes: list[str], pipelines: list[str], batch: int,
+                  img_size: int, amp: str, steps: int, warmup: int, device: str,
+                  jpeg_folder: Path | None, make_jpegs: int, workers: int,
+                  out: Path | None) -> None:
+    import json
+    import os
+    import tempfile
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..bench import as_dicts, environment_line, run_engine_bench
+    from ..runs import atomic_write_json
+
+    workers = workers or min(os.cpu_count() or 1, 16)
+    with tempfile.TemporaryDirectory() as tmp:
+        if jpeg_folder is None and set(pipelines) & {"timm", "dali"}:
+            from ..jpeg_folder import JpegFolderSpec, write_jpeg_folder
+
+            classes = 100
+            per_class = max(make_jpegs // classes, 1)
+            print(f"writing {classes * per_class} ImageNet-like JPEGs to {tmp} ...", flush=True)
+            jpeg_folder = write_jpeg_folder(Path(tmp) / "jpegs", JpegFolderSpec(
+                classes=classes, train_per_class=per_class, val_per_class=2),
+                processes=workers)
+        bare, engine = run_engine_bench(names, modes, pipelines, batch, img_size, amp, steps,
+                                        warmup, jpeg_folder, workers, device)
+    env = environment_line()
+    table = Table("model", "mode", "pipeline", "img/s", "data wait", "x bare step",
+                  title=f"training, batch {batch}, {img_size}px, amp {amp} ({env}; "
+                        f"{workers} loader workers)")
+    for r in bare:
+        table.add_row(r.model, r.mode, "bare", f"{r.img_per_s:,.0f}", "-", "1.000")
+    for e in engine:
+        table.add_row(e.model, e.mode, e.pipeline, f"{e.img_per_s:,.0f}",
+                      f"{100 * e.data_wait_frac:.0f}%", f"{e.ratio_to_bare:.3f}")
+    Console().print(table)
+    if out is not None:
+        from dataclasses import asdict
+
+        atomic_write_json(out, {"environment": env, "workers": workers,
+                                "bare": as_dicts(bare), "engine": [asdict(e) for e in engine]})
         print(json.dumps({"written": str(out)}))
 
 
