@@ -59,17 +59,19 @@ def _build(name: str, img_size: int, num_classes: int) -> Any:
 
 
 def bench_model(name: str, mode: str, batch: int, img_size: int, amp: str, steps: int,
-                warmup: int, device: Any) -> BenchResult:
+                warmup: int, device: Any, channels_last: bool = False) -> BenchResult:
     """Time ``steps`` training steps of one model after ``warmup`` steps."""
     import torch
     from torch import nn
 
     torch.manual_seed(0)
     model = _build(name, img_size, 1000).to(device).train()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
     fused = device.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=fused)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
-    x = torch.randn(batch, 3, img_size, img_size, device=device)
+    x = torch.randn(batch, 3, img_size, img_size, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 1000, (batch,), device=device)
     net = torch.compile(model) if mode == "compile" else model
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
@@ -107,7 +109,8 @@ def bench_model(name: str, mode: str, batch: int, img_size: int, amp: str, steps
 
 
 def run_bench(models: list[str], modes: list[str], batch: int, img_size: int, amp: str,
-              steps: int, warmup: int, device_name: str = "auto") -> list[BenchResult]:
+              steps: int, warmup: int, device_name: str = "auto",
+              channels_last: bool = False) -> list[BenchResult]:
     """Benchmark every model in every mode; ratios are to ``models[0]`` in the same mode."""
     import torch
 
@@ -121,7 +124,8 @@ def run_bench(models: list[str], modes: list[str], batch: int, img_size: int, am
     for mode in modes:
         base = None
         for name in models:
-            res = bench_model(name, mode, batch, img_size, amp, steps, warmup, device)
+            res = bench_model(name, mode, batch, img_size, amp, steps, warmup, device,
+                              channels_last)
             base = base or res.img_per_s
             res.ratio = res.img_per_s / base
             results.append(res)
@@ -168,7 +172,7 @@ class DeviceBatches:
 
 def bench_engine(name: str, mode: str, pipeline: str, batch: int, img_size: int, amp: str,
                  steps: int, jpeg_folder: Any = None, workers: int = 8,
-                 device_name: str = "auto") -> EngineResult:
+                 device_name: str = "auto", channels_last: bool = False) -> EngineResult:
     """Time the engine's training epochs on ``pipeline``: one epoch to warm up (compilation,
     cuDNN autotuning, loader workers), then one timed epoch (``steps`` steps for ``engine``; a
     pass over the folder for ``timm`` / ``dali``)."""
@@ -185,7 +189,8 @@ def bench_engine(name: str, mode: str, pipeline: str, batch: int, img_size: int,
 
     overrides: dict[str, Any] = dict(batch_size=batch, img_size=img_size, amp=amp,
                                      compile=mode == "compile", epochs=100, warmup_epochs=1.0,
-                                     aug_repeats=0, num_workers=workers, device=device_name)
+                                     aug_repeats=0, num_workers=workers, device=device_name,
+                                     channels_last=channels_last)
     if pipeline == "engine":
         overrides.update(dataset="synthetic", num_classes=1000, train_subset=batch,
                          val_subset=batch)
@@ -217,11 +222,12 @@ def bench_engine(name: str, mode: str, pipeline: str, batch: int, img_size: int,
 
 def run_engine_bench(models: list[str], modes: list[str], pipelines: list[str], batch: int,
                      img_size: int, amp: str, steps: int, warmup: int, jpeg_folder: Any = None,
-                     workers: int = 8, device_name: str = "auto"
+                     workers: int = 8, device_name: str = "auto", channels_last: bool = False
                      ) -> tuple[list[BenchResult], list[EngineResult]]:
     """For every model and mode: the bare model step, then the engine on each pipeline, each
     as a ratio to that bare step (same run, same device)."""
-    bare = run_bench(models, modes, batch, img_size, amp, steps, warmup, device_name)
+    bare = run_bench(models, modes, batch, img_size, amp, steps, warmup, device_name,
+                     channels_last)
     by_key = {(r.model, r.mode): r.img_per_s for r in bare}
     engine = []
     for mode in modes:
@@ -232,7 +238,7 @@ def run_engine_bench(models: list[str], modes: list[str], pipelines: list[str], 
                 if pipeline == "bare":
                     continue
                 res = bench_engine(name, mode, pipeline, batch, img_size, amp, steps,
-                                   jpeg_folder, workers, device_name)
+                                   jpeg_folder, workers, device_name, channels_last)
                 res.ratio_to_bare = res.img_per_s / by_key[(name, mode)]
                 engine.append(res)
     return bare, engine

@@ -31,7 +31,10 @@ def bench(
              "ImageNet-like one of --make-jpegs images to a temporary folder).")] = None,
     make_jpegs: Annotated[int, typer.Option(
         help="Images (~500x375, ~110 KB) to write when no --jpeg-folder is given.")] = 20000,
-    workers: Annotated[int, typer.Option(help="DataLoader workers (timm pipeline).")] = 0,
+    workers: Annotated[int, typer.Option(
+        help="DataLoader workers (timm pipeline; default: the CPU count, at most 16).")] = 0,
+    channels_last: Annotated[bool, typer.Option(
+        "--channels-last", help="Channels-last memory format (model and inputs).")] = False,
     out: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")]
     = None,
 ) -> None:
@@ -72,26 +75,29 @@ def bench(
             raise SrvError("the dali pipeline needs NVIDIA DALI: pip install -e '.[dali]'")
     if set(pipe_list) - {"bare"}:
         _bench_engine(names, mode_list, pipe_list, batch, img_size, amp, steps, warmup, device,
-                      jpeg_folder, make_jpegs, workers, out)
+                      jpeg_folder, make_jpegs, workers, channels_last, out)
         return
-    results = run_bench(names, mode_list, batch, img_size, amp, steps, warmup, device)
+    results = run_bench(names, mode_list, batch, img_size, amp, steps, warmup, device,
+                        channels_last)
     env = environment_line()
     table = Table("model", "mode", "img/s", "ms/step", "x baseline", "peak GiB", "compile s",
-                  title=f"train step, batch {batch}, {img_size}px, amp {amp} ({env})")
+                  title=f"train step, batch {batch}, {img_size}px, amp {amp}"
+                        f"{', channels-last' if channels_last else ''} ({env})")
     for r in results:
         table.add_row(r.model, r.mode, f"{r.img_per_s:,.0f}", f"{r.step_ms:.1f}",
                       f"{r.ratio:.3f}", "-" if r.peak_mem_gib is None else f"{r.peak_mem_gib:.1f}",
                       "-" if r.compile_s is None else f"{r.compile_s:.0f}")
     Console().print(table)
     if out is not None:
-        atomic_write_json(out, {"environment": env, "results": as_dicts(results)})
+        atomic_write_json(out, {"environment": env, "channels_last": channels_last,
+                                "results": as_dicts(results)})
         print(json.dumps({"written": str(out)}))
 
 
 def _bench_engine(names: list[str], modes: list[str], pipelines: list[str], batch: int,
                   img_size: int, amp: str, steps: int, warmup: int, device: str,
                   jpeg_folder: Path | None, make_jpegs: int, workers: int,
-                  out: Path | None) -> None:
+                  channels_last: bool, out: Path | None) -> None:
     import json
     import os
     import tempfile
@@ -114,10 +120,11 @@ def _bench_engine(names: list[str], modes: list[str], pipelines: list[str], batc
                 classes=classes, train_per_class=per_class, val_per_class=2),
                 processes=workers)
         bare, engine = run_engine_bench(names, modes, pipelines, batch, img_size, amp, steps,
-                                        warmup, jpeg_folder, workers, device)
+                                        warmup, jpeg_folder, workers, device, channels_last)
     env = environment_line()
     table = Table("model", "mode", "pipeline", "img/s", "data wait", "x bare step",
-                  title=f"training, batch {batch}, {img_size}px, amp {amp} ({env}; "
+                  title=f"training, batch {batch}, {img_size}px, amp {amp}"
+                        f"{', channels-last' if channels_last else ''} ({env}; "
                         f"{workers} loader workers)")
     for r in bare:
         table.add_row(r.model, r.mode, "bare", f"{r.img_per_s:,.0f}", "-", "1.000")
@@ -129,6 +136,7 @@ def _bench_engine(names: list[str], modes: list[str], pipelines: list[str], batc
         from dataclasses import asdict
 
         atomic_write_json(out, {"environment": env, "workers": workers,
+                                "channels_last": channels_last,
                                 "bare": as_dicts(bare), "engine": [asdict(e) for e in engine]})
         print(json.dumps({"written": str(out)}))
 
