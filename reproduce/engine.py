@@ -349,6 +349,7 @@ class Trainer:
             "best_top1": self.best_top1,
             "best_epoch": self.best_epoch,
             "loss_mean": self.loss_mean,
+            "bad_files": dict(self.bad_files),
             "rng": _rng_state(),
             "config": self.cfg.to_dict(),
         }
@@ -366,6 +367,7 @@ class Trainer:
         self.epoch, self.step = ckpt["epoch"], ckpt["step"]
         self.best_top1, self.best_epoch = ckpt["best_top1"], ckpt["best_epoch"]
         self.loss_mean = ckpt["loss_mean"]
+        self.bad_files = dict(ckpt.get("bad_files") or {})
         _set_rng_state(ckpt["rng"])
         self.rows = [row for row in self.run.metrics() if row["epoch"] <= self.epoch]
 
@@ -496,8 +498,9 @@ class Trainer:
         return stats
 
     def _take_bad_files(self) -> int:
-        """Unreadable images the loaders replaced since the last call, over all ranks: each is
-        warned about once (rank 0) and counted; returns this epoch's count over all ranks."""
+        """Unreadable images the loaders met since the last call (this epoch), over all ranks:
+        each file is warned about once per run (rank 0); returns the number of distinct files
+        met this epoch."""
         from .images import describe_bad, image_folder_of
 
         local: list[tuple[str, str]] = []  # (path, warning)
@@ -509,10 +512,9 @@ class Trainer:
                 name = folder.path_of(index) if folder is not None else f"item {index}"
                 warning = describe_bad(source, index) if name not in self.bad_files else ""
                 local.append((name, warning))
-        count = int(all_reduce_sum([len(local)], self.info)[0])
         found = local
-        if count and self.info.distributed:  # every rank's files, named on rank 0
-            import torch.distributed as dist
+        if self.info.distributed and all_reduce_sum([len(local)], self.info)[0]:
+            import torch.distributed as dist  # every rank's files, named on rank 0
 
             gathered: list[Any] = [None] * self.info.world_size
             dist.all_gather_object(gathered, local)
@@ -521,7 +523,7 @@ class Trainer:
             if name not in self.bad_files:
                 self.reporter.line(f"warning: {warning}")
             self.bad_files[name] = self.bad_files.get(name, 0) + 1
-        return count
+        return len({name for name, _ in found})
 
     def _sync_for_eval(self) -> None:
         """Under DDP, give every rank rank 0's BN statistics and EMA before evaluating.
@@ -567,12 +569,12 @@ class Trainer:
             }
             if self.scaler is not None:
                 row["loss_scale"] = self.scaler.get_scale()
-            bad = self._take_bad_files()
-            if bad or self.bad_files:
-                row["bad_images"] = bad
             if self.ema is not None:
                 ema_val = evaluate(self.ema.module, self.val_loader, info, r, r.channels_last)
                 row["ema_top1"], row["ema_top5"] = ema_val["top1"], ema_val["top5"]
+            bad = self._take_bad_files()
+            if bad or self.bad_files:
+                row["bad_images"] = bad
             improved = val["top1"] > self.best_top1
             if improved:
                 self.best_top1, self.best_epoch = val["top1"], self.epoch
@@ -625,7 +627,7 @@ class Trainer:
             "loss_spikes": sum(m["loss_spikes"] for m in rows),
             "max_update_ratio": peak("max_update_ratio"),
             "skipped_steps": sum(m.get("skipped_steps", 0) for m in rows),
-            "bad_images": sum(m.get("bad_images", 0) for m in rows),
+            "bad_images": len(self.bad_files),  # distinct unreadable files met
             "bad_files": sorted(self.bad_files)[:100],
             "train_time_s": round(sum(m["time_s"] for m in rows), 2),
             "wall_time_s": round(time.perf_counter() - t_start, 2),

@@ -7,7 +7,7 @@ autocast, per-epoch schedule); only the model (vit-mini-conv), the image size (1
 the epochs are scaled down. One uninterrupted run is the reference. A second run is killed with
 SIGKILL in the middle of an epoch, its data folder moved (as when copying ImageNet to node-local
 disk), and resumed: it must end bit for bit where the reference did. Then ``srv eval`` and the
-table.
+table. The folder holds a truncated JPEG and a non-image, as real folders do.
 """
 
 from __future__ import annotations
@@ -61,6 +61,10 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     sizes = ((40, 30), (30, 40), (48, 36), (36, 48), (64, 48), (32, 32), (56, 42), (24, 32))
     data = write_jpeg_folder(root / "imagenet", JpegFolderSpec(
         classes=10, train_per_class=150, val_per_class=10, sizes=sizes, noise=20, seed=3))
+    # real folders hold bad files: a JPEG cut short by a failed copy, an HTML page saved as .JPEG
+    cut = data / "train" / "n00000003" / "train_3_00007.JPEG"
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    (data / "val" / "n00000005" / "val_5_00002.JPEG").write_text("<html>404</html>")
     grid = root / "rehearsal.toml"
     grid.write_text(GRID.replace("DATA", str(data)))
     return {"root": root, "data": data, "grid": grid}
@@ -130,11 +134,15 @@ def test_reference_run_is_the_deit_recipe_under_ddp(reference: Path) -> None:
     rows = _rows(reference)
     # repeated augmentation: 1500 // 256 * 256 / 2 = 640 samples per rank, 10 steps of 64
     assert [r["step"] for r in rows] == [10, 20]
-    assert all(r["n_val"] == 100 for r in rows)
+    assert all(r["n_val"] == 99 for r in rows)  # the unreadable val image is not counted
+    assert all(r["bad_images"] in (1, 2) for r in rows)  # the val file; the train one if drawn
     assert all(r["skipped_steps"] == 0 for r in rows)
     assert all("ema_top1" in r for r in rows)
     result = json.loads((reference / "result.json").read_text())
     assert result["world_size"] == 2 and result["steps"] == 20
+    assert any(f.endswith("val_5_00002.JPEG") for f in result["bad_files"])
+    log = "".join(p.read_text() for p in reference.parent.rglob("*.log"))
+    assert log.count("unreadable image") == len(result["bad_files"])  # one warning per file
 
 
 def test_sigkill_mid_epoch_with_workers_and_moved_data_resumes_bit_for_bit(
@@ -183,7 +191,7 @@ def test_sigkill_mid_epoch_with_workers_and_moved_data_resumes_bit_for_bit(
                         text=True, timeout=300)
     assert ev.returncode == 0, ev.stderr
     record = json.loads(ev.stdout)
-    assert record["top1"] == result["top1"] and record["n_images"] == 100
+    assert record["top1"] == result["top1"] and record["n_images"] == 99
 
     # and the grid's table was written where we asked
     table = (tables / "rehearsal.md").read_text()
