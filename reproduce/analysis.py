@@ -341,15 +341,9 @@ def resolve_target(text: str, recipe: str | None = None,
 
 
 def _checkpoint_config(path: Path) -> dict[str, Any]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # not a torch file, truncated ...
-        raise SrvError(f"{path} is not a readable srv checkpoint ({type(err).__name__}): give a "
-                       f"run directory or its last.pt / best.pt") from None
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
-        raise SrvError(f"{path} is not an srv checkpoint (no config / model): give a run "
-                       f"directory or its last.pt / best.pt")
-    return dict(ckpt["config"])
+    from .checkpoints import read_checkpoint
+
+    return dict(read_checkpoint(path, mmap=True)["config"])
 
 
 def _config_label(cfg: dict[str, Any]) -> str:

@@ -27,12 +27,14 @@ arguments) and only gives ``bits <= 0`` its reference meaning instead of an exce
 AutoAugment, AugMix: every ``AugmentOp`` named ``Posterize*``), leaving timm's module tables
 untouched, so only srv's transforms change and they stay picklable for loader workers.
 
-**The other ops** were checked for arguments Pillow refuses over their whole magnitude range
-(0 to 10, or ``mmax``): solarize thresholds 0..256 and solarize-add 0..110 are look-up tables
-(any value is valid), the enhance factors stay >= 0.1, rotate / shear / translate are affine
-maps with any finite argument, equalize / autocontrast / invert take no argument and handle
-constant images. Only posterize has an invalid corner; ``tests/test_augment.py`` soaks every
-recipe's full train transform to keep it that way.
+**The other ops** of timm's table were checked for arguments Pillow refuses, at magnitudes 0 to
+30 (beyond the default cap of 10, as ``mmax`` allows) on RGB images down to 1x1 pixel and
+constant ones: solarize thresholds and solarize-add offsets are look-up tables (any value is
+valid), the enhance factors stay >= 0.1, rotate / shear / translate are affine maps with any
+finite argument, equalize / autocontrast / invert take no argument and handle constant images.
+Only posterize has an invalid corner. (The affine ops fill with an RGB triple, so they need RGB
+input; srv's loaders convert every image to RGB.) ``tests/test_augment.py`` sweeps every op and
+soaks every recipe's full train transform to keep it that way.
 """
 
 from __future__ import annotations

@@ -762,7 +762,13 @@ def load_checkpoint_model(path: Path | str, weights: str = "last",
 
     Returns:
         ``(model in eval mode, config dict, info)`` where info says which weights were loaded.
+
+    Raises:
+        SrvError: one line naming the file, for anything that is not a usable srv checkpoint
+            (missing, truncated, another kind of file, weights that do not fit its config).
     """
+    from .checkpoints import read_checkpoint, summarize
+
     path = Path(path)
     if path.is_dir():
         name = "best.pt" if weights == "best" else "last.pt"
@@ -772,7 +778,7 @@ def load_checkpoint_model(path: Path | str, weights: str = "last",
     if not ckpt_path.exists():
         raise SrvError(f"no checkpoint at {ckpt_path}: give a run directory that has trained "
                        f"at least one epoch, or a .pt file")
-    ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+    ckpt = read_checkpoint(ckpt_path, map_location=device)
     cfg = ckpt["config"]
     state = ckpt["model"]
     if weights == "ema":
@@ -780,9 +786,15 @@ def load_checkpoint_model(path: Path | str, weights: str = "last",
             raise SrvError(f"{ckpt_path} has no EMA weights: the run had ema_decay = 0; use "
                            f"--weights best or last")
         state = ckpt["ema"]
-    num_classes = state["head.weight"].shape[0]
-    model = build_model(cfg, num_classes)
-    model.load_state_dict(state)
+    try:
+        model = build_model(cfg, state["head.weight"].shape[0])
+        model.load_state_dict(state)
+    except SrvError:
+        raise
+    except Exception as err:  # a config or weights this version of srv cannot rebuild
+        raise SrvError(f"{ckpt_path}: its weights do not fit the model its config describes "
+                       f"({summarize(err)}); was it written by another srv version or "
+                       f"edited?") from None
     model.to(device).eval()
     return model, cfg, {"checkpoint": str(ckpt_path), "weights": weights,
                         "epoch": ckpt.get("epoch")}

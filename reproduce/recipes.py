@@ -188,9 +188,14 @@ def _parse_text(key: str, text: str) -> Any:
 
 
 def recipe_dir() -> Path:
-    """Where named recipes live: ``$SRV_RECIPES`` or ``recipes/`` beside the package."""
+    """Where named recipes live: ``$SRV_RECIPES``, else the shipped ``recipes/`` (the
+    checkout's, or the installed package's: :func:`reproduce.resources.resource_dir`)."""
     env = os.environ.get("SRV_RECIPES")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "recipes"
+    if env:
+        return Path(env).expanduser()
+    from .resources import resource_dir
+
+    return resource_dir("recipes")
 
 
 def list_recipes() -> list[str]:

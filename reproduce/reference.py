@@ -6,8 +6,11 @@ table every row comes from. ``tables/reference/README.md`` documents each file a
 numbers of Wang et al. 2022 (``wang2022.csv`` ships with a header only: the paper's numeric
 tables were not available to us and are never invented).
 
-``SRV_TABLES_DIR`` points every reader and writer at another ``tables`` directory (its
-``reference/`` subfolder holds the CSVs)::
+The CSVs ship with srv (the repository's ``tables/reference/``, package data in a wheel:
+:mod:`reproduce.resources`). A CSV in ``<tables>/reference/`` (``<tables>`` is
+:func:`tables_dir`: ``$SRV_TABLES_DIR`` or ``./tables``) adds to them or replaces the shipped
+file of the same name, so an installed srv takes the paper's numbers without editing the
+installation::
 
     from reproduce.reference import load_reference
     xiao = load_reference("xiao2021_complexity")   # a pandas.DataFrame
@@ -24,33 +27,47 @@ from .errors import SrvError
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["ENV_TABLES_DIR", "load_reference", "reference_dir", "reference_names", "tables_dir"]
+__all__ = ["ENV_TABLES_DIR", "load_reference", "reference_dir", "reference_names",
+           "reference_path", "tables_dir"]
 
 ENV_TABLES_DIR = "SRV_TABLES_DIR"
 REQUIRED_COLUMNS = ("model", "source")
 
 
 def tables_dir() -> Path:
-    """The ``tables`` directory: ``$SRV_TABLES_DIR`` if set, else ``tables/`` at the root of the
-    repository holding this package, else ``./tables`` (for an installed, non-editable copy)."""
+    """Where tables and plots are written: ``$SRV_TABLES_DIR`` if set, else ``tables/`` in the
+    current directory (as ``runs/``), wherever srv is installed."""
     env = os.environ.get(ENV_TABLES_DIR)
-    if env:
-        return Path(env).expanduser()
-    root = Path(__file__).resolve().parent.parent
-    if (root / "pyproject.toml").is_file() and (root / "tables").is_dir():
-        return root / "tables"
-    return Path.cwd() / "tables"
+    return Path(env).expanduser() if env else Path.cwd() / "tables"
 
 
 def reference_dir() -> Path:
-    """The directory of the reference CSVs: ``tables_dir() / "reference"``."""
-    return tables_dir() / "reference"
+    """The shipped reference CSVs (the checkout's ``tables/reference/`` or the package's)."""
+    from .resources import resource_dir
+
+    return resource_dir("reference")
+
+
+def _folders() -> list[Path]:
+    """Where reference CSVs are looked up, first match wins: the user's, then the shipped."""
+    mine = tables_dir() / "reference"
+    shipped = reference_dir()
+    same = mine.is_dir() and mine.resolve() == shipped.resolve()
+    return [shipped] if same or not mine.is_dir() else [mine, shipped]
 
 
 def reference_names() -> list[str]:
     """Names of the reference tables (CSV file stems), sorted."""
-    directory = reference_dir()
-    return sorted(p.stem for p in directory.glob("*.csv")) if directory.is_dir() else []
+    return sorted({p.stem for folder in _folders() for p in folder.glob("*.csv")})
+
+
+def reference_path(name: str) -> Path | None:
+    """The CSV of reference table ``name`` (``"deit"`` or ``"deit.csv"``), or None."""
+    stem = name.removesuffix(".csv")
+    for folder in _folders():
+        if (folder / f"{stem}.csv").is_file():
+            return folder / f"{stem}.csv"
+    return None
 
 
 def load_reference(name: str) -> pd.DataFrame:
@@ -62,12 +79,12 @@ def load_reference(name: str) -> pd.DataFrame:
     """
     import pandas as pd
 
-    stem = name.removesuffix(".csv")
-    path = reference_dir() / f"{stem}.csv"
-    if not path.is_file():
+    path = reference_path(name)
+    if path is None:
         known = ", ".join(reference_names()) or "none"
-        raise SrvError(f"no reference table {name!r} in {reference_dir()} (available: {known}); "
-                       f"set {ENV_TABLES_DIR} to another tables directory if needed")
+        raise SrvError(f"no reference table {name!r} (available: {known}): add "
+                       f"{tables_dir() / 'reference' / name.removesuffix('.csv')}.csv with "
+                       f"'model' and 'source' columns")
     df = pd.read_csv(path)
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:

@@ -47,6 +47,12 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _git(*args: str) -> str | None:
+    """Ask git about the source checkout srv runs from; None for an installed copy (whose
+    folder may sit inside some other repository, e.g. a venv in a project clone)."""
+    from .resources import source_root
+
+    if source_root() is None:
+        return None
     try:
         out = subprocess.run(["git", *args], cwd=PACKAGE_ROOT, capture_output=True, text=True,
                              timeout=10)

@@ -95,3 +95,24 @@ def test_guard_finds_ops_inside_autoaugment_and_augmix() -> None:
                    if o.name.startswith("Posterize"))
         for _ in range(200):
             tf(img)
+
+
+def test_every_timm_op_accepts_every_magnitude() -> None:
+    """Each op of timm's table, at magnitudes 0 to 30 (past the default cap of 10, as 'mmax'
+    allows), on RGB images down to 1x1 and a constant one: no argument Pillow refuses."""
+    from timm.data.auto_augment import NAME_TO_OP, AugmentOp
+
+    from reproduce.augment import guard_transform
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+              for w, h in ((1, 1), (2, 7), (16, 12))] + [Image.new("RGB", (8, 8), (9, 9, 9))]
+    hparams = {"translate_const": 100, "img_mean": (124, 116, 104), "magnitude_max": 30}
+    random.seed(0)
+    for name in sorted(NAME_TO_OP):
+        for magnitude in np.linspace(0, 30, 61):
+            op = AugmentOp(name, prob=1.0, magnitude=float(magnitude), hparams=hparams)
+            guard_transform([op])
+            for img in images:
+                out = op(img)
+                assert out.mode == "RGB" and out.size == img.size, (name, magnitude)

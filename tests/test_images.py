@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import ImageFile
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from reproduce.data import build_datasets
 from reproduce.errors import SrvError
@@ -95,8 +95,13 @@ def test_reason_names_the_damage(damaged: tuple[Path, dict[str, set[str]]]) -> N
     root, bad = damaged
     train = build_datasets(_recipe(root)).train
     paths = [p for p, _ in train.samples]
-    text = describe_bad(train, paths.index(sorted(bad["train"])[0]))
+    first_bad = paths.index(sorted(bad["train"])[0])
+    text = describe_bad(train, first_bad)
     assert "truncated" in text or "not an image" in text, text
+    # a train_subset / val_subset wraps the folder: `bad` still indexes the folder's files
+    subset = Subset(train, [first_bad, 0])
+    assert image_folder_of(subset) is train and subset[0][2] == first_bad
+    assert describe_bad(subset, first_bad) == text
 
 
 def test_a_broken_folder_is_one_clear_error(tmp_path: Path) -> None:

@@ -26,10 +26,13 @@ def n_params(name: str, **kwargs) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def test_default_location_is_the_repository(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_locations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Published numbers come with srv (here: the checkout's tables/reference/); tables are
+    written under the current directory, wherever srv is installed."""
     monkeypatch.delenv(ENV_TABLES_DIR, raising=False)
-    assert tables_dir() == Path(__file__).resolve().parent.parent / "tables"
-    assert reference_dir() == tables_dir() / "reference"
+    monkeypatch.chdir(tmp_path)
+    assert tables_dir() == tmp_path / "tables"
+    assert reference_dir() == Path(__file__).resolve().parent.parent / "tables" / "reference"
     assert reference_names() == EXPECTED
 
 
@@ -102,11 +105,15 @@ def test_env_override_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (tmp_path / "reference").mkdir()
     (tmp_path / "reference" / "mine.csv").write_text("model,source\nvit-s-conv,me 2026 Table 1\n")
     (tmp_path / "reference" / "bad.csv").write_text("model,top1\nvit-s-conv,80\n")
+    (tmp_path / "reference" / "deit.csv").write_text("model,top1,source\nvit-t-patch,1,me\n")
     monkeypatch.setenv(ENV_TABLES_DIR, str(tmp_path))
     assert tables_dir() == tmp_path
-    assert reference_names() == ["bad", "mine"]
+    # the user's CSVs add to the shipped ones, and replace a shipped one of the same name
+    assert reference_names() == sorted({*EXPECTED, "bad", "mine"})
     assert load_reference("mine")["source"].tolist() == ["me 2026 Table 1"]
+    assert load_reference("deit")["top1"].tolist() == [1]
+    assert len(load_reference("xiao2021_complexity")) == 8
     with pytest.raises(SrvError, match="source"):
         load_reference("bad")
-    with pytest.raises(SrvError, match="available: bad, mine"):
-        load_reference("deit")
+    with pytest.raises(SrvError, match="available: bad, deit, mine"):
+        load_reference("nope")

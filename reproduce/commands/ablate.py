@@ -108,7 +108,7 @@ def ablate(
         min=1, help="Processes (GPUs) per cell for torchrun / slurm.")] = 1,
     runs_dir: RunsDirOpt = Path("runs"),
     tables_dir: Annotated[Path | None, typer.Option(
-        help="Where the table and plot go; default: the repository's tables/ "
+        help="Where the table and plot go; default: tables/ in the current directory "
              "($SRV_TABLES_DIR).")] = None,
     table: Annotated[bool, typer.Option(
         "--table/--no-table", help="Write and print the grid's table and plot at the end.")

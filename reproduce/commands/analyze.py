@@ -50,7 +50,8 @@ SeedOpt = Annotated[int, typer.Option(help="Init seed of untrained models.")]
 FormatOpt = Annotated[Format, typer.Option(
     "--format", help="table (rich), markdown or json.")]
 OutOpt = Annotated[Path | None, typer.Option(
-    help="The PNG to write (a Markdown table goes next to it); default: in tables/.")]
+    help="The PNG to write (a Markdown table goes next to it); default: in tables/ of the "
+         "current directory ($SRV_TABLES_DIR).")]
 WriteOpt = Annotated[bool, typer.Option(
     "--write/--no-write", help="Write the PNG and its Markdown table.")]
 

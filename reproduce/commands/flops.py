@@ -42,7 +42,7 @@ def flops(
     out: Annotated[
         Path | None,
         typer.Option("--out", file_okay=False, show_default=False,
-                     help="Directory for --write; default: the repository's tables/ "
+                     help="Directory for --write; default: tables/ in the current directory "
                      "(or $SRV_TABLES_DIR)."),
     ] = None,
 ) -> None:

@@ -37,7 +37,7 @@ def table(
         "--force", help="Mix results of different recipes or code versions.")] = False,
     runs_dir: RunsDirOpt = Path("runs"),
     tables_dir: Annotated[Path | None, typer.Option(
-        help="Where tables are written; default: the repository's tables/ "
+        help="Where tables are written; default: tables/ in the current directory "
              "($SRV_TABLES_DIR).")] = None,
     write: Annotated[bool, typer.Option(
         "--write/--no-write", help="Write tables/<name>.md / .tex (and the plot).")] = True,
