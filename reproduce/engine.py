@@ -355,7 +355,9 @@ class Trainer:
         }
 
     def load(self, path: Path) -> None:
-        ckpt = torch.load(path, map_location=self.info.device, weights_only=True)
+        from .checkpoints import read_checkpoint
+
+        ckpt = read_checkpoint(path, map_location=self.info.device)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.sched is not None and ckpt["scheduler"] is not None:

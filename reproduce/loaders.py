@@ -114,6 +114,17 @@ def _to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_
     return x, y.to(device, non_blocking=True)
 
 
+def _one_line_errors(loader: DataLoader) -> Iterator[Any]:
+    """Iterate ``loader``; a user error raised in a loader worker (e.g. a folder of unreadable
+    files) reaches the user as its own one line, without the worker's traceback that torch
+    wraps around it."""
+    try:
+        yield from loader
+    except SrvError as err:
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        raise SrvError(lines[-1].removeprefix("reproduce.errors.SrvError: ")) from None
+
+
 def _bad_of(batch: Any) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """``(x, y)`` and the indices of unreadable files replaced in this batch (items of
     :class:`reproduce.images.TolerantImageFolder` carry them as a third element)."""
@@ -158,7 +169,7 @@ class TorchTrainLoader:
         self.sampler.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for batch in self.loader:
+        for batch in _one_line_errors(self.loader):
             x, y, bad = _bad_of(batch)
             self.bad_indices += bad  # a replacement image stands in: the batch keeps its size
             yield _to_device(x, y, self.info.device, self.channels_last)
@@ -195,7 +206,7 @@ class TorchValLoader:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for batch in self.loader:
+        for batch in _one_line_errors(self.loader):
             x, y, bad = _bad_of(batch)
             if bad:  # evaluation counts readable images only: drop the stand-ins
                 self.bad_indices += bad
