@@ -145,6 +145,7 @@ class EngineResult:
     data_wait_frac: float
     steps: int
     ratio_to_bare: float | None = None
+    error: str | None = None  # the pipeline failed: why (the other pipelines still ran)
 
 
 class DeviceBatches:
@@ -237,8 +238,15 @@ def run_engine_bench(models: list[str], modes: list[str], pipelines: list[str], 
             for pipeline in pipelines:
                 if pipeline == "bare":
                     continue
-                res = bench_engine(name, mode, pipeline, batch, img_size, amp, steps,
-                                   jpeg_folder, workers, device_name, channels_last)
+                try:
+                    res = bench_engine(name, mode, pipeline, batch, img_size, amp, steps,
+                                       jpeg_folder, workers, device_name, channels_last)
+                except Exception as err:  # one broken pipeline must not lose the others
+                    from .checkpoints import summarize
+
+                    engine.append(EngineResult(name, mode, pipeline, batch, amp, 0.0, 0.0, 0,
+                                               error=summarize(err, 300)))
+                    continue
                 res.ratio_to_bare = res.img_per_s / by_key[(name, mode)]
                 engine.append(res)
     return bare, engine

@@ -100,6 +100,7 @@ def _bench_engine(names: list[str], modes: list[str], pipelines: list[str], batc
                   channels_last: bool, out: Path | None) -> None:
     import json
     import os
+    import sys
     import tempfile
 
     from rich.console import Console
@@ -129,9 +130,16 @@ def _bench_engine(names: list[str], modes: list[str], pipelines: list[str], batc
     for r in bare:
         table.add_row(r.model, r.mode, "bare", f"{r.img_per_s:,.0f}", "-", "1.000")
     for e in engine:
+        if e.error:
+            table.add_row(e.model, e.mode, e.pipeline, "failed", "-", "-")
+            continue
         table.add_row(e.model, e.mode, e.pipeline, f"{e.img_per_s:,.0f}",
                       f"{100 * e.data_wait_frac:.0f}%", f"{e.ratio_to_bare:.3f}")
     Console().print(table)
+    for e in engine:
+        if e.error:
+            print(f"srv: error: the {e.pipeline} pipeline of {e.model} ({e.mode}) failed: "
+                  f"{e.error}", file=sys.stderr)
     if out is not None:
         from dataclasses import asdict
 
@@ -139,6 +147,8 @@ def _bench_engine(names: list[str], modes: list[str], pipelines: list[str], batc
                                 "channels_last": channels_last,
                                 "bare": as_dicts(bare), "engine": [asdict(e) for e in engine]})
         print(json.dumps({"written": str(out)}))
+    if any(e.error for e in engine):
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
