@@ -1,9 +1,10 @@
 """The training and evaluation engine: timm components in a loop that never silently goes wrong.
 
-* Optimizer from ``timm.optim.create_optimizer_v2`` (no weight decay on biases, norms, pos-embed
-  and cls token), cosine schedule with warmup from ``timm.scheduler.create_scheduler_v2``, stepped
-  per update (or per epoch, as DeiT), label smoothing / soft-target loss, timm ``Mixup``, drop path,
-  repeated augmentation under DDP, ``ModelEmaV3`` (BN buffers included), AMP, clipping, SAM.
+* Optimizer from ``timm.optim.create_optimizer_v2`` with the recipe source's weight-decay
+  exemptions (:mod:`.optim`), timm's cosine schedule stepped as DeiT / pycls step it
+  (:mod:`.schedule`), label smoothing / soft-target loss, timm ``Mixup``, drop path, repeated
+  augmentation under DDP, the EMA as DeiT or pycls keep it (:mod:`.ema`, timm ``ModelEmaV3``),
+  AMP, clipping, SAM. The refusals are :func:`.runnable.refuse`, shared with ``--dry-run``.
 * Every run is a directory (:mod:`reproduce.runs`); rerunning the same command resumes from
   ``last.pt`` and ends exactly where an uninterrupted run would: every epoch reseeds all RNGs
   from (seed, epoch, rank), so resuming at an epoch boundary replays the same randomness.
@@ -37,10 +38,14 @@ from . import sam
 from .config import RunConfig, config_diff
 from .data import Datasets, build_datasets
 from .distributed import DistInfo, all_reduce_sum, broadcast_flag, cleanup, init_distributed
+from .ema import build_ema
 from .errors import SrvError
+from .optim import build_optimizer
 from .progress import Reporter
 from .recipes import Recipe
+from .runnable import build_mixup_loss, refuse
 from .runs import RunDir, atomic_torch_save, atomic_write_json, environment, git_state
+from .schedule import LrSchedule
 
 __all__ = ["RunOutcome", "train", "evaluate", "val_loader", "build_model", "load_checkpoint_model",
            "EXIT_DIVERGED", "EXIT_FAILED"]
@@ -150,43 +155,6 @@ def _autocast(r: Recipe, device: torch.device) -> Any:
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _optimizer(model: nn.Module, r: Recipe, lr: float) -> torch.optim.Optimizer:
-    from timm.optim import create_optimizer_v2
-
-    name = sam.base_optimizer(r.opt) or r.opt
-    kwargs: dict[str, Any] = {}
-    if name in ("adamw", "adam", "nadamw", "lamb", "lambw", "radamw"):
-        kwargs["eps"] = r.opt_eps
-    try:
-        return create_optimizer_v2(model, opt=name, lr=lr, weight_decay=r.weight_decay,
-                                   momentum=r.momentum, **kwargs)
-    except (ValueError, AssertionError) as err:
-        raise SrvError(f"optimizer {r.opt!r}: {err} (timm's names: 'adamw', 'sgd', ...; SAM: "
-                       f"'sam' or 'sam-adamw')") from None
-
-
-def _scheduler(optimizer: torch.optim.Optimizer, r: Recipe, steps_per_epoch: int) -> Any:
-    from timm.scheduler import create_scheduler_v2
-
-    if r.sched == "none":
-        return None
-    sched, _ = create_scheduler_v2(
-        optimizer, sched=r.sched, num_epochs=r.epochs, min_lr=r.min_lr, warmup_lr=r.warmup_lr,
-        warmup_epochs=r.warmup_epochs,  # type: ignore[arg-type]  (fractional epochs work)
-        step_on_epochs=r.sched_step == "epoch", updates_per_epoch=steps_per_epoch,
-    )
-    return sched
-
-
-def _lr_at(sched: Any, r: Recipe, epoch: int, num_updates: int) -> None:
-    if sched is None:
-        return
-    if r.sched_step == "epoch":
-        sched.step(epoch)
-    else:
-        sched.step_update(num_updates)
-
-
 def _rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state: dict[str, Any] = {
@@ -253,6 +221,7 @@ class _EpochStats:
     max_update_ratio: float = 0.0
     data_time: float = 0.0
     time: float = 0.0
+    lr: float = 0.0  # the lr of the epoch's first update
 
 
 class Trainer:
@@ -261,8 +230,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run: RunDir, info: DistInfo, reporter: Reporter) -> None:
         self.cfg, self.run, self.info, self.reporter = cfg, run, info, reporter
         r = self.r = cfg.recipe
-        if r.amp == "fp16" and sam.base_optimizer(r.opt):
-            raise SrvError("SAM with fp16 loss scaling is not supported: use --set amp=bf16")
+        refuse(cfg, info.world_size)
         _seed_all(r.seed)
         self.data = build_datasets(r)
         if r.aug_repeats and not info.distributed:
@@ -285,14 +253,10 @@ class Trainer:
             model.to(memory_format=torch.channels_last)
         self.model = model  # unwrapped: what checkpoints hold
         self.params_m = sum(p.numel() for p in model.parameters()) / 1e6
-        self.optimizer = _optimizer(model, r, self.lr)
-        self.sched = _scheduler(self.optimizer, r, self.steps_per_epoch)
+        self.optimizer = build_optimizer(model, r, self.lr)
+        self.sched = LrSchedule(self.optimizer, r, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(info.device.type) if r.amp == "fp16" else None
-        self.ema = None
-        if r.ema_decay:
-            from timm.utils import ModelEmaV3
-
-            self.ema = ModelEmaV3(model, decay=r.ema_decay)
+        self.ema = build_ema(model, r, self.steps_per_epoch)
         net: nn.Module = model
         if info.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -302,21 +266,7 @@ class Trainer:
         if r.compile:
             net = torch.compile(net)  # type: ignore[assignment]
         self.net = net
-        self.mixup = None
-        if r.mixup > 0 or r.cutmix > 0:
-            from timm.data import Mixup
-
-            self.mixup = Mixup(mixup_alpha=r.mixup, cutmix_alpha=r.cutmix, prob=r.mixup_prob,
-                               switch_prob=r.mixup_switch_prob, label_smoothing=r.smoothing,
-                               num_classes=self.data.num_classes)
-        from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-
-        if self.mixup is not None:
-            self.criterion: nn.Module = SoftTargetCrossEntropy()
-        elif r.smoothing > 0:
-            self.criterion = LabelSmoothingCrossEntropy(smoothing=r.smoothing)
-        else:
-            self.criterion = nn.CrossEntropyLoss()
+        self.mixup, self.criterion = build_mixup_loss(r, self.data.num_classes)
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer updates done
         self.best_top1 = -1.0
@@ -381,11 +331,10 @@ class Trainer:
         _seed_all(_epoch_seed(r.seed, epoch, info.rank))
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
-        if r.sched_step == "epoch":
-            _lr_at(self.sched, r, self.epoch, self.step)
+        self.sched.begin_epoch(epoch)
         self.net.train()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        stats = _EpochStats()
+        stats = _EpochStats(lr=self.optimizer.param_groups[0]["lr"])  # the first update's lr
         self.reporter.start_epoch(epoch, r.epochs, self.steps_per_epoch)
         t_epoch = t_last = time.perf_counter()
         for i, (x, y) in enumerate(self.train_loader):
@@ -430,8 +379,7 @@ class Trainer:
                                 f"non-finite {what} at epoch {epoch}, step {self.step + 1} "
                                 f"(lr {self.optimizer.param_groups[0]['lr']:.3g})")
             self.step += 1
-            if r.sched_step == "update":
-                _lr_at(self.sched, r, self.epoch, self.step)
+            self.sched.after_update(self.step)
             if self.ema is not None:
                 self.ema.update(self.model, step=self.step)
             # stability signals
@@ -456,8 +404,8 @@ class Trainer:
         r, info = self.r, self.info
         t_start = time.perf_counter()
         while self.epoch < r.epochs:
-            lr_now = self.optimizer.param_groups[0]["lr"]
             stats = self.train_epoch()
+            lr_now = stats.lr
             val = evaluate(self.net, self.val_loader, info, r, r.channels_last)
             self.epoch += 1
             row: dict[str, Any] = {
