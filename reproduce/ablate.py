@@ -357,15 +357,15 @@ def plan(grid: Grid, runs_root: Path | str, stale_after_s: float = STALE_AFTER_S
     return states
 
 
-def check_cells(states: Sequence[CellState], world_size: int = 1
-                ) -> list[tuple[CellState, str]]:
+def check_cells(states: Sequence[CellState], world_size: int = 1,
+                models: dict[Any, Any] | None = None) -> list[tuple[CellState, str]]:
     """Build what each unfinished cell can build without training
     (:func:`reproduce.runnable.check_runnable`: the engine's refusals, the model on the meta
     device, optimizer, schedule, EMA, transforms); returns the cells that could not start, with
     the reason. Models are built once per shape, so a 128-sample grid checks in seconds."""
     from .runnable import check_runnable
 
-    models: dict[Any, Any] = {}
+    models = {} if models is None else models  # meta models by shape, shareable between grids
     bad = []
     for state in states:
         if state.status in ("done", "diverged"):

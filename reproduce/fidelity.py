@@ -372,8 +372,8 @@ DEIT_SOURCE = RecipeSource(
              tuple(deit_epoch_lr(e) for e in _DEIT_EPOCHS),
              f"{DEIT} main.py:432 lr_scheduler.step(epoch) after each epoch; main.py:79,81,86 "
              f"warmup-lr 1e-6, min-lr 1e-5, 5 warmup epochs; {TIMM032} cosine_lr.py:68-95",
-             ("sched", "sched_step", "warmup_epochs", "warmup_lr", "min_lr"),
-             lambda b: tuple(b.lr_of_epoch(e) for e in _DEIT_EPOCHS)),
+             ("sched", "sched_step", "warmup_epochs", "warmup_lr", "min_lr", "warmup_factor",
+              "min_lr_factor"), lambda b: tuple(b.lr_of_epoch(e) for e in _DEIT_EPOCHS)),
         Fact("lr within an epoch (epoch 7: updates 0, 600, 1250)", (deit_epoch_lr(7),) * 3,
              f"{DEIT} main.py:432 (the scheduler steps per epoch only)", ("sched_step",),
              lambda b: tuple(b.lr_of_epoch(7, u) for u in (0, 600, 1250))),

@@ -23,7 +23,7 @@ from typing import Any
 from .errors import SrvError
 
 __all__ = ["Recipe", "load_recipe", "recipe_dir", "list_recipes", "parse_overrides",
-           "apply_overrides", "key_help", "CHOICES"]
+           "apply_overrides", "key_help", "recipe_keys_set", "CHOICES"]
 
 #: allowed values of the string keys that take a fixed set
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -286,6 +286,12 @@ def load_recipe(name_or_path: str) -> tuple[Recipe, dict[str, Any]]:
     every value of ``xiao`` and then its own (the 36GF models' lr, say)."""
     values, meta = _read_recipe(_recipe_path(name_or_path))
     return Recipe(**values), meta
+
+
+def recipe_keys_set(name_or_path: str) -> set[str]:
+    """The keys a recipe file (with its ``extends`` chain) sets; the others are defaults."""
+    values, _ = _read_recipe(_recipe_path(name_or_path))
+    return set(values)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
