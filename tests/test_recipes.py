@@ -134,7 +134,8 @@ def test_hash_covers_results_not_workers() -> None:
     assert a.run_name == f"vit-mini-conv-{a.hash}"
 
 
-# --- the commands: srv recipes, srv train --dry-run ------------------------------------------------
+# --- the commands: srv recipes, srv train --dry-run --------------------------------------------
+
 
 def test_srv_recipes_lists_recipes_keys_and_sources() -> None:
     import dataclasses
