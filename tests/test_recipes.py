@@ -136,7 +136,6 @@ def test_hash_covers_results_not_workers() -> None:
 
 # --- the commands: srv recipes, srv train --dry-run --------------------------------------------
 
-
 def test_srv_recipes_lists_recipes_keys_and_sources() -> None:
     import dataclasses
 
