@@ -155,6 +155,12 @@ class Built:
         return tuple(sorted({self.group_wd(n) for n, p in self.model.named_parameters()
                              if p.ndim <= 1}))
 
+    def schedule_epochs(self) -> float:
+        """The length of the schedule's curve, in epochs (timm counts updates or epochs)."""
+        sched = self.parts.schedule
+        per = self.parts.steps_per_epoch if self.r.sched_step == "update" else 1
+        return sched.timm.t_initial / per
+
     def lr_of_epoch(self, epoch: int, update_in_epoch: int = 0) -> float:
         """The lr in the optimizer for an update, after the loop's calls for it."""
         sched, spe = self.parts.schedule, self.parts.steps_per_epoch
@@ -351,7 +357,7 @@ DEIT_SOURCE = RecipeSource(
     facts=(
         Fact("schedule length (epochs)", _D["epochs"], f"{DEIT} main.py:35 --epochs 300; the "
              "10 cooldown epochs (main.py:88) never run", ("epochs",),
-             lambda b: b.parts.schedule.timm.t_initial),
+             lambda b: b.schedule_epochs()),
         Fact("global batch", _D["batch"], f"{DEIT} README_deit.md:216: 4 GPUs x --batch-size 256",
              ("batch_size",), lambda b: b.parts.cfg.derived(1)["global_batch"]),
         Fact("peak lr (5e-4 x 1024 / 512)", _D["lr"] * _D["batch"] / _D["lr_batch"],
@@ -501,7 +507,7 @@ def _xiao(recipe: str, base: float, config: str) -> RecipeSource:
         facts=(
             Fact("schedule length (epochs)", _X["epochs"],
                  f"{PYCLS} {XIAO_YAML} OPTIM.MAX_EPOCH 400",
-                 ("epochs",), lambda b: b.parts.schedule.timm.t_initial),
+                 ("epochs",), lambda b: b.schedule_epochs()),
             Fact("global batch", _X["batch"], f"{PYCLS} {XIAO_YAML} TRAIN.BATCH_SIZE 2048",
                  ("batch_size",), lambda b: b.parts.cfg.derived(1)["global_batch"]),
             Fact("peak lr", base, f"{PYCLS} {config} OPTIM.BASE_LR {base:g} at batch 2048",
