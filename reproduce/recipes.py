@@ -38,9 +38,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _key(default: Any, help: str) -> Any:  # noqa: A002  (the word srv recipes --keys prints)
+def _key(default: Any, meaning: str) -> Any:
     """A recipe key: its default and the one-line meaning ``srv recipes --keys`` prints."""
-    return field(default=default, metadata={"help": help})
+    return field(default=default, metadata={"help": meaning})
 
 
 @dataclass(frozen=True)
