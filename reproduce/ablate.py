@@ -40,6 +40,7 @@ from .runs import read_json
 __all__ = [
     "STATUSES",
     "CellLock",
+    "check_cells",
     "CellJob",
     "CellState",
     "RunOptions",
@@ -354,6 +355,29 @@ def plan(grid: Grid, runs_root: Path | str, stale_after_s: float = STALE_AFTER_S
         raise SrvError(f"grid {grid.name!r}: cells {', '.join(dupes)} resolve to the same run "
                        f"(two axis values give the same config); fix the grid file")
     return states
+
+
+def check_cells(states: Sequence[CellState], world_size: int = 1,
+                models: dict[Any, Any] | None = None) -> list[tuple[CellState, str]]:
+    """Build what each unfinished cell can build without training
+    (:func:`reproduce.runnable.check_runnable`: the engine's refusals, the model on the meta
+    device, optimizer, schedule, EMA, transforms); returns the cells that could not start, with
+    the reason. Models are built once per shape, so a 128-sample grid checks in seconds."""
+    from .runnable import check_runnable
+
+    models = {} if models is None else models  # meta models by shape, shareable between grids
+    bad = []
+    for state in states:
+        if state.status in ("done", "diverged"):
+            continue  # nothing left to start
+        try:
+            check_runnable(state.cfg, world_size, models)
+        except Exception as err:  # noqa: BLE001  (any reason the run would not start)
+            reason = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+            if not isinstance(err, SrvError):
+                reason = f"{type(err).__name__}: {reason}"
+            bad.append((state, reason))
+    return bad
 
 
 # --- backends ------------------------------------------------------------------------------------

@@ -296,10 +296,6 @@ class TargetSpec:
         return {**out, **self.info}
 
 
-def _default_recipe(model: str) -> str:
-    return "mini" if model.startswith("vit-mini-") else "deit"
-
-
 def _run_status(run_dir: Path) -> tuple[str, float | None]:
     from .ablate import inspect_run
 
@@ -311,7 +307,7 @@ def _run_status(run_dir: Path) -> tuple[str, float | None]:
 def resolve_target(text: str, recipe: str | None = None,
                    overrides: dict[str, Any] | None = None, seed: int = 0) -> TargetSpec:
     """A run directory, a ``.pt`` checkpoint, or a catalogue model name (untrained: built with
-    ``seed`` and the recipe ``recipe``, default ``mini`` for ``vit-mini-*`` else ``deit``)."""
+    ``seed`` and the recipe ``recipe``, default the model's own as for ``srv train``)."""
     path = Path(text)
     if path.is_dir():
         if not (path / "last.pt").exists() and not (path / "best.pt").exists():
@@ -334,7 +330,7 @@ def resolve_target(text: str, recipe: str | None = None,
     except UnknownModelError as err:
         raise SrvError(f"{text!r} is not a run directory, a checkpoint file or a catalogue "
                        f"model: {err}") from None
-    cfg = resolve_config(entry.name, recipe or _default_recipe(entry.name),
+    cfg = resolve_config(entry.name, recipe,
                          {**(overrides or {}), "seed": seed})
     return TargetSpec(label=f"{entry.name} (untrained)", kind="model", source=entry.name,
                       config=cfg.to_dict(), seed=seed)

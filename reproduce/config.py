@@ -27,7 +27,7 @@ from typing import Any
 from .errors import SrvError
 from .recipes import Recipe, apply_overrides, load_recipe
 
-__all__ = ["RunConfig", "resolve_config", "scaled_lr", "config_diff"]
+__all__ = ["RunConfig", "resolve_config", "default_recipe", "scaled_lr", "config_diff"]
 
 #: recipe keys that do not change the result and so are not part of the run's identity
 UNHASHED = frozenset({"num_workers", "device", "sync_every", "update_ratio_every",
@@ -100,6 +100,15 @@ class RunConfig:
         return out
 
 
+def default_recipe(model: str) -> str:
+    """The recipe a catalogue model trains with when none is named (``srv train``, ``srv
+    analyze``): ``mini`` for ``vit-mini-*``, ``xiao`` for Xiao et al.'s models (``xiao-36gf`` at
+    36GF, pycls's lr 7e-4), ``deit`` for the DeiT bodies."""
+    from .models import get_entry
+
+    return get_entry(model).recipe
+
+
 def scaled_lr(recipe: Recipe) -> float:
     """The lr after the recipe's scaling rule (DeiT: linear, base x global batch / 512)."""
     ratio = recipe.batch_size / recipe.lr_base_batch
@@ -112,15 +121,16 @@ def scaled_lr(recipe: Recipe) -> float:
 
 def resolve_config(
     model: str,
-    recipe: str = "mini",
+    recipe: str | None = None,
     overrides: dict[str, Any] | None = None,
     name: str | None = None,
 ) -> RunConfig:
-    """Load ``recipe``, apply typed ``overrides`` and check the model name and stem."""
+    """Load ``recipe`` (default: the model's own, :func:`default_recipe`), apply typed
+    ``overrides`` and check the model name and stem."""
     from .models import get_entry
 
     entry = get_entry(model)
-    base, meta = load_recipe(recipe)
+    base, meta = load_recipe(recipe or entry.recipe)
     resolved = apply_overrides(base, overrides or {})
     if resolved.stem:
         from .models import STEM_KINDS, StemSpec

@@ -10,8 +10,9 @@
 * ``synthetic``: random tensors with random labels, for throughput checks.
 * ``cifar10`` / ``cifar100``: torchvision's loaders from a local folder (never downloads).
 
-Augmentation (RandAugment, random erasing, RandomResizedCrop) is timm's ``create_transform``;
-Mixup/CutMix is timm's ``Mixup``, applied to batches by the engine.
+Augmentation (RandAugment, AutoAugment, random erasing, RandomResizedCrop) is timm's
+``create_transform`` plus pycls's PCA lighting (:mod:`reproduce.transforms`); Mixup/CutMix is
+timm's ``Mixup``, applied to batches by the engine.
 """
 
 from __future__ import annotations
@@ -120,23 +121,10 @@ def check_imagefolder(root: Path) -> list[str]:
 
 
 def _transforms(r: Recipe, mean: Any, std: Any) -> tuple[Any, Any, str]:
-    from timm.data import create_transform
+    """timm's train / eval transforms plus the recipe's PCA lighting (:mod:`.transforms`)."""
+    from .transforms import build_transforms
 
-    train_tf = create_transform(
-        r.img_size, is_training=True, scale=(r.scale_min, 1.0), hflip=r.hflip,
-        color_jitter=r.color_jitter or None, auto_augment=r.aa or None,
-        interpolation=r.interpolation, mean=mean, std=std, re_prob=r.reprob,
-        re_mode=r.remode, re_count=r.recount,
-    )
-    eval_tf = create_transform(
-        r.img_size, is_training=False, interpolation=r.interpolation, crop_pct=r.crop_pct,
-        mean=mean, std=std,
-    )
-    resize = int(r.img_size / r.crop_pct)
-    desc = f"resize {resize} ({r.interpolation}), centre crop {r.img_size}"
-    from .augment import guard_transform  # posterize with 0 bits: black image, not a crash
-
-    return guard_transform(train_tf), eval_tf, desc
+    return build_transforms(r, mean, std)
 
 
 def _subset(ds: Dataset, n: int, seed: int = 0) -> Dataset:

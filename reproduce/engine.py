@@ -1,9 +1,10 @@
 """The training and evaluation engine: timm components in a loop that never silently goes wrong.
 
-* Optimizer from ``timm.optim.create_optimizer_v2`` (no weight decay on biases, norms, pos-embed
-  and cls token), cosine schedule with warmup from ``timm.scheduler.create_scheduler_v2``, stepped
-  per update (or per epoch, as DeiT), label smoothing / soft-target loss, timm ``Mixup``, drop path,
-  repeated augmentation under DDP, ``ModelEmaV3`` (BN buffers included), AMP, clipping, SAM.
+* Optimizer from ``timm.optim.create_optimizer_v2`` with the recipe source's weight-decay
+  exemptions (:mod:`.optim`), timm's cosine schedule stepped as DeiT / pycls step it
+  (:mod:`.schedule`), label smoothing / soft-target loss, timm ``Mixup``, drop path, repeated
+  augmentation under DDP, the EMA as DeiT or pycls keep it (:mod:`.ema`, timm ``ModelEmaV3``),
+  AMP, clipping, SAM. The refusals are :func:`.runnable.refuse`, shared with ``--dry-run``.
 * Every run is a directory (:mod:`reproduce.runs`); rerunning the same command resumes from
   ``last.pt`` and ends exactly where an uninterrupted run would: every epoch reseeds all RNGs
   from (seed, epoch, rank), so resuming at an epoch boundary replays the same randomness.
@@ -42,11 +43,15 @@ from .distributed import (
     cleanup,
     init_distributed,
 )
+from .ema import build_ema
 from .errors import SrvError
 from .loaders import build_train_loader, build_val_loader
+from .optim import build_optimizer
 from .progress import Reporter
 from .recipes import Recipe
+from .runnable import build_mixup_loss, refuse
 from .runs import RunDir, atomic_torch_save, atomic_write_json, environment, git_state
+from .schedule import LrSchedule
 from .stability import EpochStats, StepWindow
 
 __all__ = ["RunOutcome", "train", "evaluate", "val_loader", "build_model", "load_checkpoint_model",
@@ -127,50 +132,6 @@ def _autocast(r: Recipe, device: torch.device) -> Any:
         return nullcontext()
     dtype = torch.bfloat16 if r.amp == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-#: timm optimizer names backed by a torch optimizer with a fused (single-kernel) CUDA step
-FUSED_OPTIMIZERS = ("adamw", "adam", "sgd", "momentum")
-
-
-def _optimizer(model: nn.Module, r: Recipe, lr: float,
-               device: torch.device | None = None) -> torch.optim.Optimizer:
-    from timm.optim import create_optimizer_v2
-
-    name = sam.base_optimizer(r.opt) or r.opt
-    kwargs: dict[str, Any] = {}
-    if name in ("adamw", "adam", "nadamw", "lamb", "lambw", "radamw"):
-        kwargs["eps"] = r.opt_eps
-    if device is not None and device.type == "cuda" and name in FUSED_OPTIMIZERS:
-        kwargs["fused"] = True  # one kernel per step, and it skips non-finite steps on device
-    try:
-        return create_optimizer_v2(model, opt=name, lr=lr, weight_decay=r.weight_decay,
-                                   momentum=r.momentum, **kwargs)
-    except (ValueError, AssertionError) as err:
-        raise SrvError(f"optimizer {r.opt!r}: {err} (timm's names: 'adamw', 'sgd', ...; SAM: "
-                       f"'sam' or 'sam-adamw')") from None
-
-
-def _scheduler(optimizer: torch.optim.Optimizer, r: Recipe, steps_per_epoch: int) -> Any:
-    from timm.scheduler import create_scheduler_v2
-
-    if r.sched == "none":
-        return None
-    sched, _ = create_scheduler_v2(
-        optimizer, sched=r.sched, num_epochs=r.epochs, min_lr=r.min_lr, warmup_lr=r.warmup_lr,
-        warmup_epochs=r.warmup_epochs,  # type: ignore[arg-type]  (fractional epochs work)
-        step_on_epochs=r.sched_step == "epoch", updates_per_epoch=steps_per_epoch,
-    )
-    return sched
-
-
-def _lr_at(sched: Any, r: Recipe, epoch: int, num_updates: int) -> None:
-    if sched is None:
-        return
-    if r.sched_step == "epoch":
-        sched.step(epoch)
-    else:
-        sched.step_update(num_updates)
 
 
 def step_unless_skipped(opt: torch.optim.Optimizer, skipped: torch.Tensor,
@@ -265,8 +226,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run: RunDir, info: DistInfo, reporter: Reporter) -> None:
         self.cfg, self.run, self.info, self.reporter = cfg, run, info, reporter
         r = self.r = cfg.recipe
-        if r.amp == "fp16" and sam.base_optimizer(r.opt):
-            raise SrvError("SAM with fp16 loss scaling is not supported: use --set amp=bf16")
+        refuse(cfg, info.world_size)
         configure_device(info.device)
         _seed_all(r.seed)
         self.data = build_datasets(r, train=r.loader != "dali")
@@ -291,19 +251,15 @@ class Trainer:
         self.model = model  # unwrapped: what checkpoints hold
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.params_m = sum(p.numel() for p in model.parameters()) / 1e6
-        self.optimizer = _optimizer(model, r, self.lr, info.device)
+        self.optimizer = build_optimizer(model, r, self.lr, fused=info.device.type == "cuda")
         # fused optimizers take GradScaler's found_inf and skip a bad step on the device
         self.fused = bool(getattr(self.optimizer, "_step_supports_amp_scaling", False))
-        self.sched = _scheduler(self.optimizer, r, self.steps_per_epoch)
+        self.sched = LrSchedule(self.optimizer, r, self.steps_per_epoch)
         self.scaler = (torch.amp.GradScaler(info.device.type, init_scale=r.amp_init_scale)
                        if r.amp == "fp16" else None)
         self.sam = bool(sam.base_optimizer(r.opt))
         self._prev: list[torch.Tensor] | None = None  # weights before a measured update
-        self.ema = None
-        if r.ema_decay:
-            from timm.utils import ModelEmaV3
-
-            self.ema = ModelEmaV3(model, decay=r.ema_decay)
+        self.ema = build_ema(model, r, self.steps_per_epoch)
         net: nn.Module = model
         if info.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -313,21 +269,7 @@ class Trainer:
         if r.compile:
             net = torch.compile(net)  # type: ignore[assignment]
         self.net = net
-        self.mixup = None
-        if r.mixup > 0 or r.cutmix > 0:
-            from timm.data import Mixup
-
-            self.mixup = Mixup(mixup_alpha=r.mixup, cutmix_alpha=r.cutmix, prob=r.mixup_prob,
-                               switch_prob=r.mixup_switch_prob, label_smoothing=r.smoothing,
-                               num_classes=self.data.num_classes)
-        from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-
-        if self.mixup is not None:
-            self.criterion: nn.Module = SoftTargetCrossEntropy()
-        elif r.smoothing > 0:
-            self.criterion = LabelSmoothingCrossEntropy(smoothing=r.smoothing)
-        else:
-            self.criterion = nn.CrossEntropyLoss()
+        self.mixup, self.criterion = build_mixup_loss(r, self.data.num_classes)
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer updates done (skipped fp16 steps count, as in timm and DeiT)
         self.best_top1 = -1.0
@@ -471,10 +413,9 @@ class Trainer:
         epoch = self.epoch + 1
         _seed_all(_epoch_seed(r.seed, epoch, info.rank))
         self.train_loader.set_epoch(epoch)
-        if r.sched_step == "epoch":
-            _lr_at(self.sched, r, self.epoch, self.step)
+        self.sched.begin_epoch(epoch)
         self.net.train()
-        stats = EpochStats(lr=self.optimizer.param_groups[0]["lr"])
+        stats = EpochStats(lr=self.optimizer.param_groups[0]["lr"])  # the first update's lr
         window = StepWindow(r.sync_every, info.device)
         self.step_at_epoch_start = self.step
         self.reporter.start_epoch(epoch, r.epochs, self.steps_per_epoch)
@@ -486,8 +427,7 @@ class Trainer:
             loss, grad_norm, skipped, ratio = self.train_step(x, y)
             self.step += 1
             window.record(self.step, loss, grad_norm, skipped, ratio)
-            if r.sched_step == "update":
-                _lr_at(self.sched, r, self.epoch, self.step)
+            self.sched.after_update(self.step)
             if self.ema is not None:
                 self.ema.update(self.model, step=self.step)
             stats.images += x.shape[0] * info.world_size

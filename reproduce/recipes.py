@@ -16,21 +16,21 @@ import dataclasses
 import difflib
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import SrvError
 
 __all__ = ["Recipe", "load_recipe", "recipe_dir", "list_recipes", "parse_overrides",
-           "apply_overrides", "CHOICES"]
+           "apply_overrides", "key_help", "recipe_keys_set", "CHOICES"]
 
 #: allowed values of the string keys that take a fixed set
 CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": ("digits", "imagefolder", "synthetic", "cifar10", "cifar100"),
     "lr_scaling": ("linear", "sqrt", "none"),
     "sched": ("cosine", "step", "constant", "none"),
-    "sched_step": ("update", "epoch"),
+    "sched_step": ("update", "epoch", "epoch-after"),
     "amp": ("off", "bf16", "fp16"),
     "remode": ("pixel", "rand", "const"),
     "interpolation": ("bicubic", "bilinear", "nearest"),
@@ -39,73 +39,108 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+def _key(default: Any, meaning: str) -> Any:
+    """A recipe key: its default and the one-line meaning ``srv recipes --keys`` prints."""
+    return field(default=default, metadata={"help": meaning})
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Every knob of a training run, with the defaults of the DeiT recipe where one applies."""
 
     # data
-    dataset: str = "imagefolder"
-    data_path: str = ""
-    img_size: int = 224
-    num_classes: int = 0  # 0: from the data set
-    train_subset: int = 0  # 0: all; N: the first N images of a fixed shuffle (quick runs)
-    val_subset: int = 0
-    num_workers: int = 8
-    loader: str = "timm"  # input pipeline: timm's DataLoader (CPU workers) or NVIDIA DALI (GPU)
-    interpolation: str = "bicubic"
-    crop_pct: float = 0.875  # eval: resize img_size / crop_pct, centre crop img_size
+    dataset: str = _key("imagefolder", "data set: digits (embedded), imagefolder (ImageNet "
+                        "layout), synthetic, cifar10, cifar100")
+    data_path: str = _key("", "data folder (imagefolder: PATH/{train,val}/<class>/*)")
+    img_size: int = _key(224, "input resolution (train crop and eval crop)")
+    num_classes: int = _key(0, "classes; 0: from the data set")
+    train_subset: int = _key(0, "0: all training images; N: the first N of a fixed shuffle")
+    val_subset: int = _key(0, "0: all val images; N: the first N of a fixed shuffle")
+    num_workers: int = _key(8, "DataLoader worker processes (not part of the run's identity)")
+    loader: str = _key("timm", "input pipeline: timm (DataLoader, CPU workers) or dali (NVIDIA "
+                       "DALI, decoding and augmentation on the GPU)")
+    interpolation: str = _key("bicubic", "resize interpolation of the train crop, the "
+                              "augmentation warps and the eval resize")
+    crop_pct: float = _key(0.875, "eval: resize to img_size / crop_pct, centre crop img_size")
     # augmentation (timm)
-    aa: str = ""  # e.g. "rand-m9-mstd0.5-inc1" (RandAugment, DeiT)
-    color_jitter: float = 0.0
-    hflip: float = 0.5
-    scale_min: float = 0.08  # RandomResizedCrop scale lower bound; 1.0 = no crop
-    reprob: float = 0.0
-    remode: str = "pixel"
-    recount: int = 1
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    mixup_prob: float = 1.0
-    mixup_switch_prob: float = 0.5
-    smoothing: float = 0.1
-    aug_repeats: int = 0  # repeated augmentation (DeiT: 3), only under DDP
+    aa: str = _key("", "timm auto-augment: RandAugment 'rand-m9-mstd0.5-inc1' (DeiT), "
+                   "AutoAugment policy 'v0' (pycls) or 'original'; empty: none")
+    color_jitter: float = _key(0.0, "colour jitter strength (timm ignores it when aa is set)")
+    hflip: float = _key(0.5, "horizontal flip probability")
+    scale_min: float = _key(0.08, "RandomResizedCrop area lower bound; 1.0 = no crop")
+    pca_std: float = _key(0.0, "AlexNet-style PCA lighting noise std (ImageNet eigenvectors), "
+                          "before normalisation (pycls TRAIN.PCA_STD); 0: off")
+    reprob: float = _key(0.0, "random erasing probability")
+    remode: str = _key("pixel", "random erasing fill: pixel, rand or const")
+    recount: int = _key(1, "random erasing regions per image")
+    mixup: float = _key(0.0, "mixup alpha; 0: off")
+    cutmix: float = _key(0.0, "cutmix alpha; 0: off")
+    mixup_prob: float = _key(1.0, "probability of mixing a batch at all")
+    mixup_switch_prob: float = _key(0.5, "probability of cutmix instead of mixup when both on")
+    smoothing: float = _key(0.1, "label smoothing")
+    aug_repeats: int = _key(0, "repeated augmentation count (DeiT: 3); acts only under DDP")
     # model
-    drop_path: float = 0.1
-    drop: float = 0.0
-    stem: str = ""  # override the model's stem: a kind ("conv-nobn") or a spec string
-    stem_width: int = 0  # conv-stem hidden width; 0: the model's default
-    stride: int = 0  # total stride of the stem (patch size); 0: the model's own
+    drop_path: float = _key(0.1, "stochastic depth rate (linear over the blocks)")
+    drop: float = _key(0.0, "dropout rate")
+    stem: str = _key("", "replace the model's stem: a kind (conv-nobn) or a spec string")
+    stem_width: int = _key(0, "conv-stem hidden width; 0: the model's default")
+    stride: int = _key(0, "total stride of the stem (patch size); 0: the model's own")
     # optimisation
-    opt: str = "adamw"
-    lr: float = 5e-4  # base lr at lr_base_batch; the run uses the scaled value
-    lr_base_batch: int = 512
-    lr_scaling: str = "linear"
-    weight_decay: float = 0.05
-    opt_eps: float = 1e-8
-    momentum: float = 0.9
-    sam_rho: float = 0.05  # only for opt = "sam" / "sam-sgd"
-    clip_grad: float = 0.0  # 0: no clipping (the grad norm is still measured)
+    opt: str = _key("adamw", "optimizer: timm's names (adamw, momentum, sgd, ...) or SAM "
+                    "(sam, sam-adamw, sam-sgd)")
+    lr: float = _key(5e-4, "base lr at lr_base_batch; the run uses the scaled value")
+    lr_base_batch: int = _key(512, "global batch at which lr is given")
+    lr_scaling: str = _key("linear", "lr scaling rule with the global batch: linear, sqrt, "
+                           "none")
+    weight_decay: float = _key(0.05, "weight decay (none on biases and norm weights)")
+    wd_pos_cls: bool = _key(False, "weight decay on pos_embed and cls_token too (pycls); "
+                            "false: exempt, as timm's no_weight_decay() (DeiT)")
+    opt_eps: float = _key(1e-8, "epsilon of Adam-type optimizers")
+    momentum: float = _key(0.9, "momentum of SGD-type optimizers")
+    sam_rho: float = _key(0.05, "SAM neighbourhood radius (opt = sam / sam-adamw / sam-sgd)")
+    clip_grad: float = _key(0.0, "gradient-norm clipping; 0: none (the norm is still logged)")
     # schedule
-    epochs: int = 300
-    sched: str = "cosine"
-    sched_step: str = "update"  # "epoch" is DeiT's own behaviour
-    warmup_epochs: float = 5.0
-    warmup_lr: float = 1e-6
-    min_lr: float = 1e-5
+    epochs: int = _key(300, "training epochs (the schedule spans exactly these)")
+    sched: str = _key("cosine", "lr schedule (timm): cosine, step, constant, none")
+    sched_step: str = _key("update", "when the lr changes: update (every optimizer update), "
+                           "epoch (at each epoch's start: epoch e runs at sched(e-1), pycls), "
+                           "epoch-after (stepped after each epoch with its index: epoch e runs "
+                           "at sched(e-2), DeiT main.py)")
+    warmup_epochs: float = _key(5.0, "linear warmup length in epochs (fractions allowed)")
+    warmup_lr: float = _key(1e-6, "absolute lr at the start of warmup (timm / DeiT); "
+                            "0 when warmup_factor is used")
+    warmup_factor: float = _key(0.0, "relative warmup (pycls WARMUP_FACTOR): the schedule is "
+                                "multiplied by a factor rising linearly from this to 1; 0: off")
+    min_lr: float = _key(1e-5, "absolute lr floor of the schedule (timm / DeiT); 0 when "
+                         "min_lr_factor is used")
+    min_lr_factor: float = _key(0.0, "relative lr floor (pycls MIN_LR): min lr = this x the "
+                                "scaled lr; 0: use min_lr")
     # run
-    batch_size: int = 1024  # global batch (all devices)
-    seed: int = 0
-    amp: str = "off"
-    channels_last: bool = False
-    compile: bool = False
-    sync_bn: bool = False
-    ema_decay: float = 0.0  # 0: no EMA
-    device: str = "auto"
-    spike_factor: float = 2.0  # a step whose loss exceeds this x the running mean is a spike
-    amp_init_scale: float = 65536.0  # fp16: GradScaler's initial loss scale (torch's default)
-    amp_min_scale: float = 1.0  # fp16: the run diverged once the loss scale falls below this
-    # engine (not part of a run's identity: they change how often the host looks, not the result)
-    sync_every: int = 50  # read the step statistics back from the device every N steps
-    update_ratio_every: int = 1  # measure ||dw|| / ||w|| every N updates (0: never)
+    batch_size: int = _key(1024, "GLOBAL batch (all devices)")
+    seed: int = _key(0, "random seed")
+    amp: str = _key("off", "mixed precision: off, bf16, fp16 (with a loss scaler)")
+    channels_last: bool = _key(False, "channels-last memory format")
+    compile: bool = _key(False, "torch.compile the model")
+    sync_bn: bool = _key(False, "SyncBatchNorm for the stem under DDP (CUDA)")
+    ema_decay: float = _key(0.0, "EMA decay per EMA update (timm / DeiT); 0: no EMA unless "
+                            "ema_alpha is set")
+    ema_alpha: float = _key(0.0, "pycls EMA_ALPHA: decay per EMA update = 1 - ema_alpha x "
+                            "batch_size / epochs x ema_update_period; 0: use ema_decay")
+    ema_update_period: int = _key(1, "update the EMA every N optimizer updates of an epoch "
+                                  "(pycls EMA_UPDATE_PERIOD 32)")
+    ema_warmup_copy: bool = _key(False, "during the warmup epochs the EMA copies the weights "
+                                 "(pycls)")
+    device: str = _key("auto", "auto, cpu or cuda (not part of the run's identity)")
+    spike_factor: float = _key(2.0, "a step whose loss exceeds this x the running mean is a "
+                               "loss spike")
+    amp_init_scale: float = _key(65536.0, "fp16: GradScaler's initial loss scale (torch's "
+                                 "default)")
+    amp_min_scale: float = _key(1.0, "fp16: the run has diverged once the loss scale falls "
+                                "below this (DeepSpeed's min_loss_scale)")
+    sync_every: int = _key(50, "read the step statistics back from the device every N steps "
+                           "(not part of the run's identity)")
+    update_ratio_every: int = _key(1, "measure the update ratio ||dw|| / ||w|| every N updates; "
+                                   "0: never (not part of the run's identity)")
 
     def __post_init__(self) -> None:
         for key, allowed in CHOICES.items():
@@ -113,15 +148,16 @@ class Recipe:
             if value not in allowed:
                 raise SrvError(f"recipe key {key!r} = {value!r}: must be one of "
                                f"{', '.join(allowed)}")
-        positive = ("img_size", "batch_size", "epochs", "lr_base_batch", "recount", "sync_every")
+        positive = ("img_size", "batch_size", "epochs", "lr_base_batch", "recount",
+                    "ema_update_period", "sync_every")
         for key in positive:
             if getattr(self, key) < 1:
                 raise SrvError(f"recipe key {key!r} must be >= 1, got {getattr(self, key)}")
         non_negative = ("lr", "weight_decay", "warmup_epochs", "warmup_lr", "min_lr", "drop_path",
                         "drop", "smoothing", "mixup", "cutmix", "reprob", "clip_grad",
-                        "ema_decay", "train_subset", "val_subset", "num_workers", "aug_repeats",
-                        "num_classes", "stem_width", "stride", "update_ratio_every",
-                        "amp_min_scale")
+                        "ema_decay", "ema_alpha", "train_subset", "val_subset", "num_workers",
+                        "aug_repeats", "num_classes", "stem_width", "stride", "pca_std",
+                        "warmup_factor", "min_lr_factor", "update_ratio_every", "amp_min_scale")
         for key in non_negative:
             if getattr(self, key) < 0:
                 raise SrvError(f"recipe key {key!r} must be >= 0, got {getattr(self, key)}")
@@ -132,9 +168,23 @@ class Recipe:
         if self.warmup_epochs > self.epochs:
             raise SrvError(f"warmup_epochs ({self.warmup_epochs}) exceeds epochs "
                            f"({self.epochs}); lower --warmup-epochs")
+        for absolute, relative in (("warmup_lr", "warmup_factor"), ("min_lr", "min_lr_factor"),
+                                   ("ema_decay", "ema_alpha")):
+            if getattr(self, absolute) > 0 and getattr(self, relative) > 0:
+                raise SrvError(f"recipe keys {absolute!r} and {relative!r} are both set: they "
+                               f"are two ways to give one value; set the other to 0 (e.g. "
+                               f"--set {absolute}=0)")
+        for key in ("warmup_factor", "min_lr_factor", "ema_decay"):
+            if getattr(self, key) >= 1:
+                raise SrvError(f"recipe key {key!r} must be below 1, got {getattr(self, key)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def key_help(key: str) -> str:
+    """The one-line meaning of a recipe key."""
+    return str(_FIELDS[key].metadata.get("help", ""))
 
 
 _FIELDS = {f.name: f for f in fields(Recipe)}
@@ -218,21 +268,48 @@ def _flatten(doc: dict[str, Any], where: str) -> tuple[dict[str, Any], dict[str,
     return values, meta
 
 
-def load_recipe(name_or_path: str) -> tuple[Recipe, dict[str, Any]]:
-    """Load a named recipe (``mini``) or a TOML path; returns the recipe and its metadata."""
+def _recipe_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix != ".toml" or not path.exists():
         path = recipe_dir() / f"{name_or_path}.toml"
     if not path.exists():
         known = ", ".join(list_recipes()) or "none"
         raise SrvError(f"no recipe {name_or_path!r}: give a name ({known}) or a .toml path")
+    return path
+
+
+def _read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any],
+                                                                   dict[str, Any]]:
+    """The values and metadata of a recipe file, after its ``extends`` chain (this file wins)."""
+    if path in seen:
+        raise SrvError(f"recipe {path} extends itself (through {', '.join(map(str, seen))})")
     try:
         doc = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise SrvError(f"recipe {path} is not valid TOML: {err}") from None
     values, meta = _flatten(doc, str(path))
-    meta.setdefault("name", path.stem)
+    base = meta.get("extends")
+    if base:
+        base_values, base_meta = _read_recipe(_recipe_path(str(base)), (*seen, path))
+        values = {**base_values, **values}
+        meta = {**{k: v for k, v in base_meta.items() if k != "name"}, **meta}
+    meta["name"] = path.stem
+    return values, meta
+
+
+def load_recipe(name_or_path: str) -> tuple[Recipe, dict[str, Any]]:
+    """Load a named recipe (``mini``) or a TOML path; returns the recipe and its metadata.
+
+    A recipe may start from another one: ``extends = "xiao"`` in its ``[recipe]`` table takes
+    every value of ``xiao`` and then its own (the 36GF models' lr, say)."""
+    values, meta = _read_recipe(_recipe_path(name_or_path))
     return Recipe(**values), meta
+
+
+def recipe_keys_set(name_or_path: str) -> set[str]:
+    """The keys a recipe file (with its ``extends`` chain) sets; the others are defaults."""
+    values, _ = _read_recipe(_recipe_path(name_or_path))
+    return set(values)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

@@ -44,6 +44,37 @@ def test_every_grid_resolves_at_every_scale(name: str, preset: str) -> None:
     assert len(names) == len(cells), "two cells share a run directory"
 
 
+_MODELS: dict = {}  # meta-device models, shared by the checks of every grid
+
+
+@pytest.mark.parametrize("name", GRIDS)
+@pytest.mark.parametrize("preset", ["mini", "full"])
+def test_every_cell_of_every_grid_can_start(name: str, preset: str, tmp_path: Path) -> None:
+    """What srv ablate --dry-run checks: each cell's model (meta device, one forward pass),
+    optimizer, schedule, EMA, transforms and the engine's refusals, without training."""
+    from reproduce.ablate import check_cells, plan
+
+    states = plan(load_grid(name, preset), tmp_path / "runs")
+    assert check_cells(states, 1, _MODELS) == []
+    if preset == "full":  # and under torchrun on 8 GPUs
+        assert check_cells(states, 8, _MODELS) == []
+
+
+def test_a_cell_that_cannot_run_fails_the_dry_run(tmp_path: Path) -> None:
+    """SAM cannot run under fp16 loss scaling: the optimizer grid at full scale trains in bf16;
+    forcing DeiT's fp16 back is refused at --dry-run, cell by cell, not hours into a job."""
+    args = ["ablate", "optimizer", "--preset", "full", "--dry-run", "--runs-dir",
+            str(tmp_path / "runs")]
+    assert runner.invoke(app, args).exit_code == 0
+    result = runner.invoke(app, [*args, "--set", "amp=fp16"])
+    assert result.exit_code == 2, result.output
+    refused = [line for line in result.stdout.splitlines() if "cannot run" in line]
+    assert len(refused) == 2 and all("opt=sam" in line and "fp16" in line for line in refused)
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("srv: error: 2 of 6 cells of grid 'optimizer' (full)")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_stem_grid_covers_the_scaled_relu_components() -> None:
     grid = load_grid("stem")
     assert grid.preset == "mini" and grid.seeds == [0]

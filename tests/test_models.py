@@ -211,14 +211,35 @@ def test_unknown_model_on_the_cli_exits_2_with_one_line() -> None:
 
 
 def test_stem_init_follows_each_stems_source() -> None:
-    """VOLO (the scaled-ReLU conv-stem) keeps PyTorch's default conv init; pycls builds Xiao et
-    al.'s stems with He-normal fan-out weights."""
+    """VOLO (the scaled-ReLU conv-stem) keeps PyTorch's default conv init; pycls initialises Xiao
+    et al.'s stems its own way (vitconfigs pycls/models/vit.py:264-281): the 3x3 convs keep
+    PyTorch's default, the last 1x1 conv is N(0, sqrt(2 / C_out)). Not He fan-out."""
+    import math
+
     from reproduce.models import StemSpec, create, get_entry
 
     assert create("vit-mini-conv-nobn").patch_embed.spec.init == "torch"
-    assert create("vit-mini-xiao").patch_embed.spec.init == "he"
-    assert get_entry("vitc-1gf").stem_spec().init == "he"
-    spec = StemSpec.parse("3s2c24,3s2c48,1s1;init=he")
-    assert StemSpec.parse(str(spec)) == spec and spec.init == "he"
-    he = create("vit-mini-xiao").patch_embed.stem[0].conv.weight.detach()
-    assert abs(float(he.std()) - (2 / (9 * 48)) ** 0.5) < 0.01  # He fan-out: sqrt(2 / (k^2 C_out))
+    assert create("vit-mini-xiao").patch_embed.spec.init == "pycls"
+    assert get_entry("vitc-1gf").stem_spec().init == "pycls"
+    spec = StemSpec.parse("3s2c24,3s2c48,1s1;init=pycls")
+    assert StemSpec.parse(str(spec)) == spec and spec.init == "pycls"
+    stem = create("vit-mini-xiao").patch_embed.stem  # 3s2c48, 3s2c96 (mini: width 96), 1x1
+    second = stem[1].conv.weight.detach()  # 96 x 48 x 3 x 3
+    assert float(second.std()) == pytest.approx(1 / math.sqrt(3 * 48 * 9), rel=0.05)  # default
+    assert abs(float(second.std()) - math.sqrt(2 / (9 * 96))) > 0.01  # not He fan-out
+    last = stem[-1].conv
+    assert float(last.weight.detach().std()) == pytest.approx(math.sqrt(2 / 96), rel=0.1)
+    assert float(last.bias.detach().abs().max()) == 0.0
+
+
+def test_each_body_is_initialised_as_its_source() -> None:
+    """DeiT bodies as timm 0.3.2 (cls token std 0.02), Xiao et al.'s as pycls (zero head and
+    class token), the CPU body as timm 1.0 (cls token std 1e-6)."""
+    from reproduce.models import create, get_entry
+
+    assert {get_entry(n).init for n in ("vit-s-conv", "vitc-1gf", "vit-mini-conv")} == {
+        "deit", "pycls", "timm"}
+    assert float(create("vit-t-patch").cls_token.detach().std()) == pytest.approx(0.02, rel=0.2)
+    assert float(create("vit-mini-patch").cls_token.detach().std()) < 1e-5
+    xiao = create("vitp-1gf").requires_grad_(False)
+    assert float(xiao.head.weight.abs().max()) == 0.0 and float(xiao.cls_token.abs().max()) == 0.0

@@ -90,7 +90,9 @@ def ablate(
         "--set", help="Recipe override for every cell: --set epochs=5 (repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="List every cell and its status (pending / partial / running / "
-                          "done / diverged / failed); train nothing.")] = False,
+                          "done / diverged / failed) and check that each unfinished cell can "
+                          "start (model, optimizer, schedule, EMA, transforms, the engine's "
+                          "refusals); train nothing.")] = False,
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="Rerun failed cells (resuming from their checkpoint).")] = False,
     retry_diverged: Annotated[bool, typer.Option(
@@ -142,8 +144,12 @@ def ablate(
     states = ab.plan(grid, runs_dir)
     title = (f"grid {grid.name} ({grid.scale}); recipe {grid.recipe}; "
              f"{len(states)} cells")
+    unrunnable = ab.check_cells(states, 1 if backend is Backend.local else nproc)
     if dry_run:
         print_plan(grid, states, title)
+    if unrunnable:
+        _refuse(unrunnable, grid, len(states))
+    if dry_run:
         return
     options = ab.RunOptions(backend=backend.value, nproc=nproc, retry_failed=retry_failed,
                             retry_diverged=retry_diverged, fail_fast=fail_fast,
@@ -178,6 +184,18 @@ def ablate(
         print("\nwrote " + ", ".join(str(p) for p in rep.paths))
     if summary.failures or summary.stopped_early:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _refuse(unrunnable: list, grid, total: int) -> None:  # noqa: ANN001
+    """List the cells that cannot run (stdout), then fail with one line."""
+    from ..errors import SrvError
+
+    for state, reason in unrunnable:
+        print(f"  cannot run: {state.cell.describe()}: {reason}")
+    first = unrunnable[0][1]
+    raise SrvError(f"{len(unrunnable)} of {total} cells of grid {grid.name!r} ({grid.preset}) "
+                   f"cannot run, e.g. {first} (all listed above); fix the grid or the --set "
+                   f"overrides")
 
 
 def _print_summary(summary, grid_name: str) -> None:  # noqa: ANN001

@@ -45,7 +45,8 @@ SetOpt = Annotated[list[str] | None, typer.Option(
 WeightsOpt = Annotated[Weights, typer.Option(
     help="last (the final epoch, as the tables report), best or ema.")]
 RecipeOpt = Annotated[str | None, typer.Option(
-    help="Recipe of untrained models (default: mini for vit-mini-*, else deit).")]
+    help="Recipe of untrained models (default: the model's own, as srv train: mini for "
+         "vit-mini-*, xiao for vitp/vitc, deit otherwise).")]
 SeedOpt = Annotated[int, typer.Option(help="Init seed of untrained models.")]
 FormatOpt = Annotated[Format, typer.Option(
     "--format", help="table (rich), markdown or json.")]

@@ -10,17 +10,9 @@ import typer
 from ..errors import handle_errors
 from ._options import RunsDirOpt
 
-RECIPE_HELP = ("Recipe name in recipes/ (mini, deit, xiao) or a .toml path; default: mini for "
-               "vit-mini-*, xiao for vitp/vitc, deit otherwise.")
-
-
-def default_recipe(model: str) -> str:
-    """The recipe a model is trained with when none is named."""
-    if model.startswith("vit-mini"):
-        return "mini"
-    if model.startswith(("vitp-", "vitc-")):
-        return "xiao"
-    return "deit"
+RECIPE_HELP = ("Recipe name in recipes/ (srv recipes) or a .toml path; default: the model's "
+               "own (mini for vit-mini-*, xiao for vitp/vitc, xiao-36gf at 36GF, deit "
+               "otherwise).")
 
 
 def collect_overrides(
@@ -62,7 +54,9 @@ def train(
     progress: Annotated[bool | None, typer.Option(
         "--progress/--no-progress", help="Progress bar (default: only on a terminal).")] = None,
     dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Print the resolved config and run directory, train nothing.")] = False,
+        "--dry-run", help="Check that the run can start and print its lr at a few epochs, the "
+                          "EMA's decay, the resolved config and run directory; train "
+                          "nothing.")] = False,
 ) -> None:
     """Train MODEL with a recipe. Running the same command again resumes the run (or does
     nothing if it finished); a diverged run exits with code 3."""
@@ -74,10 +68,21 @@ def train(
         sets, epochs=epochs, lr=lr, warmup_epochs=warmup_epochs, batch_size=batch_size, opt=opt,
         weight_decay=weight_decay, seed=seed, img_size=img_size, data_path=data,
         dataset=dataset, amp=amp)
-    cfg = resolve_config(model, recipe or default_recipe(model), overrides, name=name)
+    cfg = resolve_config(model, recipe, overrides, name=name)
     if dry_run:
+        import os
+
+        from ..runnable import check_runnable, summary
+
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        parts = check_runnable(cfg, world)  # the refusals a launched run would apply
         where = run_dir or runs_dir / cfg.run_name
-        print(json.dumps({**cfg.to_dict(), "derived": cfg.derived(), "run_dir": str(where)},
+        print(f"{cfg.model} with recipe {cfg.recipe_name} ({parts.params_m:.2f}M params, "
+              f"world size {world}): {where}")
+        print("\n".join(summary(parts)))
+        derived = cfg.derived(world, parts.steps_per_epoch)
+        print("config:")
+        print(json.dumps({**cfg.to_dict(), "derived": derived, "run_dir": str(where)},
                          indent=2))
         return
     from ..engine import train as run_training

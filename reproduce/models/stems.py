@@ -30,11 +30,12 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["ConvLayer", "StemSpec", "StemEmbed", "StemSpecError", "stem_spec", "STEM_KINDS"]
+__all__ = ["ConvLayer", "StemSpec", "StemEmbed", "StemSpecError", "stem_spec", "STEM_KINDS",
+           "pycls_stem_init"]
 
 NORMS = ("bn", "ln", "none")
 ACTS = ("relu", "gelu", "none")
-INITS = ("torch", "he")
+INITS = ("torch", "pycls")
 
 
 class StemSpecError(ValueError):
@@ -61,7 +62,7 @@ class StemSpec:
     ``norm`` and ``act`` apply after every conv but the last; ``post_norm`` / ``post_act`` after
     the last (the projection). ``bn`` + ``relu`` is the paper's scaled ReLU. ``init`` follows each
     stem's source: ``torch`` (PyTorch's default conv init, as VOLO and timm leave their stems) or
-    ``he`` (He-normal fan-out for the hidden convs, as pycls builds Xiao et al.'s stems).
+    ``pycls`` (as pycls initialises Xiao et al.'s stems, :func:`pycls_stem_init`).
     """
 
     layers: tuple[ConvLayer, ...]
@@ -196,7 +197,7 @@ def stem_spec(
             raise StemSpecError(f"embed_dim {embed_dim} is not divisible by {2 ** (n - 1)}")
         layers = tuple(ConvLayer(3, 2, embed_dim // 2 ** (n - 1 - i)) for i in range(n))
         layers += (ConvLayer(1, 1),)
-    init = "he" if layout == "xiao" else "torch"
+    init = "pycls" if layout == "xiao" else "torch"
     return StemSpec(layers, norm=norm, act=act, post_norm=post_norm, post_act=post_act, init=init)
 
 
@@ -293,14 +294,11 @@ class StemEmbed(nn.Module):
         return img_size[0] // self.patch_size[0], img_size[1] // self.patch_size[1]
 
     def init_weights(self) -> None:
-        """The spec's init: ``he`` gives the hidden convs He-normal (fan-out) weights, as pycls
-        does for Xiao et al.'s stems; ``torch`` keeps PyTorch's default conv init, as VOLO (the
-        scaled-ReLU conv-stem) and timm's patchify ``PatchEmbed`` do. BN starts at 1 / 0."""
-        hidden = list(self.stem)[:-1] if self.spec.init == "he" else []
-        for block in hidden:
-            nn.init.kaiming_normal_(block.conv.weight, mode="fan_out", nonlinearity="relu")
-            if block.conv.bias is not None:
-                nn.init.zeros_(block.conv.bias)
+        """The spec's init: ``torch`` keeps PyTorch's default conv init, as VOLO (the scaled-ReLU
+        conv-stem) and timm's patchify ``PatchEmbed`` do; ``pycls`` is :func:`pycls_stem_init`.
+        BN starts at 1 / 0 (PyTorch's default) either way."""
+        if self.spec.init == "pycls":
+            pycls_stem_init(self)
         for m in self.stem.modules():
             if isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
@@ -314,3 +312,28 @@ class StemEmbed(nn.Module):
         x = self.stem(x)
         return x.flatten(2).transpose(1, 2)
 
+
+
+def pycls_stem_init(embed: StemEmbed) -> None:
+    """pycls's init of a ViT stem (facebookresearch/pycls, branch ``vitconfigs`` 206d0db, the
+    code of Xiao et al.'s configs: ``pycls/models/vit.py:264-281``).
+
+    * patchify (one conv): truncated normal, std sqrt(1 / fan_in), zero bias;
+    * conv-stem: the 3x3 convs keep PyTorch's default init ("Use default pytorch init for other
+      conv layers in the C-stem"); the last (1x1) conv is normal with std sqrt(2 / C_out), zero
+      bias.
+
+    (pycls ``main`` changed this in 2022, after the paper: 3x3 convs N(0, sqrt(2 / C_out)), the
+    1x1 N(0, sqrt(1 / C_out)). Neither is He fan-out, sqrt(2 / (k^2 C_out)).)
+    """
+    convs = [block.conv for block in embed.stem]
+    last = convs[-1]
+    if len(convs) == 1:
+        fan_in = last.in_channels * last.kernel_size[0] * last.kernel_size[1]
+        nn.init.trunc_normal_(last.weight, std=math.sqrt(1.0 / fan_in))
+    else:
+        for conv in convs[:-1]:
+            conv.reset_parameters()
+        nn.init.normal_(last.weight, mean=0.0, std=math.sqrt(2.0 / last.out_channels))
+    if last.bias is not None:
+        nn.init.zeros_(last.bias)

@@ -12,6 +12,10 @@ Sources:
 * Wang et al. 2022 (arXiv 2109.03810): the scaled-ReLU conv-stem and its ablations.
 * ``vit-mini-*``: the CPU-scale model of PAPER.md section 5 (width 96, depth 6, 3 heads, 32x32
   inputs, total stride 4), for the digits experiments.
+
+Initialisation follows each body's source (:mod:`reproduce.models.init`): DeiT sizes as timm 0.3.2
+(DeiT's), Xiao et al.'s models as pycls, ``vit-mini-*`` as timm 1.0. Each entry also names the
+recipe it is trained with when none is given (``ModelEntry.recipe``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 
+from .init import apply_init
 from .stems import STEM_KINDS, StemEmbed, StemSpec, stem_spec
 
 __all__ = ["ModelEntry", "CATALOGUE", "SIZES", "UnknownModelError", "get_entry", "create"]
@@ -57,6 +62,8 @@ class ViTSize:
     stride: int = 16
     stem_width: int = 64  # hidden width of the scaled-ReLU conv-stem (VOLO default)
     first_kernel: int = 7  # VOLO's first conv is 7x7
+    recipe: str = "deit"  # the recipe this body is trained with when none is named
+    init: str = "deit"  # weight init scheme (reproduce.models.init)
 
 
 SIZES: dict[str, ViTSize] = {
@@ -65,16 +72,17 @@ SIZES: dict[str, ViTSize] = {
     "b": ViTSize("DeiT-B", 768, 12, 12, 4.0),
     # PAPER.md section 5: 32x32 digits, 64 tokens; the conv-stem there is 3x3 convs, width 32
     "mini": ViTSize("CPU-scale", 96, 6, 3, 4.0, img_size=32, stride=4, stem_width=32,
-                    first_kernel=3),
+                    first_kernel=3, recipe="mini", init="timm"),
 }
 
-# Xiao et al. Table 1: (width, MLP ratio, heads, blocks of ViT_P, ViT_C stem or None)
+# Xiao et al. Table 1: (width, MLP ratio, heads, blocks of ViT_P, ViT_C stem, recipe); the 36GF
+# configs train at base lr 7e-4 (pycls vitconfigs ViT-{P,C}-36GF_adamw_32gpus.yaml BASE_LR)
 _XIAO_18_36 = "3s2c64,3s2c128,3s1c128,3s2c256,3s1c256,3s2c512,1s1"
-_XIAO: dict[str, tuple[int, float, int, int, str]] = {
-    "1gf": (192, 3.0, 3, 12, "3s2c24,3s2c48,3s2c96,3s2c192,1s1"),
-    "4gf": (384, 3.0, 6, 12, "3s2c48,3s2c96,3s2c192,3s2c384,1s1"),
-    "18gf": (768, 4.0, 12, 12, _XIAO_18_36),
-    "36gf": (1024, 4.0, 16, 14, _XIAO_18_36),
+_XIAO: dict[str, tuple[int, float, int, int, str, str]] = {
+    "1gf": (192, 3.0, 3, 12, "3s2c24,3s2c48,3s2c96,3s2c192,1s1", "xiao"),
+    "4gf": (384, 3.0, 6, 12, "3s2c48,3s2c96,3s2c192,3s2c384,1s1", "xiao"),
+    "18gf": (768, 4.0, 12, 12, _XIAO_18_36, "xiao"),
+    "36gf": (1024, 4.0, 16, 14, _XIAO_18_36, "xiao-36gf"),
 }
 
 
@@ -94,6 +102,8 @@ class ModelEntry:
     stem_width: int = 64
     first_kernel: int = 7
     family: str = "vit"
+    recipe: str = "deit"  # the default recipe of `srv train` / `srv analyze`
+    init: str = "timm"  # weight init scheme of reproduce.models.init
 
     @property
     def timm_name(self) -> str:
@@ -129,20 +139,23 @@ def _build_catalogue() -> dict[str, ModelEntry]:
                 stride=size.stride,
                 stem_width=size.stem_width,
                 first_kernel=size.first_kernel,
+                recipe=size.recipe,
+                init=size.init,
             )
-    for gf, (width, mlp_ratio, heads, blocks, c_stem) in _XIAO.items():
+    for gf, (width, mlp_ratio, heads, blocks, c_stem, recipe) in _XIAO.items():
         entries[f"vitp-{gf}"] = ModelEntry(
             name=f"vitp-{gf}",
             description=f"Xiao et al. ViT_P-{gf.upper()}: patchify stem, {blocks} blocks",
             embed_dim=width, depth=blocks, num_heads=heads, mlp_ratio=mlp_ratio, img_size=224,
-            stem="patch", stride=16, family="xiao",
+            stem="patch", stride=16, family="xiao", recipe=recipe, init="pycls",
         )
         entries[f"vitc-{gf}"] = ModelEntry(
             name=f"vitc-{gf}",
             description=f"Xiao et al. ViT_C-{gf.upper()}: conv-stem {c_stem.split(',1s1')[0]}, "
             f"{blocks - 1} blocks (one dropped to pay for the stem)",
             embed_dim=width, depth=blocks - 1, num_heads=heads, mlp_ratio=mlp_ratio,
-            img_size=224, stem=c_stem + ";norm=bn;act=relu;init=he", stride=16, family="xiao",
+            img_size=224, stem=c_stem + ";norm=bn;act=relu;init=pycls", stride=16,
+            family="xiao", recipe=recipe, init="pycls",
         )
     return entries
 
@@ -215,8 +228,10 @@ def _create(
         embed_layer=partial(StemEmbed, spec),
     )
     model_args.update(kwargs)
-    return build_model_with_cfg(VisionTransformer, entry.timm_name, pretrained=False,
-                                **model_args)
+    model = build_model_with_cfg(VisionTransformer, entry.timm_name, pretrained=False,
+                                 **model_args)
+    apply_init(model, entry.init)
+    return model
 
 
 def create(name: str, **kwargs: Any) -> VisionTransformer:

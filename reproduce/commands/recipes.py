@@ -1,0 +1,133 @@
+"""``srv recipes``: the training recipes, their keys, and each value with the source it follows."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import handle_errors
+
+
+def _show(title: str, header: list[str], rows: list[list[str]]) -> None:
+    """A rich table on a terminal, plain columns otherwise (logs, pipes, tests)."""
+    import sys
+
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*header, title=title)
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+        return
+    from tabulate import tabulate
+
+    print(title)
+    print(tabulate(rows, headers=header, tablefmt="simple", disable_numparse=True))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, tuple | list):
+        return "(" + ", ".join(_fmt(v) for v in value) + ")"
+    if value == "":
+        return '""'
+    return str(value)
+
+
+def _list() -> None:
+    from ..recipes import list_recipes, load_recipe
+
+    rows = []
+    for name in list_recipes():
+        _, meta = load_recipe(name)
+        extends = f" (extends {meta['extends']})" if meta.get("extends") else ""
+        rows.append([name, str(meta.get("description", "")) + extends,
+                     str(meta.get("source", ""))])
+    _show("srv recipes (srv recipes NAME: every value with its source)",
+          ["recipe", "what", "source"], rows)
+
+
+def _keys() -> None:
+    from dataclasses import fields
+
+    from ..recipes import CHOICES, Recipe, key_help
+
+    rows = []
+    for f in fields(Recipe):
+        kind = str(f.type)
+        if f.name in CHOICES:
+            kind += ": " + " | ".join(CHOICES[f.name])
+        rows.append([f.name, kind, _fmt(f.default), key_help(f.name)])
+    _show("recipe keys (set in a recipe file, or --set KEY=VALUE)",
+          ["key", "type", "default", "meaning"], rows)
+
+
+def _one(name: str, facts: bool) -> None:
+    from ..fidelity import Built, source_for
+    from ..recipes import load_recipe, recipe_keys_set
+
+    recipe, meta = load_recipe(name)
+    src = source_for(meta["name"])
+    print(f"recipe {meta['name']}: {meta.get('description', '')}")
+    print(f"source: {meta.get('source', '')}")
+    set_here = recipe_keys_set(name)
+    rows = []
+    for key, value in recipe.to_dict().items():
+        if src is not None:
+            where = src.where(key)
+        else:
+            where = "the recipe file" if key in set_here else "srv default"
+        rows.append([key, _fmt(value), where])
+    _show(f"values of {meta['name']}", ["key", "value", "source"], rows)
+    if src is None:
+        return
+    if facts:
+        built = Built(src.recipe, src.model)
+        fact_rows = []
+        for fact in src.facts:
+            try:
+                got: Any = fact.measure(built)
+            except Exception as err:  # noqa: BLE001  (shown, and the test fails on it)
+                got = f"error: {err}"
+            mark = ("same" if fact.matches(got) and not fact.differs
+                    else "known difference" if fact.matches(got) else "DIFFERS")
+            fact_rows.append([fact.what, _fmt(fact.value), _fmt(got), mark, fact.source])
+        _show(f"what srv builds for {meta['name']} (measured on {src.model}), against the "
+              f"source", ["fact", "source", "srv builds", "", "where the source says so"],
+              fact_rows)
+    differences = [(f.what, f.source, f"{_fmt(f.srv)}: {f.why}") for f in src.facts
+                   if f.differs] + [(d.what, d.source, d.srv) for d in src.differences]
+    print(f"\nknown differences from the source ({len(differences)}):")
+    for what, source, srv in differences:
+        print(f"  - {what}: source {source}; srv: {srv}")
+
+
+@handle_errors
+def recipes(
+    name: Annotated[str | None, typer.Argument(
+        help="A recipe (deit, xiao, ...) or .toml path: every resolved value with the source it "
+             "follows, and what srv builds measured against the source.")] = None,
+    keys: Annotated[bool, typer.Option(
+        "--keys", help="Every recipe key with its type, default and meaning.")] = False,
+    facts: Annotated[bool, typer.Option(
+        "--facts/--no-facts", help="With NAME: build the recipe's optimizer, schedule, EMA, "
+                                   "transforms and model and compare them with the source "
+                                   "(a few seconds).")] = True,
+) -> None:
+    """The training recipes and their sources (DeiT's main.py, pycls's configs)."""
+    if keys:
+        _keys()
+    elif name:
+        _one(name, facts)
+    else:
+        _list()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("recipes")(recipes)
