@@ -39,6 +39,7 @@ IN_MEMORY_DATASETS = ("digits", "synthetic")
 TRANSFORM_KEYS: dict[str, Any] = {
     "aa": "", "color_jitter": 0.0, "hflip": 0.0, "scale_min": 1.0, "reprob": 0.0,
     "remode": "pixel", "recount": 1, "interpolation": "bilinear", "crop_pct": 0.875,
+    "pca_std": 0.0,
 }
 
 
@@ -53,7 +54,12 @@ class RunConfig:
     notes: tuple[str, ...] = ()  # what resolving changed (inert keys reset), for the user
 
     def identity(self) -> dict[str, Any]:
-        values = {k: v for k, v in self.recipe.to_dict().items() if k not in UNHASHED}
+        """What the hash covers: the model, the recipe's name and every hashed value that
+        differs from the key's default (so a key added later with a default that keeps the old
+        behaviour does not rename every existing run)."""
+        defaults = Recipe()
+        values = {k: v for k, v in self.recipe.to_dict().items()
+                  if k not in UNHASHED and v != getattr(defaults, k)}
         return {"model": self.model, "recipe": self.recipe_name, **values}
 
     @property

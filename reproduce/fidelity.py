@@ -678,6 +678,13 @@ COMMON_CHOICES = {
     "compile": "speed only",
     "device": "where the run is",
     "spike_factor": "srv's stability signal (no effect on training)",
+    "loader": "timm's DataLoader path (DALI, loader = dali, is srv's GPU option; its "
+              "differences are in docs/dali.md)",
+    "amp_init_scale": "torch's GradScaler default 2^16, as DeiT's NativeScaler and pycls use",
+    "amp_min_scale": "srv's divergence rule under fp16 (DeepSpeed's min_loss_scale 1): a scale "
+                     "collapsed below it ends the run as diverged",
+    "sync_every": "how often the engine reads statistics back (no effect on training)",
+    "update_ratio_every": "how often the update ratio is measured (no effect on training)",
     "recount": "one erasing region",
     "remode": "unused without erasing",
     "color_jitter": "none",
