@@ -270,15 +270,16 @@ def test_eval_counts_every_image_once(jpegs: Path, world: int) -> None:
 
 
 def test_epochs_replay_exactly_with_augmentation_and_erasing(jpegs: Path) -> None:
-    """DeiT's transform (RandAugment, erasing): an epoch replays after a restart; the next
-    epoch differs."""
+    """DeiT's transform (RandAugment, erasing): an epoch replays after a restart, whatever the
+    number of threads; the next epoch differs."""
     deit, _ = load_recipe("deit")
     r = dataclasses.replace(deit, data_path=str(jpegs), img_size=24, batch_size=8,
                             num_workers=1)
     first = dali.build_train_loader(jpegs, r, DistInfo())
     first.set_epoch(2)
     a = list(first)
-    restarted = dali.build_train_loader(jpegs, r, DistInfo())  # a new process's loader
+    # a new process's loader, with another number of DALI threads
+    restarted = dali.build_train_loader(jpegs, r, DistInfo(), num_threads=2)
     restarted.set_epoch(2)
     b = list(restarted)
     assert len(a) == len(b) == 3

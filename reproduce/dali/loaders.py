@@ -102,7 +102,8 @@ class DaliTrainLoader:
     """One epoch of training batches per ``iter()``; call :meth:`set_epoch` (1-based) first."""
 
     def __init__(self, images: ImageList, recipe: Recipe, info: DistInfo, *,
-                 prefetch: int = 2, num_threads: int | None = None) -> None:
+                 prefetch: int = 2, num_threads: int | None = None,
+                 hw_decoder_load: float = 0.65) -> None:
         self.images = images
         self.recipe = recipe
         self.info = info
@@ -117,6 +118,7 @@ class DaliTrainLoader:
         self.epoch = 1
         self.prefetch = prefetch
         self.num_threads = num_threads if num_threads is not None else recipe.num_workers
+        self.hw_decoder_load = hw_decoder_load
         self.spec = train_spec(recipe)
         self.device_id = _device_id(info)
         self._erasing = None
@@ -151,7 +153,8 @@ class DaliTrainLoader:
                 random.seed(seed)
                 torch.random.default_generator.manual_seed(seed)
                 if devices:
-                    torch.cuda.manual_seed(seed)
+                    with torch.cuda.device(x.device):
+                        torch.cuda.manual_seed(seed)
                 return self._erasing(x)
         finally:
             random.setstate(state)
@@ -169,6 +172,7 @@ class DaliTrainLoader:
             pipe = train_pipeline(file_list, self.images.root, self.spec,
                                   batch_size=self.batch_size, num_threads=self.num_threads,
                                   device_id=self.device_id, prefetch=self.prefetch,
+                                  hw_decoder_load=self.hw_decoder_load,
                                   seed=stream_seed(self.recipe.seed, self.epoch, self.info.rank))
             batches = DALIGenericIterator(pipe, ["x", "y"], reader_name=READER,
                                           last_batch_policy=LastBatchPolicy.DROP)
@@ -186,7 +190,8 @@ class DaliValLoader:
     """This rank's shard of the val set, each image once, in ``iter()`` order."""
 
     def __init__(self, images: ImageList, recipe: Recipe, info: DistInfo, *,
-                 prefetch: int = 2, num_threads: int | None = None) -> None:
+                 prefetch: int = 2, num_threads: int | None = None,
+                 hw_decoder_load: float = 0.65) -> None:
         self.images = images
         self.info = info
         self.num_classes = len(images.classes)
@@ -194,6 +199,7 @@ class DaliValLoader:
         self.indices = shard_indices(len(images), info.rank, info.world_size)
         self.prefetch = prefetch
         self.num_threads = num_threads if num_threads is not None else recipe.num_workers
+        self.hw_decoder_load = hw_decoder_load
         self.spec = eval_spec(recipe)
         self.device_id = _device_id(info)
 
@@ -212,7 +218,8 @@ class DaliValLoader:
         try:
             pipe = eval_pipeline(file_list, self.images.root, self.spec,
                                  batch_size=self.batch_size, num_threads=self.num_threads,
-                                 device_id=self.device_id, prefetch=self.prefetch)
+                                 device_id=self.device_id, prefetch=self.prefetch,
+                                 hw_decoder_load=self.hw_decoder_load)
             batches = DALIGenericIterator(pipe, ["x", "y"], reader_name=READER,
                                           last_batch_policy=LastBatchPolicy.PARTIAL)
             for out in batches:

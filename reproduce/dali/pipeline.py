@@ -73,6 +73,19 @@ class EvalSpec:
         return math.floor(self.img_size / self.crop_pct)
 
 
+def _decoder_args(gpu: bool, hw_decoder_load: float) -> dict[str, Any]:
+    """Decoder settings shared by both graphs. On the GPU: nvJPEG ("mixed"), with the share of
+    images sent to the hardware JPEG decoder (A100 / H100) and its buffers preallocated for
+    ImageNet's largest image, as DALI's ImageNet example does
+    (``docs/examples/use_cases/pytorch/resnet50/main.py``: ``preallocate_*_hint``)."""
+    args: dict[str, Any] = {"device": "mixed" if gpu else "cpu", "output_type": types.RGB,
+                            "adjust_orientation": False, "jpeg_fancy_upsampling": True}
+    if gpu:
+        args.update(hw_decoder_load=hw_decoder_load, preallocate_width_hint=5980,
+                    preallocate_height_hint=6430)
+    return args
+
+
 def _read(file_list: Path, file_root: Path, pad: bool) -> tuple[DataNode, DataNode]:
     return fn.readers.file(file_list=str(file_list), file_root=str(file_root),
                            random_shuffle=False, pad_last_batch=pad, name=READER)
@@ -86,12 +99,12 @@ def _normalize(images: DataNode, mean: tuple[float, ...], std: tuple[float, ...]
 
 
 @pipeline_def(enable_conditionals=True)  # type: ignore[misc]
-def _train_graph(file_list: Path, file_root: Path, spec: TrainSpec, gpu: bool) -> Any:
+def _train_graph(file_list: Path, file_root: Path, spec: TrainSpec, gpu: bool,
+                 hw_decoder_load: float) -> Any:
     jpegs, labels = _read(file_list, file_root, pad=False)
     images = fn.decoders.image_random_crop(
-        jpegs, device="mixed" if gpu else "cpu", output_type=types.RGB,
-        random_area=[spec.scale_min, 1.0], random_aspect_ratio=[3.0 / 4.0, 4.0 / 3.0],
-        num_attempts=10, adjust_orientation=False, jpeg_fancy_upsampling=True)
+        jpegs, random_area=[spec.scale_min, 1.0], random_aspect_ratio=[3.0 / 4.0, 4.0 / 3.0],
+        num_attempts=10, **_decoder_args(gpu, hw_decoder_load))
     images = fn.resize(images, resize_x=spec.img_size, resize_y=spec.img_size,
                        interp_type=DALI_INTERP[spec.interpolation], antialias=True)
     if spec.hflip > 0:
@@ -113,7 +126,8 @@ def _round_half_even(v: DataNode) -> DataNode:
 
 
 @pipeline_def  # type: ignore[misc]
-def _eval_graph(file_list: Path, file_root: Path, spec: EvalSpec, gpu: bool) -> Any:
+def _eval_graph(file_list: Path, file_root: Path, spec: EvalSpec, gpu: bool,
+                hw_decoder_load: float) -> Any:
     jpegs, labels = _read(file_list, file_root, pad=True)
     shape = fn.peek_image_shape(jpegs, adjust_orientation=False, dtype=types.FLOAT64)
     h, w = shape[0], shape[1]
@@ -123,8 +137,7 @@ def _eval_graph(file_list: Path, file_root: Path, spec: EvalSpec, gpu: bool) -> 
     longer = dmath.floor(size * dmath.max(h, w) / dmath.min(h, w))
     new_w = w_short * size + (w_short ^ True) * longer
     new_h = w_short * longer + (w_short ^ True) * size
-    images = fn.decoders.image(jpegs, device="mixed" if gpu else "cpu", output_type=types.RGB,
-                               adjust_orientation=False, jpeg_fancy_upsampling=True)
+    images = fn.decoders.image(jpegs, **_decoder_args(gpu, hw_decoder_load))
     images = fn.resize(images, resize_x=fn.cast(new_w, dtype=types.FLOAT),
                        resize_y=fn.cast(new_h, dtype=types.FLOAT),
                        interp_type=DALI_INTERP[spec.interpolation], antialias=True)
@@ -144,19 +157,20 @@ def _pipeline_args(batch_size: int, num_threads: int, device_id: int | None, see
 
 
 def train_pipeline(file_list: Path, file_root: Path, spec: TrainSpec, *, batch_size: int,
-                   num_threads: int, device_id: int | None, seed: int,
-                   prefetch: int = 2) -> Any:
+                   num_threads: int, device_id: int | None, seed: int, prefetch: int = 2,
+                   hw_decoder_load: float = 0.65) -> Any:
     """A built training pipeline (GPU when ``device_id`` is a CUDA device index, else CPU)."""
-    pipe = _train_graph(file_list, file_root, spec, device_id is not None,
+    pipe = _train_graph(file_list, file_root, spec, device_id is not None, hw_decoder_load,
                         **_pipeline_args(batch_size, num_threads, device_id, seed, prefetch))
     pipe.build()
     return pipe
 
 
 def eval_pipeline(file_list: Path, file_root: Path, spec: EvalSpec, *, batch_size: int,
-                  num_threads: int, device_id: int | None, prefetch: int = 2) -> Any:
+                  num_threads: int, device_id: int | None, prefetch: int = 2,
+                  hw_decoder_load: float = 0.65) -> Any:
     """A built evaluation pipeline (deterministic: no random operators)."""
-    pipe = _eval_graph(file_list, file_root, spec, device_id is not None,
+    pipe = _eval_graph(file_list, file_root, spec, device_id is not None, hw_decoder_load,
                        **_pipeline_args(batch_size, num_threads, device_id, 0, prefetch))
     pipe.build()
     return pipe
