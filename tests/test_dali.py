@@ -186,6 +186,22 @@ def test_rand_augment_applies_each_layer_with_probability_half() -> None:
     assert 0.18 < unchanged < 0.32, unchanged
 
 
+def test_auto_augment_changes_images_as_often_as_timms() -> None:
+    """Xiao's AutoAugment ``original``: one of 25 sub-policies per image, each op with its own
+    probability; the share of images left unchanged matches timm's on the same images."""
+    from timm.data.auto_augment import auto_augment_transform
+
+    rng = np.random.default_rng(2)
+    images = [_image(rng, i % 10, 10, 16, 16, 20.0) for i in range(400)]
+    out = _augment_batch(parse_policy("original", FILL, Image.BICUBIC, 16), images)
+    ours = np.mean([np.array_equal(a, b) for a, b in zip(out, images, strict=True)])
+    timm_aa = auto_augment_transform("original", {"img_mean": FILL})
+    random.seed(0)
+    theirs = np.mean([np.array_equal(np.asarray(timm_aa(Image.fromarray(a))), a)
+                      for a in images])
+    assert abs(ours - theirs) < 0.08, (ours, theirs)
+
+
 # --- loaders on a JPEG folder ----------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ import random
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from ..errors import SrvError
 from ..recipes import Recipe
 from ..sampling import epoch_indices, shard_indices, train_sampler
 from .files import ImageList, image_list, write_file_list
+
+if TYPE_CHECKING:  # the graph modules import DALI: only when a loader runs
+    from .pipeline import EvalSpec, TrainSpec
 
 __all__ = ["DaliTrainLoader", "DaliValLoader", "build_train_loader", "build_val_loader",
            "stream_seed"]
@@ -72,7 +75,7 @@ def _mean_std() -> tuple[tuple[float, float, float], tuple[float, float, float]]
     return tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)  # type: ignore[return-value]
 
 
-def train_spec(recipe: Recipe) -> Any:
+def train_spec(recipe: Recipe) -> TrainSpec:
     """The recipe's training transform for DALI (the aa string parsed by timm)."""
     from timm.data.transforms import str_to_pil_interp
 
@@ -84,14 +87,15 @@ def train_spec(recipe: Recipe) -> Any:
                        "loader=timm, or --set color_jitter=0")
     mean, std = _mean_std()
     # timm's create_transform: img_mean = tuple(min(255, round(255 * x)) for x in mean)
-    fill = tuple(min(255, round(255 * m)) for m in mean)
-    policy = (parse_policy(recipe.aa, fill, str_to_pil_interp(recipe.interpolation),  # type: ignore[arg-type]
-                           recipe.img_size) if recipe.aa else None)
+    r, g, b = (min(255, round(255 * m)) for m in mean)
+    interp = str_to_pil_interp(recipe.interpolation)
+    policy = parse_policy(recipe.aa, (r, g, b), interp, recipe.img_size) if recipe.aa else None
     return TrainSpec(recipe.img_size, recipe.scale_min, recipe.hflip, recipe.interpolation,
-                     mean, std, policy, fill)  # type: ignore[arg-type]
+                     mean, std, policy, (r, g, b))
 
 
-def eval_spec(recipe: Recipe) -> Any:
+def eval_spec(recipe: Recipe) -> EvalSpec:
+    """The recipe's evaluation transform for DALI."""
     from .pipeline import EvalSpec
 
     mean, std = _mean_std()

@@ -19,6 +19,7 @@ Random draws are made once per image before the graph branches (DALI conditional
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,9 +177,18 @@ def augment(x: DataNode, policy: AugmentPolicy, ctx: OpContext) -> DataNode:
     if policy.kind == "rand":
         specs = policy.choices[0]
         noise = _noise_kind(specs)
+        probs = {s.prob for s in specs}
         for _ in range(policy.layers):
             index = fn.random.uniform(values=list(range(len(specs))), dtype=types.INT32)
-            x = _one_of(specs, index, 0, len(specs) - 1, x, _draw(noise), ctx)
+            draw = _draw(noise)
+            if len(probs) == 1 and 0.0 < specs[0].prob < 1.0:
+                # timm's RandAugment: one probability for every op, so decide before choosing
+                # (the same draw, and only the images that apply an op enter the op branches)
+                always = tuple(dataclasses.replace(s, prob=1.0) for s in specs)
+                if draw.u <= specs[0].prob:
+                    x = _one_of(always, index, 0, len(specs) - 1, x, draw, ctx)
+            else:
+                x = _one_of(specs, index, 0, len(specs) - 1, x, draw, ctx)
         return x
     subs = policy.choices
     noise = _noise_kind(tuple(s for sub in subs for s in sub))
