@@ -20,8 +20,9 @@ PYTHON = "3.11"
 
 @nox.session(python=PYTHON, reuse_venv=True)
 def tests(session: nox.Session) -> None:
-    """Run the test suite on CPU (pass pytest options after --, e.g. -- -m 'not slow')."""
-    session.install("-e", ".[test]")
+    """Run the test suite on CPU (pass pytest options after --, e.g. -- -m 'not slow'); the
+    DALI extra is installed so the DALI pipeline's CPU tests run too."""
+    session.install("-e", ".[test,dali]")
     session.run("pytest", *(session.posargs or ["-q"]), env={"OMP_NUM_THREADS": "2"})
 
 

@@ -1,0 +1,63 @@
+"""Which files a DALI pipeline reads: the same list, in the same index order, as torchvision's
+``ImageFolder`` that the timm path uses, so a sampler index means the same image on both paths.
+
+``ImageFolder`` numbers classes by sorted folder name and lists each class's files sorted
+(``torchvision/datasets/folder.py``: ``find_classes``, ``make_dataset``); the subset of a quick
+run (``train_subset`` / ``val_subset``) is taken with the timm path's own helper (the same fixed
+shuffle). DALI's file reader takes a list file (``file_list``, one ``path label`` line per
+sample, paths relative to ``file_root``): for ImageNet's 1.28 M entries, writing and parsing
+it took about a third of the time of passing the same Python list (one run on a shared CPU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ImageList", "image_list", "write_file_list"]
+
+
+@dataclass(frozen=True)
+class ImageList:
+    """One split of an ImageNet-layout folder: paths relative to ``root``, labels, classes."""
+
+    root: Path  # the split folder, e.g. <data>/train
+    paths: tuple[str, ...]
+    labels: tuple[int, ...]
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def image_list(root: Path, split: str, subset: int = 0) -> ImageList:
+    """The samples of ``root/split`` in ``ImageFolder`` order (optionally the recipe's subset).
+
+    The folder is checked first (:func:`reproduce.data.check_imagefolder`), so a bad layout
+    gives the same one-line error on both loaders.
+    """
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    from ..data import _subset, check_imagefolder
+
+    check_imagefolder(root)
+    split_root = root / split
+    classes, class_to_idx = find_classes(str(split_root))
+    samples = make_dataset(str(split_root), class_to_idx, extensions=IMG_EXTENSIONS)
+    kept = _subset(samples, subset)  # type: ignore[arg-type]  # a list or a Subset of it
+    picked = [kept[i] for i in range(len(kept))]  # type: ignore[arg-type]
+    return ImageList(
+        root=split_root,
+        paths=tuple(str(Path(p).relative_to(split_root)) for p, _ in picked),
+        labels=tuple(int(c) for _, c in picked),
+        classes=tuple(classes),
+    )
+
+
+def write_file_list(path: Path, images: ImageList, order: Sequence[int]) -> Path:
+    """Write DALI's ``file_list`` for the samples ``order`` (indices into ``images``, repeats
+    allowed); DALI reads the lines in this order when its shuffling is off."""
+    lines = [f"{images.paths[i]} {images.labels[i]}\n" for i in order]
+    path.write_text("".join(lines))
+    return path
