@@ -451,8 +451,17 @@ class Trainer:
             source = getattr(loader, "source", None)
             folder = image_folder_of(source) if source is not None else None
             for index in indices:
-                name = folder.path_of(index) if folder is not None else f"item {index}"
-                warning = describe_bad(source, index) if name not in self.bad_files else ""
+                if folder is not None:  # timm's path: a TolerantImageFolder
+                    name = folder.path_of(index)
+                elif hasattr(loader, "path_of"):  # DALI's: checked up front
+                    name = loader.path_of(index)
+                else:
+                    name = f"item {index}"
+                warning = ""
+                if name not in self.bad_files:
+                    warning = (describe_bad(source, index) if folder is not None else
+                               loader.describe_bad(index) if hasattr(loader, "describe_bad")
+                               else f"unreadable sample {index}")
                 local.append((name, warning))
         found = local
         if self.info.distributed and all_reduce_sum([len(local)], self.info)[0]:

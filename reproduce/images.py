@@ -22,6 +22,7 @@ permission): that raises an error naming the folder.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from PIL import UnidentifiedImageError
@@ -30,7 +31,8 @@ from torchvision.datasets import ImageFolder
 
 from .errors import SrvError
 
-__all__ = ["TolerantImageFolder", "describe_bad", "image_folder_of"]
+__all__ = ["TolerantImageFolder", "describe_bad", "image_folder_of", "readable",
+           "find_unreadable"]
 
 
 class TolerantImageFolder(ImageFolder):
@@ -103,3 +105,66 @@ def describe_bad(dataset: Dataset, index: int) -> str:
     return (f"unreadable image {folder.path_of(index)} ({_reason(folder, index)}): skipped, "
             f"the next readable image of the folder is used in its place; replace or delete "
             f"the file")
+
+
+# --- checking a folder up front (for pipelines that cannot skip a file while decoding) ------
+
+
+def readable(path: str) -> bool:
+    """Whether Pillow decodes ``path`` completely. JPEGs are decoded at 1/8 scale in the DCT
+    domain (``Image.draft``), which still reads every byte of the entropy-coded data, so a
+    truncated file fails as it would at full size, at a fraction of the cost."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (max(img.width // 8, 1), max(img.height // 8, 1)))
+            img.load()
+    except Exception:  # any failure to read or decode the file: a bad file
+        return False
+    return True
+
+
+def _cache_file(root: str, paths: list[str]) -> Path:
+    import hashlib
+    import os
+
+    key = hashlib.sha256("\n".join([os.path.abspath(root), *paths]).encode()).hexdigest()[:20]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "srv" / "image-checks" / f"{key}.json"
+
+
+def find_unreadable(root: str, paths: list[str], processes: int = 1,
+                    say: Any = print) -> list[int]:
+    """Indices of the files ``root/paths[i]`` that do not decode, checked in ``processes``
+    parallel processes; the answer is cached per folder and file list (``$XDG_CACHE_HOME`` or
+    ``~/.cache``, ``srv/image-checks/``), so a resumed run does not check again. A file
+    replaced in place under the same name is not rechecked: delete the cache file to force it.
+
+    For the DALI loader, which cannot skip a file inside its pipeline (a corrupt JPEG stops or
+    crashes it), so unreadable files are found and substituted before it reads them."""
+    import json
+    import os
+    from multiprocessing import get_context
+
+    from .atomic import atomic_write_json
+
+    cache = _cache_file(root, paths)
+    try:
+        return list(json.loads(cache.read_text())["unreadable"])
+    except (OSError, ValueError, KeyError):
+        pass
+    say(f"checking that the {len(paths):,} images of {root} decode (once; cached in {cache})")
+    full = [os.path.join(root, p) for p in paths]
+    if processes > 1 and len(full) > 256:
+        with get_context("fork").Pool(processes) as pool:
+            ok = pool.map(readable, full, chunksize=256)
+    else:
+        ok = [readable(p) for p in full]
+    bad = [i for i, good in enumerate(ok) if not good]
+    try:
+        atomic_write_json(cache, {"root": os.path.abspath(root), "files": len(paths),
+                                  "unreadable": bad})
+    except OSError:  # a read-only home: check again next time
+        pass
+    return bad

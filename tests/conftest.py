@@ -46,3 +46,9 @@ def subprocess_env() -> dict[str, str]:
     env["OMP_NUM_THREADS"] = "1"  # 2 cores: one thread per process (torchrun starts 2)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """srv's caches (the DALI loader's image checks) go to a temporary folder, not ~/.cache."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))

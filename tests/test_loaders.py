@@ -86,3 +86,27 @@ def test_the_engine_trains_on_the_dali_pipeline(folder: Path, tmp_path: Path) ->
     assert outcome.status == "completed", outcome.reason
     row = json.loads((outcome.run_dir / "metrics.jsonl").read_text())
     assert row["n_val"] == 9 and row["step"] == 48 // 8
+
+
+def test_the_dali_pipeline_substitutes_unreadable_files_found_up_front(
+        folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DALI cannot skip a corrupt JPEG inside its pipeline (its CPU decoder even crashes the
+    process), so the folder is decoded once up front and unreadable files get a stand-in."""
+    pytest.importorskip("nvidia.dali")
+    import shutil
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    data = Path(shutil.copytree(folder, tmp_path / "data"))
+    cut = data / "train" / "n00000002" / "train_2_00003.JPEG"
+    cut.write_bytes(cut.read_bytes()[:300])
+    (data / "val" / "n00000001" / "val_1_00000.JPEG").write_text("<html>404</html>")
+    cfg = resolve_config("vit-mini-conv", "deit", {
+        "data_path": str(data), "img_size": 16, "batch_size": 8, "epochs": 1,
+        "warmup_epochs": 0.0, "loader": "dali", "num_workers": 1, "amp": "off"})
+    outcome = train(cfg, tmp_path / "runs", progress=False)
+    assert outcome.status == "completed", outcome.reason
+    result = outcome.result or {}
+    assert result["n_val"] == 8  # the unreadable val image is not counted
+    assert sorted(Path(f).name for f in result["bad_files"]) == [
+        "train_2_00003.JPEG", "val_1_00000.JPEG"]
+    assert list((tmp_path / "cache" / "srv" / "image-checks").glob("*.json"))  # checked once

@@ -12,7 +12,7 @@ it took about a third of the time of passing the same Python list (one run on a 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["ImageList", "image_list", "write_file_list"]
@@ -26,16 +26,24 @@ class ImageList:
     paths: tuple[str, ...]
     labels: tuple[int, ...]
     classes: tuple[str, ...]
+    #: unreadable files -> the readable sample that stands in for them (the next one in folder
+    #: order, as the timm path's TolerantImageFolder substitutes)
+    stand_in: dict[int, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def path_of(self, index: int) -> str:
+        return str(self.root / self.paths[index])
 
-def image_list(root: Path, split: str, subset: int = 0) -> ImageList:
+
+def image_list(root: Path, split: str, subset: int = 0, check_files: int = 0) -> ImageList:
     """The samples of ``root/split`` in ``ImageFolder`` order (optionally the recipe's subset).
 
     The folder is checked first (:func:`reproduce.data.check_imagefolder`), so a bad layout
-    gives the same one-line error on both loaders.
+    gives the same one-line error on both loaders. With ``check_files`` (a number of
+    processes) every file is decoded once up front (:func:`reproduce.images.find_unreadable`,
+    cached): DALI cannot skip a file inside its pipeline, so unreadable ones get a stand-in.
     """
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
@@ -47,17 +55,35 @@ def image_list(root: Path, split: str, subset: int = 0) -> ImageList:
     samples = make_dataset(str(split_root), class_to_idx, extensions=IMG_EXTENSIONS)
     kept = _subset(samples, subset)  # type: ignore[arg-type]  # a list or a Subset of it
     picked = [kept[i] for i in range(len(kept))]  # type: ignore[arg-type]
+    paths = tuple(str(Path(p).relative_to(split_root)) for p, _ in picked)
+    stand_in: dict[int, int] = {}
+    if check_files:
+        from ..images import find_unreadable
+
+        bad = set(find_unreadable(str(split_root), list(paths), check_files))
+        if len(bad) == len(paths):
+            from ..errors import SrvError
+
+            raise SrvError(f"none of the {len(paths)} images of {split_root} decodes: check "
+                           f"the folder (a failed copy, no read permission)")
+        for i in sorted(bad):
+            j = (i + 1) % len(paths)
+            while j in bad:
+                j = (j + 1) % len(paths)
+            stand_in[i] = j
     return ImageList(
         root=split_root,
-        paths=tuple(str(Path(p).relative_to(split_root)) for p, _ in picked),
+        paths=paths,
         labels=tuple(int(c) for _, c in picked),
         classes=tuple(classes),
+        stand_in=stand_in,
     )
 
 
 def write_file_list(path: Path, images: ImageList, order: Sequence[int]) -> Path:
     """Write DALI's ``file_list`` for the samples ``order`` (indices into ``images``, repeats
     allowed); DALI reads the lines in this order when its shuffling is off."""
-    lines = [f"{images.paths[i]} {images.labels[i]}\n" for i in order]
+    use = [images.stand_in.get(i, i) for i in order]  # unreadable files: their stand-in
+    lines = [f"{images.paths[i]} {images.labels[i]}\n" for i in use]
     path.write_text("".join(lines))
     return path

@@ -124,6 +124,7 @@ class DaliTrainLoader:
         self.num_threads = num_threads if num_threads is not None else recipe.num_workers
         self.hw_decoder_load = hw_decoder_load
         self.spec = train_spec(recipe)
+        self.bad_indices: list[int] = []  # unreadable files met (their stand-in was read)
         self.device_id = _device_id(info)
         self._erasing = None
         if recipe.reprob > 0:
@@ -131,6 +132,16 @@ class DaliTrainLoader:
 
             self._erasing = RandomErasing(recipe.reprob, mode=recipe.remode,
                                           max_count=recipe.recount, device=str(info.device))
+
+    def path_of(self, index: int) -> str:
+        """The file of sample ``index`` (as ``bad_indices`` reports it)."""
+        return self.images.path_of(index)
+
+    def describe_bad(self, index: int) -> str:
+        """The one-line warning for the unreadable file ``index``."""
+        return (f"unreadable image {self.images.path_of(index)} (found by the DALI loader's "
+                f"up-front check): skipped, the next readable image of the folder is used in "
+                f"its place; replace or delete the file")
 
     def __len__(self) -> int:
         return self.steps
@@ -170,7 +181,9 @@ class DaliTrainLoader:
 
         if self.steps == 0:
             return
-        file_list = write_file_list(_list_path("train"), self.images, self.order(self.epoch))
+        order = self.order(self.epoch)
+        self.bad_indices += [i for i in order if i in self.images.stand_in]
+        file_list = write_file_list(_list_path("train"), self.images, order)
         pipe = batches = None
         try:
             pipe = train_pipeline(file_list, self.images.root, self.spec,
@@ -200,12 +213,26 @@ class DaliValLoader:
         self.info = info
         self.num_classes = len(images.classes)
         self.batch_size = _per_device_batch(recipe, info)
-        self.indices = shard_indices(len(images), info.rank, info.world_size)
+        # unreadable val images are left out of the counts, as on the timm path
+        shard = shard_indices(len(images), info.rank, info.world_size)
+        self.indices = [i for i in shard if i not in images.stand_in]
+        self.bad_indices: list[int] = []
+        self._unreadable = [i for i in shard if i in images.stand_in]
         self.prefetch = prefetch
         self.num_threads = num_threads if num_threads is not None else recipe.num_workers
         self.hw_decoder_load = hw_decoder_load
         self.spec = eval_spec(recipe)
         self.device_id = _device_id(info)
+
+    def path_of(self, index: int) -> str:
+        """The file of sample ``index`` (as ``bad_indices`` reports it)."""
+        return self.images.path_of(index)
+
+    def describe_bad(self, index: int) -> str:
+        """The one-line warning for the unreadable file ``index``."""
+        return (f"unreadable image {self.images.path_of(index)} (found by the DALI loader's "
+                f"up-front check): skipped, the next readable image of the folder is used in "
+                f"its place; replace or delete the file")
 
     def __len__(self) -> int:
         return -(-len(self.indices) // self.batch_size)
@@ -217,6 +244,7 @@ class DaliValLoader:
 
         if not self.indices:  # more ranks than val images
             return
+        self.bad_indices += self._unreadable
         file_list = write_file_list(_list_path("val"), self.images, self.indices)
         pipe = batches = None
         try:
@@ -234,15 +262,23 @@ class DaliValLoader:
             file_list.unlink(missing_ok=True)
 
 
+def _check_processes(recipe: Recipe) -> int:
+    """Processes for the up-front decode check of a folder: the CPUs (loader threads at most
+    16 per GPU are busy only once training starts)."""
+    return max(1, min(os.cpu_count() or 1, max(recipe.num_workers, 1) * 2, 32))
+
+
 def build_train_loader(root: Path, recipe: Recipe, info: DistInfo, **kwargs: Any
                        ) -> DaliTrainLoader:
     """The DALI training loader of the ImageNet-layout folder ``root`` for this rank."""
-    images = image_list(Path(root).expanduser(), "train", recipe.train_subset)
+    images = image_list(Path(root).expanduser(), "train", recipe.train_subset,
+                        check_files=_check_processes(recipe))
     return DaliTrainLoader(images, recipe, info, **kwargs)
 
 
 def build_val_loader(root: Path, recipe: Recipe, info: DistInfo, **kwargs: Any
                      ) -> DaliValLoader:
     """The DALI evaluation loader of ``root``'s val split, this rank's shard."""
-    images = image_list(Path(root).expanduser(), "val", recipe.val_subset)
+    images = image_list(Path(root).expanduser(), "val", recipe.val_subset,
+                        check_files=_check_processes(recipe))
     return DaliValLoader(images, recipe, info, **kwargs)
