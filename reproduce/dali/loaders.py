@@ -102,7 +102,23 @@ def eval_spec(recipe: Recipe) -> EvalSpec:
     return EvalSpec(recipe.img_size, recipe.crop_pct, recipe.interpolation, mean, std)
 
 
-class DaliTrainLoader:
+class _NamesUnreadable:
+    """What the engine asks of a loader about the unreadable files it met."""
+
+    images: ImageList
+
+    def path_of(self, index: int) -> str:
+        """The file of sample ``index`` (as ``bad_indices`` reports it)."""
+        return self.images.path_of(index)
+
+    def describe_bad(self, index: int) -> str:
+        """The one-line warning for the unreadable file ``index``."""
+        return (f"unreadable image {self.images.path_of(index)} (found by the DALI loader's "
+                f"up-front check): skipped, the next readable image of the folder is used in "
+                f"its place; replace or delete the file")
+
+
+class DaliTrainLoader(_NamesUnreadable):
     """One epoch of training batches per ``iter()``; call :meth:`set_epoch` (1-based) first."""
 
     def __init__(self, images: ImageList, recipe: Recipe, info: DistInfo, *,
@@ -132,16 +148,6 @@ class DaliTrainLoader:
 
             self._erasing = RandomErasing(recipe.reprob, mode=recipe.remode,
                                           max_count=recipe.recount, device=str(info.device))
-
-    def path_of(self, index: int) -> str:
-        """The file of sample ``index`` (as ``bad_indices`` reports it)."""
-        return self.images.path_of(index)
-
-    def describe_bad(self, index: int) -> str:
-        """The one-line warning for the unreadable file ``index``."""
-        return (f"unreadable image {self.images.path_of(index)} (found by the DALI loader's "
-                f"up-front check): skipped, the next readable image of the folder is used in "
-                f"its place; replace or delete the file")
 
     def __len__(self) -> int:
         return self.steps
@@ -203,7 +209,7 @@ class DaliTrainLoader:
             file_list.unlink(missing_ok=True)
 
 
-class DaliValLoader:
+class DaliValLoader(_NamesUnreadable):
     """This rank's shard of the val set, each image once, in ``iter()`` order."""
 
     def __init__(self, images: ImageList, recipe: Recipe, info: DistInfo, *,
@@ -223,16 +229,6 @@ class DaliValLoader:
         self.hw_decoder_load = hw_decoder_load
         self.spec = eval_spec(recipe)
         self.device_id = _device_id(info)
-
-    def path_of(self, index: int) -> str:
-        """The file of sample ``index`` (as ``bad_indices`` reports it)."""
-        return self.images.path_of(index)
-
-    def describe_bad(self, index: int) -> str:
-        """The one-line warning for the unreadable file ``index``."""
-        return (f"unreadable image {self.images.path_of(index)} (found by the DALI loader's "
-                f"up-front check): skipped, the next readable image of the folder is used in "
-                f"its place; replace or delete the file")
 
     def __len__(self) -> int:
         return -(-len(self.indices) // self.batch_size)
