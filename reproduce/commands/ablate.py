@@ -106,6 +106,10 @@ def ablate(
     ] = Backend.local,
     nproc: Annotated[int, typer.Option(
         min=1, help="Processes (GPUs) per cell for torchrun / slurm.")] = 1,
+    jobs: Annotated[int, typer.Option(
+        min=1, help="local: cells trained at once, each an srv train process with CPUs / "
+                    "jobs threads (on a CPU, --jobs 2 on 2 cores trains small models faster "
+                    "than one process with 2 threads).")] = 1,
     runs_dir: RunsDirOpt = Path("runs"),
     tables_dir: Annotated[Path | None, typer.Option(
         help="Where the table and plot go; default: the repository's tables/ "
@@ -145,7 +149,8 @@ def ablate(
     if dry_run:
         print_plan(grid, states, title)
         return
-    options = ab.RunOptions(backend=backend.value, nproc=nproc, retry_failed=retry_failed,
+    options = ab.RunOptions(backend=backend.value, nproc=nproc, jobs=jobs,
+                            retry_failed=retry_failed,
                             retry_diverged=retry_diverged, fail_fast=fail_fast,
                             max_failures=max_failures)
     print(title, flush=True)
