@@ -209,26 +209,29 @@ class VarianceRatio:
     level: float = LEVEL
 
 
-def variance_ratio(a: Sequence[float], b: Sequence[float], level: float = LEVEL
-                   ) -> VarianceRatio | None:
+def variance_ratio(a: Sequence[float], b: Sequence[float], level: float = LEVEL,
+                   resolution: float = 0.0) -> VarianceRatio | None:
     """The F test of ``var(a) = var(b)`` (two-sided) and the interval of the ratio.
 
     ``F = s_a² / s_b²`` has an F(n_a - 1, n_b - 1) distribution under the null for normal data
-    (sensitive to non-normality: docs/claims.md). None when an arm has fewer than 2 values or
-    both variances are 0; an arm with variance 0 against one without gives a ratio of 0 or inf.
+    (sensitive to non-normality: docs/claims.md). ``resolution``: the step of the measurement
+    (a top-1 on N images moves in steps of 100/N); a variance below ``resolution² / 12`` (the
+    variance of rounding to that grid, Sheppard) cannot be resolved and is raised to it, so seeds
+    that happen to agree do not give a ratio of 0. None when an arm has fewer than 2 values or
+    neither arm has a positive variance.
     """
     from scipy import stats
 
     x, y = _clean(a), _clean(b)
     if len(x) < 2 or len(y) < 2:
         return None
-    sa, sb = _sd(x) or 0.0, _sd(y) or 0.0
-    if sa == 0.0 and sb == 0.0:
+    floor = resolution**2 / 12.0
+    va, vb = max((_sd(x) or 0.0) ** 2, floor), max((_sd(y) or 0.0) ** 2, floor)
+    if va == 0.0 or vb == 0.0:
         return None
+    sa, sb = math.sqrt(va), math.sqrt(vb)
     d1, d2 = len(x) - 1, len(y) - 1
-    if sb == 0.0:
-        return VarianceRatio(math.inf, math.inf, math.inf, 0.0, len(x), len(y), sa, sb, level)
-    ratio = sa**2 / sb**2
+    ratio = va / vb
     cdf = float(stats.f.cdf(ratio, d1, d2))
     p = min(1.0, 2 * min(cdf, 1 - cdf))
     q_hi = float(stats.f.ppf((1 + level) / 2, d1, d2))

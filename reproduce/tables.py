@@ -620,11 +620,11 @@ def _build_grid(grid: Grid, df: pd.DataFrame, metric: str, flops: bool,
     any_div = bool((df["status"] == "diverged").any())
     any_unfinished = bool(df["status"].isin(UNFINISHED).any())
     row_combos = _ordered(grid, rows_ax)
-    cells = cell_stats(grid, df, rows_ax, cols_ax, metric, baseline) if len(df) else []
-    with_stats = any(cs.n >= 2 for cs in cells)
+    stat_cells = cell_stats(grid, df, rows_ax, cols_ax, metric, baseline) if len(df) else []
+    with_stats = any(cs.n >= 2 for cs in stat_cells)
     base = baseline_label(grid, rows_ax, baseline) if with_stats else None
     base_name = grid.axis(rows_ax[0]).show(base) if base is not None else None
-    n_tests = sum(cs.diff is not None for cs in cells)
+    n_tests = sum(cs.diff is not None for cs in stat_cells)
     extra: list[Table] = []
 
     if not cols_ax:
@@ -660,7 +660,7 @@ def _build_grid(grid: Grid, df: pd.DataFrame, metric: str, flops: bool,
             row = [Entry(text=grid.axis(a).show(v)) for a, v in zip(rows_ax, combo, strict=True)]
             row += [entry, Entry(text=str(entry.n))]
             if with_stats:
-                cs = cells[i]
+                cs = stat_cells[i]
                 row.append(Entry(text=_ci_text(cs.interval)))
                 if base_name is not None:
                     row += [Entry(text=_diff_text(cs, base_name)),
@@ -733,7 +733,8 @@ def _build_grid(grid: Grid, df: pd.DataFrame, metric: str, flops: bool,
                     label += [Entry(text="") for _ in rows_ax[1:]]
                     body.append(label + cells)
         if with_stats:
-            extra.append(_stats_table(grid, rows_ax, cols_ax, cells, base_name, any_div))
+            extra.append(_stats_table(grid, rows_ax, cols_ax, stat_cells, base_name,
+                                       any_div))
             notes.append("Intervals, differences and tests: the Statistics table below.")
     if not with_stats:
         notes.append("One seed per cell (n=1): no std and no interval exists (no variance "

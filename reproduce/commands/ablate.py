@@ -119,6 +119,10 @@ def ablate(
     ] = True,
     force: Annotated[bool, typer.Option(
         "--force", help="Let the table mix results of different code versions.")] = False,
+    claims: Annotated[bool, typer.Option(
+        "--claims/--no-claims", help="With the table: the verdicts of the paper's claims this "
+                                     "grid tests (srv claims; also writes tables/claims.md).")
+    ] = True,
     slurm_partition: Annotated[str | None, typer.Option(rich_help_panel=SLURM)] = None,
     slurm_account: Annotated[str | None, typer.Option(rich_help_panel=SLURM)] = None,
     slurm_time: Annotated[int, typer.Option(
@@ -176,13 +180,29 @@ def ablate(
         from ..reference import tables_dir as default_tables_dir
         from ..tables import report
 
-        rep = report(grid, runs_dir, tables_dir or default_tables_dir(), states=summary.states,
-                     force=force)
+        out_dir = tables_dir or default_tables_dir()
+        rep = report(grid, runs_dir, out_dir, states=summary.states, force=force)
         print()
         print(rep.texts["markdown"], end="")
-        print("\nwrote " + ", ".join(str(p) for p in rep.paths))
+        written = list(rep.paths)
+        if claims:
+            written.append(_claims(grid.name, runs_dir, out_dir, force))
+        print("\nwrote " + ", ".join(str(p) for p in written))
     if summary.failures or summary.stopped_early:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _claims(grid_name: str, runs_dir: Path, out_dir: Path, force: bool) -> Path:
+    """Print the verdicts of the claims whose evidence is this grid (evaluated with all the
+    others, so the Holm family is that of srv claims) and write the full tables/claims.md."""
+    from .. import claims as cl
+    from ..tables import write_table
+
+    rep = cl.evaluate(runs_dir, force=force)
+    print()
+    print(cl.render_markdown(rep, only={c.claim.id for c in rep.results
+                                        if c.claim.grid == grid_name}), end="")
+    return write_table(rep.text(), Path(out_dir) / "claims.md")
 
 
 def _print_summary(summary, grid_name: str) -> None:  # noqa: ANN001
