@@ -22,6 +22,7 @@ and the others are listed. docs/claims.md says how each claim is made testable.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tomllib
@@ -491,11 +492,17 @@ def _claimed_direction(claim: Claim, test: Any) -> int:
     return int(effect * want)
 
 
-def _cost(claim: Claim) -> Result:
+@functools.lru_cache(maxsize=16)
+def _count(model: str) -> Any:
+    """fvcore's count of a catalogue model (an architecture property: counted once a process)."""
     from .flops import count
 
+    return count(model)
+
+
+def _cost(claim: Claim) -> Result:
     with_m, without_m = claim.models or ("", "")
-    a, b = count(with_m), count(without_m)
+    a, b = _count(with_m), _count(without_m)
     extra_p, extra_f = a.params_m / b.params_m - 1, a.gflops / b.gflops - 1
     bound = claim.max_extra or 0.0
     ok = extra_p <= bound and extra_f <= bound

@@ -190,3 +190,22 @@ def test_two_dimensional_table_gets_a_statistics_table(tmp_path: Path) -> None:
     md = render_markdown(table)
     assert "### Statistics" in md and md.index("### Statistics") > md.index("Provenance")
     assert render_latex(table).count(r"\begin{table}") == 2
+
+
+@pytest.mark.usefixtures("tables_env")
+def test_srv_table_baseline_option(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from reproduce.cli import app
+
+    (tmp_path / "statstest.toml").write_text(STATS_GRID)
+    _stats_runs(tmp_path / "runs")
+    args = ["table", str(tmp_path / "statstest.toml"), "--runs-dir", str(tmp_path / "runs"),
+            "--no-flops", "--no-write"]
+    result = CliRunner().invoke(app, [*args, "--baseline", "conv-norelu"])
+    assert result.exit_code == 0, result.output
+    assert "Δ vs conv-norelu [95% CI]" in result.output
+    result = CliRunner().invoke(app, [*args, "--baseline", "none"])
+    assert result.exit_code == 0 and "Δ vs" not in result.output and "95% CI" in result.output
+    result = CliRunner().invoke(app, [*args, "--baseline", "xiao"])
+    assert result.exit_code == 2 and "--baseline 'xiao' is not a row" in result.stderr
