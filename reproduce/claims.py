@@ -367,17 +367,50 @@ def _hint(claim: Claim) -> str:
     return f"srv ablate {claim.grid} --seeds 0-2"
 
 
+def _last_block_erank(targets: list[Any], n_images: int = 256) -> tuple[list[float], str]:
+    """Each target's mean effective rank of the patch tokens after its last block, on the fixed
+    val batch of ``srv analyze diversity`` (the last column of its table; only that layer is
+    measured here, which is what the claim reads)."""
+    import torch
+
+    from .analysis import effective_rank, fixed_images, token_layers
+
+    cache: dict[Any, Any] = {}
+    out: list[float] = []
+    layer = "the last block"
+    for t in targets:
+        r = t.recipe()
+        key = (r.dataset, r.data_path, r.img_size, r.interpolation, r.crop_pct, r.num_classes)
+        if key not in cache:
+            cache[key] = fixed_images(r, n_images)
+        images, num_classes, _ = cache[key]
+        model = t.load("last", "cpu", num_classes)
+        layer, module, drop = token_layers(model)[-1]
+        ranks: list[torch.Tensor] = []
+        handle = module.register_forward_hook(
+            lambda _m, _i, o, d=drop, acc=ranks: acc.append(
+                effective_rank(o[:, d:].to(torch.float64))))
+        try:
+            with torch.no_grad():
+                for chunk in images.split(64):
+                    model.forward_features(chunk)
+        finally:
+            handle.remove()
+        out.append(float(torch.cat(ranks).mean()))
+        del model
+    return out, layer
+
+
 def _measure_diversity(claim: Claim, ev: Evidence, index: RunIndex) -> None:
-    """Replace the evidence's values by each run's effective rank after the last block
-    (:func:`reproduce.analysis.token_diversity` on the 256 fixed val images of ``srv analyze``)."""
-    from .analysis import grid_targets, measure_diversity
+    """Replace the evidence's values by each run's effective rank after the last block."""
+    from .analysis import DEFAULT_IMAGES, grid_targets
 
     grid, _ = index.frame(claim.grid, ev.preset)  # type: ignore[misc]
     wanted = set(ev.runs_a) | set(ev.runs_b)
     states = [s for s in index.states(claim.grid, ev.preset) if s.cfg.run_name in wanted]
     targets, _ = grid_targets(grid, index.runs_root, "last", states=states)
-    results = measure_diversity(targets)
-    erank = {t.source: r.erank[-1] for t, r in zip(targets, results, strict=True)}
+    values, layer = _last_block_erank(targets, DEFAULT_IMAGES)
+    erank = {t.source: v for t, v in zip(targets, values, strict=True)}
     va: list[float] = []
     vb: list[float] = []
     sa: list[int] = []
@@ -393,8 +426,7 @@ def _measure_diversity(claim: Claim, ev: Evidence, index: RunIndex) -> None:
             vb.append(value)
             sb.append(st.cell.seed)
     ev.values_a, ev.values_b, ev.seeds_a, ev.seeds_b = va, vb, sa, sb
-    layer = results[-1].layers[-1] if results else "the last block"
-    ev.notes.append(f"after {layer}, {results[0].n_images if results else 0} val images")
+    ev.notes.append(f"after {layer}, {DEFAULT_IMAGES} val images")
 
 
 # --- results -------------------------------------------------------------------------------------
@@ -459,19 +491,17 @@ def _fmt(x: float, spec: str = ".1f") -> str:
 
 
 def _statistic_text(claim: Claim, ev: Evidence, test: Any) -> str:
-    from .tables import fmt_p
-
     if claim.statistic == "seed-variance":
         ratio = ("inf" if math.isinf(test.ratio) else f"{test.ratio:.2g}")
         ci = ("" if math.isinf(test.ratio) else
               f" [{test.low:.2g}, {test.high:.2g}]")
         return (f"sd {test.sd_a:.1f} vs {test.sd_b:.1f}, variance ratio {ratio}{ci}; "
-                f"F test p = {fmt_p(test.p)}")
+                f"F test p {_p(test.p)}")
     unit = {"difference": f"{claim.metric.replace('top1', 'top-1')}",
             "spread": f"spread of top-1 over {claim.axis} (max - min)",
             "diversity": "effective rank"}[claim.statistic]
     return (f"{unit}: {test.mean_a:.1f} vs {test.mean_b:.1f}, Δ {test.diff:+.1f} "
-            f"[{test.low:.1f}, {test.high:.1f}]; {test.describe()}, p = {fmt_p(test.p)}")
+            f"[{test.low:.1f}, {test.high:.1f}]; {test.describe()}, p {_p(test.p)}")
 
 
 def _test(claim: Claim, ev: Evidence) -> Any:
@@ -573,7 +603,7 @@ def evaluate(runs_root: Path | str = "runs", claims: ClaimSet | None = None,
     m = max(1, len(tested))
     for r in tested:
         direction = _claimed_direction(r.claim, r.test)
-        r.statistic += f", Holm p = {_p(r.p_holm)}"
+        r.statistic += f", Holm p {_p(r.p_holm)}"
         if r.p_holm is not None and r.p_holm < cs.alpha and direction != 0:
             r.verdict = "supported" if direction > 0 else "contradicted"
             continue
@@ -594,9 +624,11 @@ def evaluate(runs_root: Path | str = "runs", claims: ClaimSet | None = None,
 
 
 def _p(p: float | None) -> str:
+    """``= 0.034`` or ``< 0.001``."""
     from .tables import fmt_p
 
-    return fmt_p(p)
+    text = fmt_p(p)
+    return text.replace("<", "< ") if text.startswith("<") else f"= {text}"
 
 
 # --- rendering -----------------------------------------------------------------------------------
@@ -619,9 +651,9 @@ def render_markdown(report: Report, only: set[str] | None = None) -> str:
                     f"{ev.a_name} vs {ev.b_name} (fvcore, 224x224; no runs needed)")
         if ev is not None and ev.notes and ev.preset != "catalogue":
             evidence += "; " + "; ".join(ev.notes)
-        rows.append([r.claim.id, esc(r.claim.text), esc(evidence), esc(r.statistic or "—"),
-                     esc(r.verdict_text())])
-    frame = pd.DataFrame(rows, columns=["id", "claim", "evidence", "statistic", "verdict"])
+        rows.append([r.claim.id, esc(r.verdict_text()), esc(r.claim.text), esc(evidence),
+                     esc(r.statistic or "—")])
+    frame = pd.DataFrame(rows, columns=["id", "verdict", "claim", "evidence", "statistic"])
     body = frame.to_markdown(index=False, disable_numparse=True)
     counts = {v: sum(r.verdict == v for r in shown) for v in VERDICTS}
     summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
