@@ -67,7 +67,8 @@ def gather(grid: Grid, runs_root: Path | str, states: list[Any] | None = None) -
     ``states`` (from :func:`reproduce.ablate.plan`) saves resolving the configs again.
     Columns: one per axis (the value label, named ``axis:<name>``), ``seed``, ``model``,
     ``stem``, ``run``, ``status``, ``epoch``, ``epochs``, ``reason``, ``top1``, ``best_top1``,
-    ``n_val``, ``params_m``, ``img_size``, ``dataset``, ``num_classes``, ``stem_width``, ``recipe``,
+    ``n_val``, ``params_m``, ``skipped_steps`` (fp16 steps the GradScaler skipped, when the engine
+    records them), ``img_size``, ``dataset``, ``num_classes``, ``stem_width``, ``recipe``,
     ``git_commit``, ``git_dirty``, ``code_version``, ``finished``.
     """
     import pandas as pd
@@ -92,6 +93,7 @@ def gather(grid: Grid, runs_root: Path | str, states: list[Any] | None = None) -
             reason=st.info.get("reason"),
             top1=result.get("top1"), best_top1=result.get("best_top1"),
             n_val=result.get("n_val"), params_m=result.get("params_m"),
+            skipped_steps=result.get("skipped_steps"),
             img_size=recipe.img_size, dataset=recipe.dataset,
             num_classes=recipe.num_classes or (config.get("derived") or {}).get("num_classes"),
             stem_width=recipe.stem_width, recipe=cfg.recipe_name,
@@ -740,6 +742,11 @@ def _build_grid(grid: Grid, df: pd.DataFrame, metric: str, flops: bool,
         notes.append("One seed per cell (n=1): no std and no interval exists (no variance "
                      "estimate), so no test either; add seeds with --seeds 0,1,2.")
     notes[:0] = [_stat_note(multi_seed)]
+    skipped = df["skipped_steps"].fillna(0).astype(float) if "skipped_steps" in df else None
+    if skipped is not None and (skipped > 0).any():
+        notes.append(f"fp16: {int((skipped > 0).sum())} finished run(s) skipped "
+                     f"{int(skipped.sum())} step(s) on gradient overflow (GradScaler), "
+                     f"at most {int(skipped.max())} in one run.")
     if any_div:
         notes.append("div@eN: the run diverged (non-finite loss or gradient) in epoch N; shown, "
                      "never averaged.")

@@ -70,6 +70,15 @@ def test_known_data_give_known_p_values_and_verdicts(tmp_path: Path) -> None:
     assert "**supported**" in text and "Holm p" in text
 
 
+def test_claims_report_golden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_tables import _golden
+
+    monkeypatch.chdir(tmp_path)
+    write_grid_runs(Path("runs"), "stem", "quick", QUICK)
+    text = cl.evaluate("runs", diversity=False).text()
+    _golden("claims_quick.md", text)
+
+
 def test_verdicts_flip_when_the_evidence_does(tmp_path: Path) -> None:
     flipped = {**QUICK, "conv-norelu": [96.1, 97.0, 96.4]}  # BN only now beats BN + ReLU
     write_grid_runs(tmp_path / "a", "stem", "quick", flipped)

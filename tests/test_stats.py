@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from scipy import stats as sp
-from test_tables import _grid, tables_env, write_run  # noqa: F401 - a fixture
+from test_tables import _golden, _grid, check_latex, tables_env, write_run  # noqa: F401
 
 from reproduce import stats
 from reproduce.errors import SrvError
@@ -155,9 +155,12 @@ def test_table_intervals_tests_and_divergence(tmp_path: Path) -> None:
     assert rows["conv-nobn"][col["top-1 (%)"]].markdown().startswith("30.0")
     assert rows["conv-nobn"][col["95% CI"]].text == "n=1: none"
     assert rows["conv-nobn"][col["p"]].text == "—"
-    md = render_markdown(table)
+    md, tex = render_markdown(table), render_latex(table)
     assert "Holm-adjusted over the 2 comparisons" in md and "Wilson 95%" in md
-    assert r"$\Delta$ vs patch" in render_latex(table)
+    assert r"$\Delta$ vs patch" in tex
+    _golden("table_stats.md", md)
+    _golden("table_stats.tex", tex)
+    check_latex(tex, columns=8)
     # another baseline, or none
     other = build_table(grid, gather(grid, tmp_path / "runs"), flops=False, baseline="conv")
     assert "Δ vs conv [95% CI]" in other.header
@@ -187,9 +190,11 @@ def test_two_dimensional_table_gets_a_statistics_table(tmp_path: Path) -> None:
     p0 = sp.ttest_ind([95.1, 96.0], [60.0, 64.0], equal_var=False).pvalue
     assert conv5[6].text == fmt_p(ref.pvalue) and ref.pvalue > 0.001
     assert conv5[7].text == fmt_p(stats.holm([p0, ref.pvalue])[1])
-    md = render_markdown(table)
+    md, tex = render_markdown(table), render_latex(table)
     assert "### Statistics" in md and md.index("### Statistics") > md.index("Provenance")
-    assert render_latex(table).count(r"\begin{table}") == 2
+    assert tex.count(r"\begin{table}") == 2
+    _golden("table_warmup_stats.md", md)
+    _golden("table_warmup_stats.tex", tex)
 
 
 @pytest.mark.usefixtures("tables_env")
@@ -209,3 +214,19 @@ def test_srv_table_baseline_option(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "Δ vs" not in result.output and "95% CI" in result.output
     result = CliRunner().invoke(app, [*args, "--baseline", "xiao"])
     assert result.exit_code == 2 and "--baseline 'xiao' is not a row" in result.stderr
+
+
+@pytest.mark.usefixtures("tables_env")
+def test_fp16_skipped_steps_are_noted(tmp_path: Path) -> None:
+    """The engine's result-level skipped_steps (fp16 GradScaler overflows), when present."""
+    import json
+
+    grid = _grid(tmp_path, STATS_GRID, "statstest")
+    _stats_runs(tmp_path / "runs")
+    table = build_table(grid, gather(grid, tmp_path / "runs"), flops=False)
+    assert not any("skipped" in n for n in table.notes)
+    run = next((tmp_path / "runs").glob("vit-mini-conv-*/result.json"))
+    json_result = json.loads(run.read_text())
+    run.write_text(json.dumps({**json_result, "skipped_steps": 3}))
+    table = build_table(grid, gather(grid, tmp_path / "runs"), flops=False)
+    assert any("1 finished run(s) skipped 3 step(s)" in n for n in table.notes)
