@@ -582,7 +582,10 @@ def evaluate(runs_root: Path | str = "runs", claims: ClaimSet | None = None,
         na, nb = ev.n
         if min(na, nb) == 0:
             missing = ev.a_name if na == 0 else ev.b_name
-            result.reason = f"no finished run of {missing}; run: {_hint(claim)}"
+            result.reason = (f"no finished run of {missing} has a checkpoint (last.pt) to "
+                             f"measure" if claim.statistic == "diversity" and
+                             (ev.runs_a if na == 0 else ev.runs_b) else
+                             f"no finished run of {missing}; run: {_hint(claim)}")
         elif min(na, nb) < 2:
             result.verdict = "inconclusive"
             result.reason = (f"n = {na} + {nb}: one seed has no variance, so no test and no "

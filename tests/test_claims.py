@@ -199,3 +199,23 @@ def test_diversity_claim_measures_the_checkpoints(tmp_path: Path,
     assert res.evidence.values_a == pytest.approx(erank[2:])
     assert res.p == pytest.approx(stats.welch(erank[2:], erank[:2]).p)
     assert "after block 6" in res.evidence.notes[-1] or "after" in res.evidence.notes[-1]
+
+
+def test_main_job_ends_with_the_verdicts(tmp_path: Path) -> None:
+    """srv ablate stem --preset quick over finished runs: no training, the table, then the
+    verdicts of the claims the stem grid tests (and the full tables/claims.md)."""
+    runs, tables = tmp_path / "runs", tmp_path / "tables"
+    write_grid_runs(runs, "stem", "quick", QUICK)
+    result = runner.invoke(app, ["ablate", "stem", "--preset", "quick", "--jobs", "2",
+                                 "--runs-dir", str(runs), "--tables-dir", str(tables)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "0 trained in this pass" in out
+    assert out.index("## Stem ablation") < out.index("## Does the claim reproduce?")
+    verdicts = out[out.index("## Does the claim reproduce?"):]
+    assert "the 7 claims this grid tests; all 11" in verdicts
+    assert "| accuracy" in verdicts and "| stable-lr" not in verdicts
+    assert verdicts.count("**supported**") == 3  # accuracy, bn, relu
+    assert "has a checkpoint (last.pt) to measure" in verdicts  # hand-written runs: no weights
+    assert "| stable-lr" in (tables / "claims.md").read_text()
+    assert (tables / "stem-quick.md").exists()

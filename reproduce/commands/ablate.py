@@ -186,23 +186,27 @@ def ablate(
         print(rep.texts["markdown"], end="")
         written = list(rep.paths)
         if claims:
-            written.append(_claims(grid.name, runs_dir, out_dir, force))
+            written += _claims(grid.name, runs_dir, out_dir, force)
         print("\nwrote " + ", ".join(str(p) for p in written))
     if summary.failures or summary.stopped_early:
         raise typer.Exit(EXIT_FAILED)
 
 
-def _claims(grid_name: str, runs_dir: Path, out_dir: Path, force: bool) -> Path:
+def _claims(grid_name: str, runs_dir: Path, out_dir: Path, force: bool) -> list[Path]:
     """Print the verdicts of the claims whose evidence is this grid (evaluated with all the
-    others, so the Holm family is that of srv claims) and write the full tables/claims.md."""
+    others, so the Holm family is that of srv claims) and write the full tables/claims.md;
+    nothing for a grid no claim reads."""
     from .. import claims as cl
     from ..tables import write_table
 
-    rep = cl.evaluate(runs_dir, force=force)
+    claim_set = cl.load_claims()
+    if not any(c.grid == grid_name for c in claim_set.claims):
+        return []
+    rep = cl.evaluate(runs_dir, claim_set, force=force)
     print()
     print(cl.render_markdown(rep, only={c.claim.id for c in rep.results
                                         if c.claim.grid == grid_name}), end="")
-    return write_table(rep.text(), Path(out_dir) / "claims.md")
+    return [write_table(rep.text(), Path(out_dir) / "claims.md")]
 
 
 def _print_summary(summary, grid_name: str) -> None:  # noqa: ANN001
