@@ -314,6 +314,11 @@ def _find_evidence(claim: Claim, index: RunIndex, presets: list[str] | None,
     from .tables import check_consistent
 
     grid0 = load_grid(claim.grid)
+    names = {a.name for a in grid0.axes}
+    for axis_name in [*claim.a, *claim.b, *([claim.axis] if claim.axis else [])]:
+        if axis_name not in names:
+            raise SrvError(f"claim {claim.id!r}: grid {grid0.name!r} has no axis {axis_name!r} "
+                           f"(its axes: {', '.join(sorted(names))}); fix the claims file")
     candidates = []
     for preset in grid0.presets:
         if presets and preset not in presets:
