@@ -12,7 +12,10 @@
   on this host, when it belongs to this very SLURM job (a requeued job takes its cell back), or
   when its heartbeat (the file's mtime, touched every minute) is older than ``stale_after_s``.
   So two workers - two shells, two array tasks - never run the same cell.
-* **Backends**: ``local`` trains cells one after another in this process; ``torchrun`` launches
+* **Backends**: ``local`` trains cells one after another in this process, or with ``jobs > 1``
+  several at once, each an ``srv train`` child process with ``cpus // jobs`` threads (on a CPU
+  two one-thread processes train small models faster than one two-thread process, where
+  intra-op parallelism has little to split); ``torchrun`` launches
   ``torchrun --standalone --nproc_per_node N -m reproduce train ...`` per cell (its log goes to
   ``<runs_root>/.logs/``); ``slurm`` submits one submitit job array, each task a
   :class:`CellJob` that requeues itself on preemption or timeout and resumes from the checkpoint.
@@ -407,15 +410,35 @@ def torchrun_command(state: CellState, runs_root: Path, nproc: int, restart: boo
     return cmd + (["--restart"] if restart else [])
 
 
+def train_command(state: CellState, runs_root: Path, restart: bool) -> list[str]:
+    """``python -m reproduce train MODEL --recipe R --set ...``: one cell as a child process."""
+    cell = state.cell
+    cmd = [sys.executable, "-m", "reproduce", "train", cell.model, "--recipe", cell.recipe,
+           *cell.set_args(), "--runs-dir", str(runs_root), "--no-progress"]
+    return cmd + (["--restart"] if restart else [])
+
+
 def run_torchrun(state: CellState, runs_root: Path, restart: bool, nproc: int) -> Outcome:
     """One torchrun launch for the cell; its output goes to ``<runs_root>/.logs/<run>.log``."""
+    return run_child(state, runs_root, torchrun_command(state, runs_root, nproc, restart))
+
+
+def run_process(state: CellState, runs_root: Path, restart: bool, threads: int) -> Outcome:
+    """The cell in a child ``srv train`` with ``threads`` intra-op threads (``--jobs``)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return run_child(state, runs_root, train_command(state, runs_root, restart), env)
+
+
+def run_child(state: CellState, runs_root: Path, cmd: list[str],
+              env: dict[str, str] | None = None) -> Outcome:
+    """Run ``cmd`` (an ``srv train`` of the cell), log to ``<runs_root>/.logs/<run>.log``, and
+    read its exit code: 0 completed, 3 diverged, 2 bad input, anything else failed."""
     log = runs_root / LOG_DIR / f"{state.cfg.run_name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = torchrun_command(state, runs_root, nproc, restart)
     with open(log, "a") as f:
         f.write(f"$ {' '.join(cmd)}\n")
         f.flush()
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=False)
         try:
             code = proc.wait()
@@ -458,11 +481,18 @@ def _error_line(log: Path) -> str:
 class RunOptions:
     backend: str = "local"  # local | torchrun
     nproc: int = 1
+    jobs: int = 1  # local backend: cells trained at once (child processes when > 1)
     retry_failed: bool = False
     retry_diverged: bool = False
     fail_fast: bool = False
     max_failures: int | None = None
     stale_after_s: float = STALE_AFTER_S
+
+    def threads(self) -> int:
+        """Intra-op threads of each of ``jobs`` child processes: the CPUs shared out."""
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1)
+        return max(1, cpus // max(1, self.jobs))
 
 
 @dataclass
@@ -498,57 +528,73 @@ def decide(state: CellState, options: RunOptions) -> str:
 TrainFn = Callable[[CellState, Path, bool], Outcome]
 
 
+def _default_train_fn(options: RunOptions) -> TrainFn:
+    if options.backend == "local":
+        if options.jobs > 1:
+            threads = options.threads()
+
+            def in_child(s: CellState, r: Path, restart: bool) -> Outcome:
+                return run_process(s, r, restart, threads)
+            return in_child
+        return run_local
+    if options.backend == "torchrun":
+        def launch(s: CellState, r: Path, restart: bool) -> Outcome:
+            return run_torchrun(s, r, restart, options.nproc)
+        return launch
+    raise SrvError(f"backend {options.backend!r} is not local, torchrun or slurm")
+
+
 def run_grid(states: Sequence[CellState], runs_root: Path | str, options: RunOptions,
              progress: Any = None, train_fn: TrainFn | None = None) -> Summary:
-    """Run every cell that needs it, in order, under its lock.
+    """Run every cell that needs it, in grid order, each under its lock; ``options.jobs`` cells
+    at a time (threads that each wait on one child process).
 
-    ``train_fn(state, runs_root, restart)`` trains one cell (default: by ``options.backend``).
-    KeyboardInterrupt propagates after the cell's lock is released; whatever finished stays.
+    ``train_fn(state, runs_root, restart)`` trains one cell (default: by ``options.backend`` and
+    ``options.jobs``). KeyboardInterrupt propagates after the cells' locks are released; whatever
+    finished stays.
     """
     runs_root = Path(runs_root)
     if train_fn is None:
-        if options.backend == "local":
-            train_fn = run_local
-        elif options.backend == "torchrun":
-            def train_fn(s: CellState, r: Path, restart: bool) -> Outcome:
-                return run_torchrun(s, r, restart, options.nproc)
-        else:
-            raise SrvError(f"backend {options.backend!r} is not local, torchrun or slurm")
+        train_fn = _default_train_fn(options)
     summary = Summary(list(states))
     t0 = time.monotonic()
     todo = [i for i, s in enumerate(states) if decide(s, options) != "skip"]
-    if progress is not None:
-        progress.begin(summary.states, todo)
-    try:
-        for i in todo:
-            state = states[i]
-            action = decide(state, options)
-            lock = state.lock(options.stale_after_s)
-            if not lock.acquire():
-                state.refresh(options.stale_after_s)
+    stop = threading.Event()
+    guard = threading.Lock()  # summary and progress, when cells run in threads
+
+    def one(i: int) -> None:
+        if stop.is_set():
+            return
+        state = states[i]
+        action = decide(state, options)
+        lock = state.lock(options.stale_after_s)
+        if not lock.acquire():
+            state.refresh(options.stale_after_s)
+            summary.actions[i] = "locked"
+            return
+        try:
+            state.refresh(options.stale_after_s, own_lock=True)
+            if state.status == "running":  # `srv train` started by hand, no lock
                 summary.actions[i] = "locked"
-                continue
-            try:
-                state.refresh(options.stale_after_s, own_lock=True)
-                if state.status == "running":  # `srv train` started by hand, no lock
-                    summary.actions[i] = "locked"
-                    continue
-                if decide(state, options) == "skip":  # another worker finished it meanwhile
-                    summary.actions[i] = "skipped"
-                    continue
-                if progress is not None:
+                return
+            if decide(state, options) == "skip":  # another worker finished it meanwhile
+                summary.actions[i] = "skipped"
+                return
+            if progress is not None:
+                with guard:
                     progress.start_cell(i, state)
-                started = time.monotonic()
-                state.clear_failure()
-                try:
-                    out = train_fn(state, runs_root, action == "restart")
-                except KeyboardInterrupt:
-                    raise
-                except SrvError as err:
-                    out = Outcome("failed", str(err))
-                except Exception as err:  # a crash in one cell must not stop the grid
-                    out = Outcome("failed", f"{type(err).__name__}: {err}")
-                state.refresh(options.stale_after_s, own_lock=True)
+            started = time.monotonic()
+            state.clear_failure()
+            try:
+                out = train_fn(state, runs_root, action == "restart")
+            except KeyboardInterrupt:
+                raise
+            except SrvError as err:
+                out = Outcome("failed", str(err))
+            except Exception as err:  # a crash in one cell must not stop the grid
+                out = Outcome("failed", f"{type(err).__name__}: {err}")
+            state.refresh(options.stale_after_s, own_lock=True)
+            with guard:
                 if out.status == "failed":
                     if state.status in ("done", "diverged"):  # finished, then a rank crashed
                         summary.warnings.append((state, out.reason or "failed"))
@@ -560,13 +606,36 @@ def run_grid(states: Sequence[CellState], runs_root: Path | str, options: RunOpt
                 summary.actions[i] = "trained"
                 if progress is not None:
                     progress.end_cell(i, state, time.monotonic() - started)
-            finally:
-                lock.release()
-            n_fail = len(summary.failures)
-            if n_fail and (options.fail_fast or (options.max_failures is not None
-                                                 and n_fail >= options.max_failures)):
-                summary.stopped_early = True
-                break
+                n_fail = len(summary.failures)
+                if n_fail and (options.fail_fast or (options.max_failures is not None
+                                                     and n_fail >= options.max_failures)):
+                    summary.stopped_early = True
+                    stop.set()
+        finally:
+            lock.release()
+
+    if progress is not None:
+        progress.begin(summary.states, todo)
+    try:
+        jobs = options.jobs if options.backend == "local" else 1
+        if jobs <= 1:
+            for i in todo:
+                one(i)
+                if stop.is_set():
+                    break
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="cell") as pool:
+                futures = [pool.submit(one, i) for i in todo]
+                try:
+                    for future in futures:
+                        future.result()
+                except BaseException:
+                    stop.set()
+                    for future in futures:
+                        future.cancel()
+                    raise
     finally:
         summary.seconds = time.monotonic() - t0
         if progress is not None:
@@ -578,14 +647,16 @@ def run_grid(states: Sequence[CellState], runs_root: Path | str, options: RunOpt
 
 
 class GridProgress:
-    """A rich view over the whole grid on a terminal (grid bar + the current cell's epochs,
-    polled from its ``status.json``); plain lines otherwise."""
+    """A rich view over the whole grid on a terminal (grid bar + one bar per running cell, polled
+    from its ``status.json``); plain lines otherwise."""
 
     def __init__(self, rich: bool | None = None, poll_s: float = 1.0) -> None:
         self.rich = sys.stdout.isatty() if rich is None else rich
         self.poll_s = poll_s
         self._progress: Any = None
         self._stop = threading.Event()
+        self._cells: dict[int, tuple[Any, CellState]] = {}  # index -> (task, state)
+        self._number: dict[int, int] = {}  # index -> its [k/n] in the lines
         self._thread: threading.Thread | None = None
         self._n = 0
         self._done = 0
@@ -611,7 +682,9 @@ class GridProgress:
                                   redirect_stderr=True)
         self._progress.start()
         self._grid = self._progress.add_task("grid", total=max(self._n, 1), info="")
-        self._cell = self._progress.add_task("cell", total=1, info="", visible=False)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
 
     def _say(self, line: str) -> bool:
         """Print a line above the live view (plain print off a terminal); True when live."""
@@ -623,30 +696,31 @@ class GridProgress:
 
     def start_cell(self, index: int, state: CellState) -> None:
         self._done += 1
+        self._number[index] = self._done
         line = f"[{self._done}/{self._n}] {state.cell.describe()} ({state.status}) -> " \
                f"{state.run_dir}"
         if not self._say(line):
             return
-        self._progress.update(self._cell, description=state.cell.describe(),
-                              total=state.epochs, completed=state.info.get("epoch", 0),
-                              info="", visible=True)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._poll, args=(state,), daemon=True)
-        self._thread.start()
+        task = self._progress.add_task(state.cell.describe(), total=state.epochs,
+                                       completed=state.info.get("epoch", 0), info="")
+        self._cells[index] = (task, state)
 
-    def _poll(self, state: CellState) -> None:
-        path = state.run_dir / "status.json"
+    def _poll(self) -> None:
         while not self._stop.wait(self.poll_s):
-            status = read_json(path) or {}
-            if self._progress is not None and "epoch" in status:
-                self._progress.update(self._cell, completed=status["epoch"],
-                                      info=f"epoch {status['epoch']}/{state.epochs}")
+            for task, state in list(self._cells.values()):
+                status = read_json(state.run_dir / "status.json") or {}
+                if self._progress is not None and "epoch" in status:
+                    self._progress.update(task, completed=status["epoch"],
+                                          info=f"epoch {status['epoch']}/{state.epochs}")
 
     def end_cell(self, index: int, state: CellState, seconds: float) -> None:
-        self._stop.set()
-        line = f"[{self._done}/{self._n}] {state.cell.describe()}: {state.status} " \
+        number = self._number.get(index, self._done)
+        line = f"[{number}/{self._n}] {state.cell.describe()}: {state.status} " \
                f"{state.detail()} ({seconds:.0f} s)"
         if self._say(line):
+            task, _ = self._cells.pop(index, (None, None))
+            if task is not None:
+                self._progress.remove_task(task)
             self._progress.update(self._grid, advance=1)
 
     def close(self) -> None:

@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 METRIC_TEXT = {"top1": "final-epoch val top-1 (%)", "best_top1": "best-epoch val top-1 (%)"}
+AUTO = "auto"
 UNFINISHED = ("pending", "partial", "running", "failed")
 
 
@@ -66,7 +67,8 @@ def gather(grid: Grid, runs_root: Path | str, states: list[Any] | None = None) -
     ``states`` (from :func:`reproduce.ablate.plan`) saves resolving the configs again.
     Columns: one per axis (the value label, named ``axis:<name>``), ``seed``, ``model``,
     ``stem``, ``run``, ``status``, ``epoch``, ``epochs``, ``reason``, ``top1``, ``best_top1``,
-    ``n_val``, ``params_m``, ``img_size``, ``dataset``, ``num_classes``, ``stem_width``, ``recipe``,
+    ``n_val``, ``params_m``, ``skipped_steps`` (fp16 steps the GradScaler skipped, when the engine
+    records them), ``img_size``, ``dataset``, ``num_classes``, ``stem_width``, ``recipe``,
     ``git_commit``, ``git_dirty``, ``code_version``, ``finished``.
     """
     import pandas as pd
@@ -91,6 +93,7 @@ def gather(grid: Grid, runs_root: Path | str, states: list[Any] | None = None) -
             reason=st.info.get("reason"),
             top1=result.get("top1"), best_top1=result.get("best_top1"),
             n_val=result.get("n_val"), params_m=result.get("params_m"),
+            skipped_steps=result.get("skipped_steps"),
             img_size=recipe.img_size, dataset=recipe.dataset,
             num_classes=recipe.num_classes or (config.get("derived") or {}).get("num_classes"),
             stem_width=recipe.stem_width, recipe=cfg.recipe_name,
@@ -181,6 +184,7 @@ class Table:
     provenance: str = ""
     label: str = ""
     kind: str = "grid"
+    extra: list[Table] = field(default_factory=list)  # rendered after this one (statistics)
 
 
 # --- aggregation ---------------------------------------------------------------------------------
@@ -405,6 +409,159 @@ def _complexity(sub: pd.DataFrame) -> tuple[float, float] | None:
     return rec.params_m, rec.gflops
 
 
+# --- statistics ----------------------------------------------------------------------------------
+
+
+@dataclass
+class CellStats:
+    """The statistics of one table cell (a row, or a row x column combination)."""
+
+    key: tuple[str, ...]  # row-axis labels, then column-axis labels
+    values: list[float]  # the metric of the finished seeds
+    interval: Any  # reproduce.stats.Interval | None
+    diverged: int  # diverged runs
+    started: int  # finished + diverged runs
+    baseline: tuple[str, ...] | None = None  # the key compared against (None: not compared)
+    diff: Any = None  # reproduce.stats.Difference | None
+    p_holm: float | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+
+def metric_values(sub: pd.DataFrame, metric: str) -> list[float]:
+    """The metric of the finished ("done") runs of ``sub``: one value per seed."""
+    return [float(v) for v in sub[sub["status"] == "done"][metric].dropna()]
+
+
+def baseline_label(grid: Grid, rows_ax: list[str], baseline: str | None) -> str | None:
+    """The label of the first row axis to compare every other row with (see build_table)."""
+    if baseline is None or baseline in ("", "none"):
+        return None
+    axis = grid.axis(rows_ax[0])
+    if baseline == AUTO:
+        return axis.labels[0] if len(axis.labels) > 1 else None
+    for label in axis.labels:
+        if baseline in (label, axis.show(label)):
+            return label
+    raise SrvError(f"--baseline {baseline!r} is not a row of table {grid.name!r}; choose from "
+                   f"{', '.join(axis.labels)} (or none)")
+
+
+def cell_stats(grid: Grid, df: pd.DataFrame, rows_ax: list[str], cols_ax: list[str],
+               metric: str, baseline: str | None) -> list[CellStats]:
+    """Per cell: mean with its t-interval, the divergence count, and (unless it is the baseline)
+    Welch's test against the baseline row with the same other labels; p-values Holm-adjusted
+    over every comparison of the table."""
+    from . import stats
+
+    axes = rows_ax + cols_ax
+    out: list[CellStats] = []
+    for row in _ordered(grid, rows_ax):
+        for col in _ordered(grid, cols_ax):
+            key = tuple(row) + tuple(col)
+            sub = df[_match(df, axes, key)]
+            values = metric_values(sub, metric)
+            div = int((sub["status"] == "diverged").sum())
+            out.append(CellStats(key, values, stats.mean_interval(values), div,
+                                 len(values) + div))
+    base = baseline_label(grid, rows_ax, baseline)
+    if base is not None:
+        by_key = {cs.key: cs for cs in out}
+        for cs in out:
+            if cs.key[0] == base:
+                continue
+            ref = by_key.get((base, *cs.key[1:]))
+            if ref is None:
+                continue
+            cs.baseline = ref.key
+            cs.diff = stats.welch(cs.values, ref.values)
+        tested = [cs for cs in out if cs.diff is not None]
+        for cs, p in zip(tested, stats.holm([cs.diff.p for cs in tested]), strict=True):
+            cs.p_holm = p
+    return out
+
+
+def fmt_p(p: float | None) -> str:
+    """``0.034``, ``<0.001``; ``—`` for no test."""
+    if p is None or p != p:
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _ci_text(interval: Any, fmt: str = ".1f") -> str:
+    if interval is None:
+        return "—"
+    if not interval.has_interval:
+        return "n=1: none"
+    return f"[{format(interval.low, fmt)}, {format(interval.high, fmt)}]"
+
+
+def _diff_text(cs: CellStats, base_name: str, fmt: str = ".1f") -> str:
+    if cs.baseline is None:
+        return "reference" if cs.values or cs.started else "—"
+    if cs.diff is None:
+        return "n<2: no test"
+    d = cs.diff
+    return f"{format(d.diff, '+' + fmt)} [{format(d.low, fmt)}, {format(d.high, fmt)}]"
+
+
+def _div_text(cs: CellStats) -> str:
+    from . import stats
+
+    if not cs.started:
+        return "—"
+    lo, hi = stats.wilson(cs.diverged, cs.started)
+    return f"{cs.diverged}/{cs.started} [{100 * lo:.0f}, {100 * hi:.0f}]%"
+
+
+def _stats_notes(base_name: str | None, n_tests: int, any_div: bool) -> list[str]:
+    notes = ["95% CI: Student-t interval of the mean over the n finished seeds (diverged runs "
+             "excluded); n=1: no interval exists (no variance estimate), none is shown."]
+    if base_name is not None:
+        family = (f"Holm-adjusted over the {n_tests} comparison{'s' if n_tests != 1 else ''} "
+                  f"of this table" if n_tests else "no comparison has 2 finished seeds in both "
+                  "arms yet (n<2: no test)")
+        notes.append(f"Δ vs {base_name}: difference of means with Welch's 95% interval; p: "
+                     f"Welch's two-sided t-test (exact permutation test when neither arm "
+                     f"varies); Holm p: {family}.")
+    if any_div:
+        notes.append("diverged: diverged / started runs with the Wilson 95% interval.")
+    return notes
+
+
+def _stats_table(grid: Grid, rows_ax: list[str], cols_ax: list[str], cells: list[CellStats],
+                 base_name: str | None, any_div: bool) -> Table:
+    """A 2-D table's statistics in long format: one row per (row, column) cell."""
+    header = [_axis_header(grid, a) for a in rows_ax + cols_ax]
+    header += ["n", "mean", "95% CI"]
+    if base_name is not None:
+        header += [f"Δ vs {base_name} [95% CI]", "p", "Holm p"]
+    if any_div:
+        header += ["diverged"]
+    align = ["l"] * len(rows_ax + cols_ax) + ["r"] * (len(header) - len(rows_ax + cols_ax))
+    body = []
+    for cs in cells:
+        row = [Entry(text=grid.axis(a).show(v)) for a, v in zip(rows_ax + cols_ax, cs.key,
+                                                                 strict=True)]
+        row += [Entry(text=str(cs.n)),
+                Entry(mean=cs.interval.mean) if cs.interval else Entry(text="—"),
+                Entry(text=_ci_text(cs.interval))]
+        if base_name is not None:
+            row += [Entry(text=_diff_text(cs, base_name)),
+                    Entry(text=fmt_p(cs.diff.p if cs.diff else None)),
+                    Entry(text=fmt_p(cs.p_holm))]
+        if any_div:
+            row.append(Entry(text=_div_text(cs)))
+        body.append(row)
+    n_tests = sum(cs.diff is not None for cs in cells)
+    return Table(name=f"{grid.name}-stats", title="Statistics",
+                 caption=f"{grid.title}: statistics per cell.", header=header, rows=body,
+                 align=align, notes=_stats_notes(base_name, n_tests, any_div),
+                 label=f"{grid.table['label'] or f'tab:{grid.name}'}-stats")
+
+
 # --- building ------------------------------------------------------------------------------------
 
 
@@ -414,15 +571,19 @@ def _axis_header(grid: Grid, name: str) -> str:
 
 
 def build_table(grid: Grid, df: pd.DataFrame, metric: str | None = None, force: bool = False,
-                flops: bool = True) -> Table:
-    """The paper's layout of a grid's results (see the module docstring)."""
+                flops: bool = True, baseline: str | None = AUTO) -> Table:
+    """The paper's layout of a grid's results (see the module docstring), with the statistics of
+    :mod:`reproduce.stats` against the ``baseline`` row (a label of the first row axis; ``auto``:
+    the grid's first row, patchify in the paper's grids; None or ``none``: no comparisons)."""
     metric = metric or grid.table["metric"]
     mixed = check_consistent(df, grid.name, force)
     if grid.table_kind == "edf":
         table = _build_edf(grid, df)
     else:
-        table = _build_grid(grid, df, metric, flops)
+        table = _build_grid(grid, df, metric, flops, baseline)
     table.provenance = provenance(grid, df, metric, mixed)
+    for extra in table.extra:
+        extra.provenance = table.provenance
     return table
 
 
@@ -446,7 +607,8 @@ def _ordered(grid: Grid, axes: list[str]) -> list[tuple[str, ...]]:
     return combos
 
 
-def _build_grid(grid: Grid, df: pd.DataFrame, metric: str, flops: bool) -> Table:
+def _build_grid(grid: Grid, df: pd.DataFrame, metric: str, flops: bool,
+                baseline: str | None = AUTO) -> Table:
     rows_ax, cols_ax = grid.row_axes, grid.column_axes
     other = [a.name for a in grid.axes if a.name not in rows_ax + cols_ax]
     if other:  # an axis that is neither rows nor columns becomes extra rows
@@ -460,10 +622,23 @@ def _build_grid(grid: Grid, df: pd.DataFrame, metric: str, flops: bool) -> Table
     any_div = bool((df["status"] == "diverged").any())
     any_unfinished = bool(df["status"].isin(UNFINISHED).any())
     row_combos = _ordered(grid, rows_ax)
+    stat_cells = cell_stats(grid, df, rows_ax, cols_ax, metric, baseline) if len(df) else []
+    with_stats = any(cs.n >= 2 for cs in stat_cells)
+    base = baseline_label(grid, rows_ax, baseline) if with_stats else None
+    base_name = grid.axis(rows_ax[0]).show(base) if base is not None else None
+    n_tests = sum(cs.diff is not None for cs in stat_cells)
+    extra: list[Table] = []
 
     if not cols_ax:
         header += ["top-1 (%)", "n"]
         align += ["r", "r"]
+        if with_stats:
+            header += ["95% CI"]
+            if base_name is not None:
+                header += [f"Δ vs {base_name} [95% CI]", "p", "Holm p"]
+            if any_div:
+                header += ["diverged"]
+            align += ["r"] * (len(header) - len(align))
         with_cx = flops and not df.empty
         cx_rows: list[tuple[float, float] | None] = []
         if with_cx:
@@ -486,6 +661,15 @@ def _build_grid(grid: Grid, df: pd.DataFrame, metric: str, flops: bool) -> Table
             metric_entries.append(entry)
             row = [Entry(text=grid.axis(a).show(v)) for a, v in zip(rows_ax, combo, strict=True)]
             row += [entry, Entry(text=str(entry.n))]
+            if with_stats:
+                cs = stat_cells[i]
+                row.append(Entry(text=_ci_text(cs.interval)))
+                if base_name is not None:
+                    row += [Entry(text=_diff_text(cs, base_name)),
+                            Entry(text=fmt_p(cs.diff.p if cs.diff else None)),
+                            Entry(text=fmt_p(cs.p_holm))]
+                if any_div:
+                    row.append(Entry(text=_div_text(cs)))
             if with_cx:
                 cx = cx_rows[i]
                 row += ([Entry(mean=cx[0], fmt=".2f"), Entry(mean=cx[1], fmt=".3g")] if cx
@@ -500,6 +684,8 @@ def _build_grid(grid: Grid, df: pd.DataFrame, metric: str, flops: bool) -> Table
                 row.append(Entry(mean=value) if value is not None else Entry(text=""))
             body.append(row)
         _bold_best(metric_entries)
+        if with_stats:
+            notes += _stats_notes(base_name, n_tests, any_div)
         if with_cx:
             notes.append("Params and GFLOPs counted with fvcore at the run's input size and "
                          "classes; GFLOPs: 1 fused multiply-add = 1 FLOP, batch 1.")
@@ -548,9 +734,19 @@ def _build_grid(grid: Grid, df: pd.DataFrame, metric: str, flops: bool) -> Table
                                         f"({ref.title})")]
                     label += [Entry(text="") for _ in rows_ax[1:]]
                     body.append(label + cells)
-        if not multi_seed:
-            notes.append("One seed per cell (n=1): no std; add seeds with --seeds 0,1,2.")
+        if with_stats:
+            extra.append(_stats_table(grid, rows_ax, cols_ax, stat_cells, base_name,
+                                       any_div))
+            notes.append("Intervals, differences and tests: the Statistics table below.")
+    if not with_stats:
+        notes.append("One seed per cell (n=1): no std and no interval exists (no variance "
+                     "estimate), so no test either; add seeds with --seeds 0,1,2.")
     notes[:0] = [_stat_note(multi_seed)]
+    skipped = df["skipped_steps"].fillna(0).astype(float) if "skipped_steps" in df else None
+    if skipped is not None and (skipped > 0).any():
+        notes.append(f"fp16: {int((skipped > 0).sum())} finished run(s) skipped "
+                     f"{int(skipped.sum())} step(s) on gradient overflow (GradScaler), "
+                     f"at most {int(skipped.max())} in one run.")
     if any_div:
         notes.append("div@eN: the run diverged (non-finite loss or gradient) in epoch N; shown, "
                      "never averaged.")
@@ -560,7 +756,7 @@ def _build_grid(grid: Grid, df: pd.DataFrame, metric: str, flops: bool) -> Table
     notes += _reference_notes(refs, grid)
     return Table(name=grid.name, title=grid.title, caption=grid.table["caption"] or grid.title,
                  header=header, rows=body, align=align, group=group, notes=notes,
-                 label=grid.table["label"] or f"tab:{grid.name}")
+                 label=grid.table["label"] or f"tab:{grid.name}", extra=extra)
 
 
 def _stat_note(multi_seed: bool) -> str:
@@ -624,8 +820,9 @@ def edf_errors(sub: pd.DataFrame) -> list[float]:
 # --- rendering -----------------------------------------------------------------------------------
 
 
-def render_markdown(table: Table) -> str:
-    """A Markdown section: title, caption, the table (tabulate via pandas), provenance, notes."""
+def render_markdown(table: Table, level: int = 2) -> str:
+    """A Markdown section: title, caption, the table (tabulate via pandas), provenance, notes;
+    then its extra tables (statistics) as subsections."""
     import pandas as pd
 
     header = list(table.header)
@@ -636,19 +833,24 @@ def render_markdown(table: Table) -> str:
     frame = pd.DataFrame([[e.markdown() for e in row] for row in table.rows], columns=header)
     colalign = ["left" if a == "l" else "right" for a in table.align]
     body = frame.to_markdown(index=False, colalign=colalign, disable_numparse=True)
-    lines = [f"## {table.title}", ""]
-    if table.caption and table.caption != table.title:
+    lines = [f"{'#' * level} {table.title}", ""]
+    if table.caption and table.caption != table.title and level == 2:
         lines += [table.caption, ""]
-    lines += [body, "", table.provenance, ""]
+    lines += [body, ""]
+    if level == 2:
+        lines += [table.provenance, ""]
     lines += [f"- {note}" for note in table.notes]
-    return "\n".join(lines).rstrip() + "\n"
+    text = "\n".join(lines).rstrip() + "\n"
+    for extra in table.extra:
+        text += "\n" + render_markdown(extra, level + 1)
+    return text
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                   "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                   "^": r"\textasciicircum{}", "±": r"$\pm$", "×": r"$\times$", "≤": r"$\le$",
                   "≥": r"$\ge$", "—": "---", "–": "--", "·": r"$\cdot$", "→": r"$\to$",
-                  "≈": r"$\approx$", "’": "'", "“": "``", "”": "''", "²": r"$^2$",
+                  "≈": r"$\approx$", "Δ": r"$\Delta$", "’": "'", "“": "``", "”": "''", "²": r"$^2$",
                   "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
 
 
@@ -685,7 +887,10 @@ def render_latex(table: Table) -> str:
     lines.append(r"\par\smallskip")
     lines.append(r"\parbox{\linewidth}{\footnotesize " + r" \\ ".join(foot) + "}")
     lines.append(r"\end{table}")
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    for extra in table.extra:
+        text += "\n" + render_latex(extra)
+    return text
 
 
 def write_table(text: str, path: Path) -> Path:
@@ -734,12 +939,12 @@ class Report:
 def report(grid: Grid, runs_root: Path | str, tables_dir: Path | str | None,
            formats: tuple[str, ...] = ("markdown",), states: list[Any] | None = None,
            metric: str | None = None, force: bool = False, flops: bool = True,
-           plot: bool = True) -> Report:
+           plot: bool = True, baseline: str | None = AUTO) -> Report:
     """Build a grid's table, render it, and (unless ``tables_dir`` is None) write
     ``<tables_dir>/<stem>.md`` / ``.tex`` and the plot ``<stem>.png`` (EDF: ``<stem>-edf.png``)."""
     runs_root = Path(runs_root)
     df = gather(grid, runs_root, states)
-    table = build_table(grid, df, metric=metric, force=force, flops=flops)
+    table = build_table(grid, df, metric=metric, force=force, flops=flops, baseline=baseline)
     stem = output_stem(grid)
     paths: list[Path] = []
     image: Path | None = None

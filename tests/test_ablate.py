@@ -445,3 +445,28 @@ def test_slurm_job_array_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert str(runs.resolve() / ab.SUBMITIT_DIR / "tiny") in script
     # nothing ran here: the cells wait for the cluster
     assert not list(runs.glob("*/status.json"))
+
+
+def test_jobs_train_cells_at_once_in_child_processes(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """--jobs 2: both cells run at the same time, each an srv train child with CPUs / 2 threads
+    (the child logs to runs/.logs/), and they land in the cells' own run directories."""
+    from datetime import datetime
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    grid = tiny_grid(tmp_path, epochs=1, warmup_epochs=0.0)
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["ablate", str(grid), "--runs-dir", str(runs), "--no-table",
+                                 "--jobs", "2"])
+    assert result.exit_code == 0, result.output
+    states = ab.plan(load_grid(grid), runs)
+    assert [s.status for s in states] == ["done", "done"]
+    spans = []
+    for st in states:
+        res = json.loads((st.run_dir / "result.json").read_text())
+        end = datetime.strptime(res["finished"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+        spans.append((end - res["wall_time_s"], end))
+        log = (runs / ab.LOG_DIR / f"{st.cfg.run_name}.log").read_text()
+        assert f"-m reproduce train {st.cell.model} --recipe mini" in log
+    assert max(s for s, _ in spans) < min(e for _, e in spans)  # they overlapped
+    assert ab.RunOptions(jobs=2).threads() == max(1, len(os.sched_getaffinity(0)) // 2)

@@ -108,6 +108,10 @@ def ablate(
     ] = Backend.local,
     nproc: Annotated[int, typer.Option(
         min=1, help="Processes (GPUs) per cell for torchrun / slurm.")] = 1,
+    jobs: Annotated[int, typer.Option(
+        min=1, help="local: cells trained at once, each an srv train process with CPUs / "
+                    "jobs threads (on a CPU, --jobs 2 on 2 cores trains small models faster "
+                    "than one process with 2 threads).")] = 1,
     runs_dir: RunsDirOpt = Path("runs"),
     tables_dir: Annotated[Path | None, typer.Option(
         help="Where the table and plot go; default: tables/ in the current directory "
@@ -117,6 +121,10 @@ def ablate(
     ] = True,
     force: Annotated[bool, typer.Option(
         "--force", help="Let the table mix results of different code versions.")] = False,
+    claims: Annotated[bool, typer.Option(
+        "--claims/--no-claims", help="With the table: the verdicts of the paper's claims this "
+                                     "grid tests (srv claims; also writes tables/claims.md).")
+    ] = True,
     slurm_partition: Annotated[str | None, typer.Option(rich_help_panel=SLURM)] = None,
     slurm_account: Annotated[str | None, typer.Option(rich_help_panel=SLURM)] = None,
     slurm_time: Annotated[int, typer.Option(
@@ -151,7 +159,8 @@ def ablate(
         _refuse(unrunnable, grid, len(states))
     if dry_run:
         return
-    options = ab.RunOptions(backend=backend.value, nproc=nproc, retry_failed=retry_failed,
+    options = ab.RunOptions(backend=backend.value, nproc=nproc, jobs=jobs,
+                            retry_failed=retry_failed,
                             retry_diverged=retry_diverged, fail_fast=fail_fast,
                             max_failures=max_failures)
     print(title, flush=True)
@@ -177,11 +186,14 @@ def ablate(
         from ..reference import tables_dir as default_tables_dir
         from ..tables import report
 
-        rep = report(grid, runs_dir, tables_dir or default_tables_dir(), states=summary.states,
-                     force=force)
+        out_dir = tables_dir or default_tables_dir()
+        rep = report(grid, runs_dir, out_dir, states=summary.states, force=force)
         print()
         print(rep.texts["markdown"], end="")
-        print("\nwrote " + ", ".join(str(p) for p in rep.paths))
+        written = list(rep.paths)
+        if claims:
+            written += _claims(grid.name, runs_dir, out_dir, force)
+        print("\nwrote " + ", ".join(str(p) for p in written))
     if summary.failures or summary.stopped_early:
         raise typer.Exit(EXIT_FAILED)
 
@@ -196,6 +208,23 @@ def _refuse(unrunnable: list, grid, total: int) -> None:  # noqa: ANN001
     raise SrvError(f"{len(unrunnable)} of {total} cells of grid {grid.name!r} ({grid.preset}) "
                    f"cannot run, e.g. {first} (all listed above); fix the grid or the --set "
                    f"overrides")
+
+
+def _claims(grid_name: str, runs_dir: Path, out_dir: Path, force: bool) -> list[Path]:
+    """Print the verdicts of the claims whose evidence is this grid (evaluated with all the
+    others, so the Holm family is that of srv claims) and write the full tables/claims.md;
+    nothing for a grid no claim reads."""
+    from .. import claims as cl
+    from ..tables import write_table
+
+    claim_set = cl.load_claims()
+    if not any(c.grid == grid_name for c in claim_set.claims):
+        return []
+    rep = cl.evaluate(runs_dir, claim_set, force=force)
+    print()
+    print(cl.render_markdown(rep, only={c.claim.id for c in rep.results
+                                        if c.claim.grid == grid_name}), end="")
+    return [write_table(rep.text(), Path(out_dir) / "claims.md")]
 
 
 def _print_summary(summary, grid_name: str) -> None:  # noqa: ANN001

@@ -45,10 +45,15 @@ def table(
         "--flops/--no-flops", help="Params and GFLOPs columns (fvcore).")] = True,
     plot: Annotated[bool, typer.Option(
         "--plot/--no-plot", help="Training curves (EDF for lr-wd-edf) as PNG.")] = True,
+    baseline: Annotated[str, typer.Option(
+        help="The reference row every other row is compared with (a value of the first row "
+             "axis, e.g. patch); auto: the grid's first row; none: no comparisons.")] = "auto",
 ) -> None:
     """Print (and write to tables/) the table of each named grid: mean ± std over seeds with n,
-    diverged runs as div@eN, published numbers beside ours, params/FLOPs and a provenance
-    line. Refuses to mix recipes or code versions unless --force."""
+    the 95% t-interval of each mean, each row's difference from the --baseline row with Welch's
+    interval and test (Holm-corrected), divergence rates with Wilson intervals, diverged runs as
+    div@eN, published numbers beside ours, params/FLOPs and a provenance line. Refuses to mix
+    recipes or code versions unless --force."""
     from .. import tables as tb
     from ..grids import list_grids
     from ..reference import reference_names
@@ -102,7 +107,8 @@ def table(
                                f"{grid.preset}' first (or give --runs-dir)")
             continue
         rep = tb.report(grid, runs_dir, out_dir, formats=formats, states=states, metric=metric,
-                        force=force, flops=flops, plot=plot)
+                        force=force, flops=flops, plot=plot,
+                        baseline=None if baseline == "none" else baseline)
         for fmt in formats:
             print(rep.texts[fmt])
         written += rep.paths

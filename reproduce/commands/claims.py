@@ -1,0 +1,73 @@
+"""``srv claims``: does each claim of the paper reproduce? Verdicts from the finished runs."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import handle_errors
+from ._options import RunsDirOpt
+
+
+class Format(StrEnum):
+    markdown = "markdown"
+    json = "json"
+
+
+@handle_errors
+def claims(
+    ids: Annotated[list[str] | None, typer.Argument(
+        help="Claim ids (accuracy, bn, relu, convs-alone, stable-seeds, stable-lr, "
+             "stable-warmup, stable-optimizer, diversity, cost, longer); default: all.",
+        show_default=False)] = None,
+    grid: Annotated[list[str] | None, typer.Option(
+        "--grid", help="Only the claims whose evidence is this grid (repeatable).")] = None,
+    preset: Annotated[list[str] | None, typer.Option(
+        "--preset", help="Only evidence from this preset (repeatable); default: for each claim "
+                         "the preset with the most seeds per arm.")] = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+    tables_dir: Annotated[Path | None, typer.Option(
+        help="Where claims.md is written; default: the repository's tables/ "
+             "($SRV_TABLES_DIR).")] = None,
+    write: Annotated[bool, typer.Option(
+        "--write/--no-write", help="Write tables/claims.md (only when every claim is "
+                                   "evaluated).")] = True,
+    diversity: Annotated[bool, typer.Option(
+        "--diversity/--no-diversity", help="Measure token diversity from the checkpoints "
+                                           "(a few seconds per run).")] = True,
+    output: Annotated[Format, typer.Option(
+        "--format", case_sensitive=False, help="markdown (default) or json.")
+    ] = Format.markdown,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Use evidence that mixes code versions.")] = False,
+    claims_file: Annotated[Path | None, typer.Option(
+        "--claims", help="A claims file (default: recipes/claims.toml, $SRV_CLAIMS).")] = None,
+) -> None:
+    """Check each claim of the paper against the finished runs: the evidence (grid, cells, n),
+    the statistic (Welch's test or an F test, Holm-corrected over the claims) and a verdict,
+    supported / contradicted / inconclusive (with the seeds needed to decide). Writes
+    tables/claims.md; docs/claims.md says how each claim is made testable."""
+    import json
+
+    from .. import claims as cl
+    from ..reference import tables_dir as default_tables_dir
+    from ..tables import write_table
+
+    report = cl.evaluate(runs_dir, cl.load_claims(claims_file), ids=ids or None,
+                         grids=grid or None, presets=preset or None, force=force,
+                         diversity=diversity)
+    text = report.text()
+    if output is Format.json:
+        print(json.dumps([r.to_dict() for r in report.results], indent=2))
+    else:
+        print(text, end="")
+    if write and not ids and not grid and not preset:
+        path = write_table(text, Path(tables_dir or default_tables_dir()) / "claims.md")
+        print(f"\nwrote {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("claims")(claims)

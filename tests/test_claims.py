@@ -1,0 +1,221 @@
+"""srv claims on hand-written run directories: known data give known numbers, verdicts follow the
+evidence, n = 1 never gives a verdict; one real (tiny) diversity measurement."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from scipy import stats as sp
+from test_tables import tables_env, write_run  # noqa: F401 - a fixture
+from typer.testing import CliRunner
+
+from reproduce import claims as cl
+from reproduce import stats
+from reproduce.cli import app
+from reproduce.errors import SrvError
+from reproduce.grids import load_grid
+
+runner = CliRunner()
+
+#: the quick preset's stems, 3 seeds each (top-1 %)
+QUICK = {"patch": [41.1, 44.4, 43.3], "conv": [93.1, 94.2, 92.5],
+         "conv-norelu": [85.0, 83.3, 83.9], "conv-nobn": [37.8, 35.0, 26.4]}
+
+#: the 2-seed stem grid of the first landing (tables/stem.md; top-1 %, seeds 0 and 1)
+STEM_2SEEDS = {"patch": [61.9, 65.6], "patch-bnrelu": [82.2, 88.6], "conv": [98.06, 98.06],
+               "conv-norelu": [93.9, 96.1], "conv-nobn": [69.2, 87.5],
+               "conv-linear": [58.9, 92.2], "conv-ln": [63.1, 31.4], "xiao": [93.3, 95.3]}
+
+
+def write_grid_runs(runs: Path, grid: str, preset: str, top1: dict[str, list[float]]) -> None:
+    """Finished runs of a real grid's cells (same config hash as srv ablate would use)."""
+    seeds = list(range(max(len(v) for v in top1.values())))
+    for cell in load_grid(grid, preset=preset, seeds=seeds).cells():
+        values = top1.get(cell.label_dict["stem"], [])
+        if cell.seed < len(values):
+            write_run(runs, cell.model, cell.override_dict, "done", values[cell.seed],
+                      seed=cell.seed)
+
+
+def _by_id(report: cl.Report) -> dict[str, cl.Result]:
+    return {r.claim.id: r for r in report.results}
+
+
+def test_known_data_give_known_p_values_and_verdicts(tmp_path: Path) -> None:
+    write_grid_runs(tmp_path / "runs", "stem", "quick", QUICK)
+    report = cl.evaluate(tmp_path / "runs", ids=["accuracy", "bn", "relu", "stable-seeds"])
+    res = _by_id(report)
+    p = {k: sp.ttest_ind(QUICK["conv"], QUICK[b], equal_var=False).pvalue
+         for k, b in (("accuracy", "patch"), ("bn", "conv-nobn"), ("relu", "conv-norelu"))}
+    for key in p:
+        assert res[key].p == pytest.approx(p[key])
+        assert res[key].evidence.n == (3, 3) and res[key].evidence.preset == "quick"
+    va, vb = (sp.tvar(QUICK["conv"]), sp.tvar(QUICK["patch"]))
+    f_cdf = sp.f.cdf(va / vb, 2, 2)
+    assert res["stable-seeds"].p == pytest.approx(2 * min(f_cdf, 1 - f_cdf))
+    holm = stats.holm([p["accuracy"], p["bn"], p["relu"], res["stable-seeds"].p])
+    assert [res[k].p_holm for k in ("accuracy", "bn", "relu", "stable-seeds")] == \
+        pytest.approx(holm)
+    assert report.family == 4
+    assert [res[k].verdict for k in ("accuracy", "bn", "relu")] == ["supported"] * 3
+    # the spread claim is not decided by 3 seeds: an estimate of the seeds it needs instead
+    seeds = res["stable-seeds"]
+    assert seeds.verdict == "inconclusive" and seeds.seeds_needed > 3
+    assert seeds.seeds_needed == stats.variance_seeds_needed(va / vb, 0.05 / 4, 0.8)
+    assert f"about {seeds.seeds_needed} seeds per arm" in seeds.reason
+    text = report.text()
+    assert "stem / quick: conv, BN + ReLU (scaled ReLU) vs patchify; seeds 0-2 (n = 3 + 3)" in text
+    assert "**supported**" in text and "Holm p" in text
+
+
+def test_claims_report_golden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_tables import _golden
+
+    monkeypatch.chdir(tmp_path)
+    write_grid_runs(Path("runs"), "stem", "quick", QUICK)
+    text = cl.evaluate("runs", diversity=False).text()
+    _golden("claims_quick.md", text)
+
+
+def test_verdicts_flip_when_the_evidence_does(tmp_path: Path) -> None:
+    flipped = {**QUICK, "conv-norelu": [96.1, 97.0, 96.4]}  # BN only now beats BN + ReLU
+    write_grid_runs(tmp_path / "a", "stem", "quick", flipped)
+    res = _by_id(cl.evaluate(tmp_path / "a", ids=["relu", "accuracy"]))
+    assert res["relu"].verdict == "contradicted" and res["relu"].test.diff < 0
+    assert res["accuracy"].verdict == "supported"
+    noisy = {**QUICK, "conv-norelu": [80.0, 95.0, 90.0]}  # overlapping: undecided
+    write_grid_runs(tmp_path / "b", "stem", "quick", noisy)
+    relu = _by_id(cl.evaluate(tmp_path / "b", ids=["relu", "accuracy"]))["relu"]
+    assert relu.verdict == "inconclusive" and relu.p_holm >= 0.05
+    t = relu.test
+    assert relu.seeds_needed == stats.seeds_needed(t.diff, t.sd_a, t.sd_b, 0.05 / 2, 0.8)
+
+
+def test_one_seed_never_gives_a_verdict(tmp_path: Path) -> None:
+    write_grid_runs(tmp_path / "runs", "stem", "mini", {"patch": [40.0], "conv": [98.0]})
+    for r in cl.evaluate(tmp_path / "runs", ids=["accuracy", "stable-seeds"]).results:
+        assert r.verdict == "inconclusive" and r.test is None and r.p is None
+        assert r.seeds_needed is None and "n = 1 + 1" in r.reason
+    report = cl.evaluate(tmp_path / "runs", ids=["bn", "stable-lr"])
+    assert {r.verdict for r in report.results} == {"no evidence"}
+    assert "srv ablate stem --preset quick" in _by_id(report)["bn"].reason
+    assert "srv ablate lr --preset mini --seeds 0-2" in _by_id(report)["stable-lr"].reason
+
+
+def test_round_one_two_seed_stem_grid(tmp_path: Path, tables_env: Path) -> None:  # noqa: F811
+    """srv claims on the 2-seed stem grid of the first landing, rebuilt as run directories."""
+    write_grid_runs(tmp_path / "runs", "stem", "mini", STEM_2SEEDS)
+    result = runner.invoke(app, ["claims", "--runs-dir", str(tmp_path / "runs"),
+                                 "--no-diversity"])
+    assert result.exit_code == 0, result.output
+    text = (tables_env / "claims.md").read_text()
+    assert text in result.output
+    report = cl.evaluate(tmp_path / "runs", diversity=False)
+    res = _by_id(report)
+    # five tests (accuracy, bn, relu, convs-alone, stable-seeds): Holm over five
+    assert report.family == 5
+    welch = stats.welch(STEM_2SEEDS["conv"], STEM_2SEEDS["patch"])
+    assert res["accuracy"].p == pytest.approx(welch.p) and welch.df == pytest.approx(1.0)
+    assert "Δ +34.3" in res["accuracy"].statistic
+    # conv's two seeds agree to the image: its variance is floored at (100/360)^2 / 12
+    assert res["stable-seeds"].test.sd_a == pytest.approx(100 / 360 / 12 ** 0.5)
+    for key in ("bn", "relu", "convs-alone"):
+        assert res[key].verdict == "inconclusive" and res[key].seeds_needed is not None
+    assert res["cost"].verdict == "contradicted" and res["cost"].cost["extra_gflops"] > 0.1
+    assert res["stable-lr"].verdict == "no evidence"
+    as_json = runner.invoke(app, ["claims", "accuracy", "--runs-dir", str(tmp_path / "runs"),
+                                  "--format", "json"])
+    (record,) = json.loads(as_json.stdout)
+    assert record["id"] == "accuracy" and record["evidence"]["values_b"] == [61.9, 65.6]
+
+
+def test_spread_claim_counts_a_divergence_as_chance(tmp_path: Path) -> None:
+    grid = load_grid("warmup", seeds=[0, 1])
+    runs = tmp_path / "runs"
+    top1 = {("patch", "0"): [None, 40.0], ("patch", "1"): [55.0, 52.0],
+            ("patch", "5"): [60.0, 61.0], ("patch", "10"): [58.0, 60.0],
+            ("conv", "0"): [95.0, 96.0], ("conv", "1"): [97.0, 96.5],
+            ("conv", "5"): [98.0, 98.1], ("conv", "10"): [97.5, 98.0]}
+    for cell in grid.cells():
+        value = top1[(cell.label_dict["stem"], cell.label_dict["warmup"])][cell.seed]
+        status = "done" if value is not None else "diverged"
+        write_run(runs, cell.model, cell.override_dict, status, value, seed=cell.seed,
+                  epoch=2 if value is None else None)
+    res = cl.evaluate(runs, ids=["stable-warmup"]).results[0]
+    # patch seed 0 diverged at warmup 0: 10% (chance on 10 classes) -> spread 60 - 10 = 50
+    assert res.evidence.values_b == pytest.approx([50.0, 21.0])
+    assert res.evidence.values_a == pytest.approx([3.0, 2.1])
+    assert res.p == pytest.approx(sp.ttest_ind([3.0, 2.1], [50.0, 21.0], equal_var=False).pvalue)
+    assert res.verdict == "inconclusive"  # two seeds, a wide spread of spreads
+
+
+def test_claims_file_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "claims.toml"
+    bad.write_text('[[claim]]\nid = "x"\ntext = "t"\ngrid = "stem"\nstatistic = "vibes"\n')
+    with pytest.raises(SrvError, match="claim.*x: statistic 'vibes' is not one of"):
+        cl.load_claims(bad)
+    bad.write_text('[[claim]]\nid = "x"\ntext = "t"\ngrid = "stem"\nstatistic = "difference"\n'
+                   'a = { stem = "conv" }\nb = { stme = "patch" }\n')
+    monkeypatch.setenv("SRV_CLAIMS", str(bad))
+    write_grid_runs(tmp_path / "runs", "stem", "mini", {"patch": [40.0], "conv": [98.0]})
+    result = runner.invoke(app, ["claims", "--runs-dir", str(tmp_path / "runs"), "--no-write"])
+    assert result.exit_code == 2 and "has no axis 'stme'" in result.stderr
+    result = runner.invoke(app, ["claims", "nope", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "no claim nope" in result.stderr
+
+
+def test_diversity_claim_measures_the_checkpoints(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny real runs (two stems, two seeds), their effective rank after the last block."""
+    from conftest import TINY
+
+    from reproduce.analysis import grid_targets, measure_diversity
+    from reproduce.engine import train
+
+    grids = tmp_path / "grids"
+    grids.mkdir()
+    sets = ", ".join(f"{k} = {v}" for k, v in {**TINY, "epochs": 1}.items())
+    (grids / "tiny.toml").write_text(
+        '[axes.stem]\nkey = "model"\nformat = "vit-mini-{value}"\nvalues = ["patch", "conv"]\n'
+        f'[presets.mini]\nrecipe = "mini"\nseeds = [0, 1]\nset = {{ {sets} }}\n')
+    (tmp_path / "claims.toml").write_text(
+        '[[claim]]\nid = "div"\ntext = "t"\ngrid = "tiny"\nstatistic = "diversity"\n'
+        'a = { stem = "conv" }\nb = { stem = "patch" }\n')
+    monkeypatch.setenv("SRV_GRIDS", str(grids))
+    from reproduce.ablate import plan
+
+    grid = load_grid("tiny")
+    states = plan(grid, tmp_path / "runs")
+    for st in states:
+        assert train(st.cfg, runs_root=tmp_path / "runs", progress=False).status == "completed"
+    res = cl.evaluate(tmp_path / "runs", cl.load_claims(tmp_path / "claims.toml")).results[0]
+    targets, _ = grid_targets(grid, tmp_path / "runs", "last", states=plan(grid,
+                                                                           tmp_path / "runs"))
+    erank = [r.erank[-1] for r in measure_diversity(targets)]
+    # states are patch s0, patch s1, conv s0, conv s1
+    assert res.evidence.values_b == pytest.approx(erank[:2])
+    assert res.evidence.values_a == pytest.approx(erank[2:])
+    assert res.p == pytest.approx(stats.welch(erank[2:], erank[:2]).p)
+    assert "after block 6" in res.evidence.notes[-1] or "after" in res.evidence.notes[-1]
+
+
+def test_main_job_ends_with_the_verdicts(tmp_path: Path) -> None:
+    """srv ablate stem --preset quick over finished runs: no training, the table, then the
+    verdicts of the claims the stem grid tests (and the full tables/claims.md)."""
+    runs, tables = tmp_path / "runs", tmp_path / "tables"
+    write_grid_runs(runs, "stem", "quick", QUICK)
+    result = runner.invoke(app, ["ablate", "stem", "--preset", "quick", "--jobs", "2",
+                                 "--runs-dir", str(runs), "--tables-dir", str(tables)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "0 trained in this pass" in out
+    assert out.index("## Stem ablation") < out.index("## Does the claim reproduce?")
+    verdicts = out[out.index("## Does the claim reproduce?"):]
+    assert "the 7 claims this grid tests; all 11" in verdicts
+    assert "| accuracy" in verdicts and "| stable-lr" not in verdicts
+    assert verdicts.count("**supported**") == 3  # accuracy, bn, relu
+    assert "has a checkpoint (last.pt) to measure" in verdicts  # hand-written runs: no weights
+    assert "| stable-lr" in (tables / "claims.md").read_text()
+    assert (tables / "stem-quick.md").exists()
