@@ -1,11 +1,11 @@
 """Does the claim reproduce? The paper's claims as data, checked against the finished runs.
 
-A claim (``recipes/claims.toml``, one ``[[claim]]`` each) is data, not a code path: the claim in
-one line, an evidence query (a grid and its two arms, as axis labels), a statistic from a fixed
-vocabulary (:data:`STATISTICS`) and a decision rule (``expect``: what the claim predicts of arm a
-against arm b). :func:`evaluate` finds the evidence among the runs of a runs directory, computes
-each statistic with :mod:`reproduce.stats`, adjusts the p-values of all tested claims together
-(Holm) and gives each claim a verdict:
+A claim (``recipes/claims/wang2022.toml``, one ``[[claim]]`` each) is data, not a code path: the
+claim in one line, an evidence query (a grid and its two arms, as axis labels), a statistic
+from a fixed vocabulary (:data:`STATISTICS`) and a decision rule (``expect``: what the claim
+predicts of arm a against arm b). :func:`evaluate` finds the evidence among the runs of a runs
+directory, computes each statistic with :mod:`reproduce.stats`, adjusts the p-values of all
+tested claims together (Holm) and gives each claim a verdict:
 
 * **supported**: Holm-adjusted p < alpha and the effect points the way the claim says;
 * **contradicted**: Holm-adjusted p < alpha and the effect points the other way (for ``cost``:
@@ -92,13 +92,14 @@ class ClaimSet:
 
 
 def claims_path() -> Path:
-    """``$SRV_CLAIMS``, else ``claims.toml`` in the recipe directory."""
+    """``$SRV_CLAIMS``, else the paper's claims, ``claims/wang2022.toml`` in the recipe
+    directory (a folder of its own: every ``*.toml`` directly in ``recipes/`` is a recipe)."""
     env = os.environ.get("SRV_CLAIMS")
     if env:
         return Path(env)
     from .recipes import recipe_dir
 
-    return recipe_dir() / "claims.toml"
+    return recipe_dir() / "claims" / "wang2022.toml"
 
 
 def load_claims(path: Path | str | None = None) -> ClaimSet:
@@ -107,8 +108,8 @@ def load_claims(path: Path | str | None = None) -> ClaimSet:
     try:
         doc = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise SrvError(f"no claims file {path}: set SRV_CLAIMS or restore recipes/claims.toml") \
-            from None
+        raise SrvError(f"no claims file {path}: set SRV_CLAIMS or restore "
+                       f"recipes/claims/wang2022.toml") from None
     except tomllib.TOMLDecodeError as err:
         raise SrvError(f"claims file {path} is not valid TOML: {err}") from None
     unknown = set(doc) - _TOP_KEYS
@@ -257,7 +258,7 @@ def _arm(grid: Grid, df: pd.DataFrame, sel: dict[str, str], claim: Claim
             axis = grid.axis(axis_name)
         except SrvError:
             raise SrvError(f"claim {claim.id!r}: grid {grid.name!r} has no axis {axis_name!r} "
-                           f"(fix recipes/claims.toml)") from None
+                           f"(fix recipes/claims/wang2022.toml)") from None
         if label in ("@first", "@last"):
             label = axis.labels[0 if label == "@first" else -1]
         if label not in axis.labels:
@@ -289,7 +290,7 @@ def _per_seed(claim: Claim, grid: Grid, rows: pd.DataFrame) -> tuple[list[float]
     col = axis_column(claim.axis or "")
     if col not in rows:
         raise SrvError(f"claim {claim.id!r}: grid {grid.name!r} has no axis {claim.axis!r} "
-                       f"(fix recipes/claims.toml)")
+                       f"(fix recipes/claims/wang2022.toml)")
     width = len(grid.axis(claim.axis or "").labels)
     chance = _chance(rows)
     values, seeds, runs = [], [], []

@@ -102,4 +102,6 @@ def test_the_installed_cli_writes_under_the_current_directory(run_installed) -> 
                   "--no-progress")
     (run,) = (cwd / "runs").iterdir()
     assert json.loads((run / "result.json").read_text())["epochs"] == 1
+    claims = run_installed("-m", "reproduce", "claims")  # the shipped claims file is found
+    assert "wang2022.toml" in claims.stdout and (cwd / "tables" / "claims.md").is_file()
     assert sorted(p.name for p in cwd.iterdir()) == ["runs", "tables"]

@@ -44,7 +44,8 @@ def claims(
     force: Annotated[bool, typer.Option(
         "--force", help="Use evidence that mixes code versions.")] = False,
     claims_file: Annotated[Path | None, typer.Option(
-        "--claims", help="A claims file (default: recipes/claims.toml, $SRV_CLAIMS).")] = None,
+        "--claims", help="A claims file (default: recipes/claims/wang2022.toml, "
+                         "$SRV_CLAIMS).")] = None,
 ) -> None:
     """Check each claim of the paper against the finished runs: the evidence (grid, cells, n),
     the statistic (Welch's test or an F test, Holm-corrected over the claims) and a verdict,
