@@ -24,7 +24,15 @@ from reproduce.recipes import list_recipes, load_recipe
 
 DRAWS = 20_000
 IMAGE_DATASETS = ("imagefolder", "cifar10", "cifar100")
-IMAGE_RECIPES = [n for n in list_recipes() if load_recipe(n)[0].dataset in IMAGE_DATASETS]
+TRANSFORM_KEYS = ("aa", "color_jitter", "hflip", "scale_min", "pca_std", "reprob", "remode",
+                  "recount", "interpolation", "crop_pct")
+# every recipe on image data, once per distinct train transform (xiao-36gf only changes the lr)
+_BY_TRANSFORM: dict[tuple[object, ...], str] = {}
+for _name in list_recipes():
+    _r = load_recipe(_name)[0]
+    if _r.dataset in IMAGE_DATASETS:
+        _BY_TRANSFORM.setdefault(tuple(getattr(_r, k) for k in TRANSFORM_KEYS), _name)
+IMAGE_RECIPES = sorted(_BY_TRANSFORM.values())
 # small, varied and extreme shapes (a 6-pixel-wide strip, a tiny square): crops and affine ops
 # must cope with all of them
 SIZES = ((24, 18), (18, 24), (6, 40), (40, 6), (9, 9), (33, 20))

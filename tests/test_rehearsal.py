@@ -39,7 +39,7 @@ format = "vit-mini-{value}"
 values = ["conv"]
 [presets.rehearsal]
 recipe = "deit"
-scale = "rehearsal: 10-class JPEG folder at 16x16, 2 gloo ranks"
+scale = "rehearsal: 8-class JPEG folder at 16x16, 2 gloo ranks"
 seeds = [0]
 [presets.rehearsal.set]
 img_size = 16
@@ -60,7 +60,7 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("rehearsal")
     sizes = ((40, 30), (30, 40), (48, 36), (36, 48), (64, 48), (32, 32), (56, 42), (24, 32))
     data = write_jpeg_folder(root / "imagenet", JpegFolderSpec(
-        classes=10, train_per_class=150, val_per_class=10, sizes=sizes, noise=20, seed=3))
+        classes=8, train_per_class=128, val_per_class=8, sizes=sizes, noise=20, seed=3))
     # real folders hold bad files: a JPEG cut short by a failed copy, an HTML page saved as .JPEG
     cut = data / "train" / "n00000003" / "train_3_00007.JPEG"
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
@@ -130,16 +130,16 @@ def test_reference_run_is_the_deit_recipe_under_ddp(reference: Path) -> None:
     assert config["reprob"] == 0.25 and config["mixup"] == 0.8 and config["cutmix"] == 1.0
     assert config["aug_repeats"] == 3 and config["amp"] == "bf16"
     assert config["derived"]["world_size"] == 2
-    assert config["data"]["train_images"] == 1500 and config["data"]["num_classes"] == 10
+    assert config["data"]["train_images"] == 1024 and config["data"]["num_classes"] == 8
     rows = _rows(reference)
-    # repeated augmentation: 1500 // 256 * 256 / 2 = 640 samples per rank, 10 steps of 64
-    assert [r["step"] for r in rows] == [10, 20]
-    assert all(r["n_val"] == 99 for r in rows)  # the unreadable val image is not counted
+    # repeated augmentation: 1024 // 256 * 256 / 2 = 512 samples per rank, 8 steps of 64
+    assert [r["step"] for r in rows] == [8, 16]
+    assert all(r["n_val"] == 63 for r in rows)  # the unreadable val image is not counted
     assert all(r["bad_images"] in (1, 2) for r in rows)  # the val file; the train one if drawn
     assert all(r["skipped_steps"] == 0 for r in rows)
     assert all("ema_top1" in r for r in rows)
     result = json.loads((reference / "result.json").read_text())
-    assert result["world_size"] == 2 and result["steps"] == 20
+    assert result["world_size"] == 2 and result["steps"] == 16
     assert any(f.endswith("val_5_00002.JPEG") for f in result["bad_files"])
     log = "".join(p.read_text() for p in reference.parent.rglob("*.log"))
     assert log.count("unreadable image") == len(result["bad_files"])  # one warning per file
@@ -155,7 +155,7 @@ def test_sigkill_mid_epoch_with_workers_and_moved_data_resumes_bit_for_bit(
     while not list(runs.glob("*/last.pt")) and time.monotonic() < deadline:
         assert proc.poll() is None, "the run ended before it could be killed"
         time.sleep(0.1)
-    time.sleep(4.0)  # into epoch 2: workers are loading, steps are running
+    time.sleep(3.0)  # into epoch 2: workers are loading, steps are running
     _kill_tree(proc.pid)  # srv ablate, torchrun, both ranks and their loader workers
     proc.wait()
     time.sleep(0.5)
@@ -191,7 +191,7 @@ def test_sigkill_mid_epoch_with_workers_and_moved_data_resumes_bit_for_bit(
                         text=True, timeout=300)
     assert ev.returncode == 0, ev.stderr
     record = json.loads(ev.stdout)
-    assert record["top1"] == result["top1"] and record["n_images"] == 99
+    assert record["top1"] == result["top1"] and record["n_images"] == 63
 
     # and the grid's table was written where we asked
     table = (tables / "rehearsal.md").read_text()
