@@ -490,6 +490,19 @@ def fmt_p(p: float | None) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _stat_entries(cs: Any, base_name: str | None, any_div: bool) -> list[Entry]:
+    """A cell's statistics columns: its interval, then (against the baseline) the difference,
+    p and Holm p, then the divergence rate when any run diverged."""
+    out = [Entry(text=_ci_text(cs.interval))]
+    if base_name is not None:
+        out += [Entry(text=_diff_text(cs, base_name)),
+                Entry(text=fmt_p(cs.diff.p if cs.diff else None)),
+                Entry(text=fmt_p(cs.p_holm))]
+    if any_div:
+        out.append(Entry(text=_div_text(cs)))
+    return out
+
+
 def _ci_text(interval: Any, fmt: str = ".1f") -> str:
     if interval is None:
         return "—"
@@ -546,14 +559,8 @@ def _stats_table(grid: Grid, rows_ax: list[str], cols_ax: list[str], cells: list
         row = [Entry(text=grid.axis(a).show(v)) for a, v in zip(rows_ax + cols_ax, cs.key,
                                                                  strict=True)]
         row += [Entry(text=str(cs.n)),
-                Entry(mean=cs.interval.mean) if cs.interval else Entry(text="—"),
-                Entry(text=_ci_text(cs.interval))]
-        if base_name is not None:
-            row += [Entry(text=_diff_text(cs, base_name)),
-                    Entry(text=fmt_p(cs.diff.p if cs.diff else None)),
-                    Entry(text=fmt_p(cs.p_holm))]
-        if any_div:
-            row.append(Entry(text=_div_text(cs)))
+                Entry(mean=cs.interval.mean) if cs.interval else Entry(text="—")]
+        row += _stat_entries(cs, base_name, any_div)
         body.append(row)
     n_tests = sum(cs.diff is not None for cs in cells)
     return Table(name=f"{grid.name}-stats", title="Statistics",
@@ -662,14 +669,7 @@ def _build_grid(grid: Grid, df: pd.DataFrame, metric: str, flops: bool,
             row = [Entry(text=grid.axis(a).show(v)) for a, v in zip(rows_ax, combo, strict=True)]
             row += [entry, Entry(text=str(entry.n))]
             if with_stats:
-                cs = stat_cells[i]
-                row.append(Entry(text=_ci_text(cs.interval)))
-                if base_name is not None:
-                    row += [Entry(text=_diff_text(cs, base_name)),
-                            Entry(text=fmt_p(cs.diff.p if cs.diff else None)),
-                            Entry(text=fmt_p(cs.p_holm))]
-                if any_div:
-                    row.append(Entry(text=_div_text(cs)))
+                row += _stat_entries(stat_cells[i], base_name, any_div)
             if with_cx:
                 cx = cx_rows[i]
                 row += ([Entry(mean=cx[0], fmt=".2f"), Entry(mean=cx[1], fmt=".3g")] if cx
