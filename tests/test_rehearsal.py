@@ -1,8 +1,8 @@
 """A full-scale rehearsal on CPU: the ImageNet path as a cluster user runs it, scaled down.
 
-An ImageNet-layout folder of real JPEGs of varied sizes, written here, trained through
-``srv ablate`` with the *unchanged* DeiT recipe logic (RandAugment m9, random erasing,
-Mixup/CutMix, repeated augmentation x3 under 2-process gloo DDP, EMA, loader workers, bf16
+An ImageNet-layout folder of 2,100 real JPEGs of varied sizes (10 classes), written here,
+trained through ``srv ablate`` with the *unchanged* DeiT recipe logic (RandAugment m9, random
+erasing, Mixup/CutMix, repeated augmentation x3 under 2-process gloo DDP, EMA, loader workers, bf16
 autocast, per-epoch schedule); only the model (vit-mini-conv), the image size (16), the batch and
 the epochs are scaled down. One uninterrupted run is the reference. A second run is killed with
 SIGKILL in the middle of an epoch, its data folder moved (as when copying ImageNet to node-local
@@ -39,7 +39,7 @@ format = "vit-mini-{value}"
 values = ["conv"]
 [presets.rehearsal]
 recipe = "deit"
-scale = "rehearsal: 8-class JPEG folder at 16x16, 2 gloo ranks"
+scale = "rehearsal: 10-class JPEG folder (2,100 images) at 16x16, 2 gloo ranks"
 seeds = [0]
 [presets.rehearsal.set]
 img_size = 16
@@ -60,7 +60,7 @@ def rehearsal(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("rehearsal")
     sizes = ((40, 30), (30, 40), (48, 36), (36, 48), (64, 48), (32, 32), (56, 42), (24, 32))
     data = write_jpeg_folder(root / "imagenet", JpegFolderSpec(
-        classes=8, train_per_class=96, val_per_class=8, sizes=sizes, noise=20, seed=3))
+        classes=10, train_per_class=200, val_per_class=10, sizes=sizes, noise=20, seed=3))
     # real folders hold bad files: a JPEG cut short by a failed copy, an HTML page saved as .JPEG
     cut = data / "train" / "n00000003" / "train_3_00007.JPEG"
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
@@ -130,16 +130,16 @@ def test_reference_run_is_the_deit_recipe_under_ddp(reference: Path) -> None:
     assert config["reprob"] == 0.25 and config["mixup"] == 0.8 and config["cutmix"] == 1.0
     assert config["aug_repeats"] == 3 and config["amp"] == "bf16"
     assert config["derived"]["world_size"] == 2
-    assert config["data"]["train_images"] == 768 and config["data"]["num_classes"] == 8
+    assert config["data"]["train_images"] == 2000 and config["data"]["num_classes"] == 10
     rows = _rows(reference)
-    # repeated augmentation: 768 // 256 * 256 / 2 = 384 samples per rank, 6 steps of 64
-    assert [r["step"] for r in rows] == [6, 12]
-    assert all(r["n_val"] == 63 for r in rows)  # the unreadable val image is not counted
+    # repeated augmentation: 2000 // 256 * 256 / 2 = 896 samples per rank, 14 steps of 64
+    assert [r["step"] for r in rows] == [14, 28]
+    assert all(r["n_val"] == 99 for r in rows)  # the unreadable val image is not counted
     assert all(r["bad_images"] in (1, 2) for r in rows)  # the val file; the train one if drawn
     assert all(r["skipped_steps"] == 0 for r in rows)
     assert all("ema_top1" in r for r in rows)
     result = json.loads((reference / "result.json").read_text())
-    assert result["world_size"] == 2 and result["steps"] == 12
+    assert result["world_size"] == 2 and result["steps"] == 28
     assert any(f.endswith("val_5_00002.JPEG") for f in result["bad_files"])
     log = "".join(p.read_text() for p in reference.parent.rglob("*.log"))
     assert log.count("unreadable image") == len(result["bad_files"])  # one warning per file
@@ -191,7 +191,7 @@ def test_sigkill_mid_epoch_with_workers_and_moved_data_resumes_bit_for_bit(
                         text=True, timeout=300)
     assert ev.returncode == 0, ev.stderr
     record = json.loads(ev.stdout)
-    assert record["top1"] == result["top1"] and record["n_images"] == 63
+    assert record["top1"] == result["top1"] and record["n_images"] == 99
 
     # and the grid's table was written where we asked
     table = (tables / "rehearsal.md").read_text()
