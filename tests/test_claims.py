@@ -166,6 +166,20 @@ def test_claims_file_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert result.exit_code == 2 and "no claim nope" in result.stderr
 
 
+def test_a_report_without_runs_never_replaces_the_last_one(tmp_path: Path,
+                                                           tables_env: Path) -> None:  # noqa: F811
+    """A mistyped --runs-dir is one line and exit 2; an empty one prints the report (the cost
+    claim needs no runs) but leaves tables/claims.md as the last real report wrote it."""
+    (tables_env / "claims.md").write_text("the verdicts of 36 finished runs\n")
+    result = runner.invoke(app, ["claims", "--runs-dir", str(tmp_path / "rnus")])
+    assert result.exit_code == 2 and "no runs directory at" in result.stderr
+    (tmp_path / "runs").mkdir()
+    result = runner.invoke(app, ["claims", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0 and "not written: no finished runs" in result.output
+    assert "| cost" in result.output
+    assert (tables_env / "claims.md").read_text() == "the verdicts of 36 finished runs\n"
+
+
 def test_diversity_claim_measures_the_checkpoints(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiny real runs (two stems, two seeds), their effective rank after the last block."""

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import handle_errors
+from ..errors import SrvError, handle_errors
 from ._options import RunsDirOpt
 
 
@@ -57,6 +57,9 @@ def claims(
     from ..reference import tables_dir as default_tables_dir
     from ..tables import write_table
 
+    if not runs_dir.is_dir():
+        raise SrvError(f"no runs directory at {runs_dir}: give --runs-dir (or $SRV_RUNS) the "
+                       "folder that srv ablate / srv train wrote its runs to")
     report = cl.evaluate(runs_dir, cl.load_claims(claims_file), ids=ids or None,
                          grids=grid or None, presets=preset or None, force=force,
                          diversity=diversity)
@@ -66,7 +69,12 @@ def claims(
     else:
         print(text, end="")
     if write and not ids and not grid and not preset:
-        path = write_table(text, Path(tables_dir or default_tables_dir()) / "claims.md")
+        target = Path(tables_dir or default_tables_dir()) / "claims.md"
+        if not any(runs_dir.glob("*/result.json")):
+            # a report from no runs at all would replace the verdicts of an earlier one
+            print(f"\nnot written: no finished runs in {runs_dir}; {target} left as it was")
+            return
+        path = write_table(text, target)
         print(f"\nwrote {path}")
 
 
