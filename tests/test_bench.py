@@ -31,6 +31,11 @@ def test_bench_rejects_unknown_names() -> None:
     assert result.exit_code == 2 and "did you mean vit-mini-patch" in result.stderr
     result = runner.invoke(app, ["bench", "--modes", "jit", "--device", "cpu"])
     assert result.exit_code == 2 and "unknown mode 'jit'" in result.stderr
+    # impossible numbers are refused before anything is built or written
+    for option, value in (("--workers", "-1"), ("--steps", "0"), ("--batch", "0"),
+                          ("--make-jpegs", "0")):
+        result = runner.invoke(app, ["bench", option, value, "--device", "cpu"])
+        assert result.exit_code == 2 and option in result.output, (option, result.output)
 
 
 def test_bench_measures_the_engine_on_device_batches_and_on_jpegs(tmp_path: Path) -> None:

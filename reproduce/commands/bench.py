@@ -17,11 +17,11 @@ def bench(
         help="Comma list; the first is the baseline (timm:NAME for a plain timm model).")]
     = "timm:vit_small_patch16_224,vit-s-patch,vit-s-conv",
     modes: Annotated[str, typer.Option(help="Comma list of eager, compile.")] = "eager,compile",
-    batch: Annotated[int, typer.Option(help="Batch size per step.")] = 256,
-    img_size: Annotated[int, typer.Option(help="Input resolution.")] = 224,
+    batch: Annotated[int, typer.Option(help="Batch size per step.", min=1)] = 256,
+    img_size: Annotated[int, typer.Option(help="Input resolution.", min=8)] = 224,
     amp: Annotated[str, typer.Option(help="off, bf16 or fp16.")] = "bf16",
-    steps: Annotated[int, typer.Option(help="Timed steps.")] = 30,
-    warmup: Annotated[int, typer.Option(help="Warm-up steps (the first compiles).")] = 10,
+    steps: Annotated[int, typer.Option(help="Timed steps.", min=1)] = 30,
+    warmup: Annotated[int, typer.Option(help="Warm-up steps (the first compiles).", min=0)] = 10,
     device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
     pipelines: Annotated[str, typer.Option(
         help="Comma list: bare (the model step alone), engine (srv train's engine on synthetic "
@@ -30,9 +30,10 @@ def bench(
         help="ImageNet-layout folder for the timm / dali pipelines (default: write an "
              "ImageNet-like one of --make-jpegs images to a temporary folder).")] = None,
     make_jpegs: Annotated[int, typer.Option(
-        help="Images (~500x375, ~110 KB) to write when no --jpeg-folder is given.")] = 20000,
+        help="Images (~500x375, ~110 KB) to write when no --jpeg-folder is given.", min=1)] = 20000,
     workers: Annotated[int, typer.Option(
-        help="DataLoader workers (timm pipeline; default: the CPU count, at most 16).")] = 0,
+        help="DataLoader workers (timm pipeline; default 0: the CPU count, at most 16).",
+        min=0)] = 0,
     channels_last: Annotated[bool, typer.Option(
         "--channels-last", help="Channels-last memory format (model and inputs).")] = False,
     out: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")]
