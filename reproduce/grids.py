@@ -447,9 +447,10 @@ def load_grid(
         matches[0].restrict(wanted, f"--axis {name}")
 
     seeds_list = list(seeds) if seeds is not None else list(p.get("seeds", [0]))
-    if not seeds_list or not all(isinstance(s, int) and not isinstance(s, bool)
+    if not seeds_list or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                                  for s in seeds_list):
-        raise SrvError(f"{pwhere}: seeds must be a non-empty list of integers")
+        where = "--seeds" if seeds is not None else f"{pwhere}: seeds"
+        raise SrvError(f"{where} must be a non-empty list of integers >= 0 (e.g. 0-2 or 0,1)")
     if len(set(seeds_list)) != len(seeds_list):
         raise SrvError("seeds must not repeat")
 

@@ -157,7 +157,8 @@ class Recipe:
                         "drop", "smoothing", "mixup", "cutmix", "reprob", "clip_grad",
                         "ema_decay", "ema_alpha", "train_subset", "val_subset", "num_workers",
                         "aug_repeats", "num_classes", "stem_width", "stride", "pca_std",
-                        "warmup_factor", "min_lr_factor", "update_ratio_every", "amp_min_scale")
+                        "warmup_factor", "min_lr_factor", "update_ratio_every", "amp_min_scale",
+                        "seed")
         for key in non_negative:
             if getattr(self, key) < 0:
                 raise SrvError(f"recipe key {key!r} must be >= 0, got {getattr(self, key)}")

@@ -194,6 +194,8 @@ def _write(path: Path, text: str) -> Path:
      'values = [1]\n', "'y' is not an axis"),
     ('[presets.mini]\nrecipe = "mini"\nseeds = []\n[axes.x]\nkey = "lr"\nvalues = [1]\n',
      "seeds must be"),
+    ('[presets.mini]\nrecipe = "mini"\nseeds = [-1]\n[axes.x]\nkey = "lr"\nvalues = [1]\n',
+     "seeds must be a non-empty list of integers >= 0"),
     ('[presets.mini]\nrecipe = "mini"\n[axes.x]\nkind = "random"\nsamples = 2\n'
      'ranges = { lr = [1.0, 0.5] }\n', "0 < low < high"),
     ("[presets.mini\n", "not valid TOML"),
@@ -201,6 +203,15 @@ def _write(path: Path, text: str) -> Path:
 def test_bad_grid_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(SrvError, match=message):
         load_grid(_write(tmp_path / "g.toml", text))
+
+
+def test_negative_seeds_on_the_command_line_are_refused(tmp_path: Path) -> None:
+    # numpy's SeedSequence (per-sample seeds) takes no negative entropy: refuse up front
+    result = runner.invoke(app, ["ablate", "stem", "--seeds", "-1", "--dry-run"])
+    assert result.exit_code == 2 and "--seeds must be" in result.stderr
+    result = runner.invoke(app, ["train", "vit-mini-conv", "--set", "seed=-1", "--runs-dir",
+                                 str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "'seed' must be >= 0" in result.stderr
 
 
 def test_dry_run_lists_every_cell_without_training(tmp_path: Path) -> None:
