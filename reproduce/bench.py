@@ -253,14 +253,14 @@ def run_engine_bench(models: list[str], modes: list[str], pipelines: list[str], 
 
 
 def environment_line() -> str:
-    import platform
-
     import timm
     import torch
 
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor()
-    return (f"torch {torch.__version__}, timm {timm.__version__}, {dev or 'cpu'}, "
-            f"{torch.get_num_threads()} CPU threads")
+    from .runs import cpu_model
+
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return (f"torch {torch.__version__}, timm {timm.__version__}, {dev}, "
+            f"{torch.get_num_threads()} CPU threads of {cpu_model()}")
 
 
 def as_dicts(results: list[BenchResult]) -> list[dict[str, Any]]:

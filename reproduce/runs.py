@@ -74,6 +74,19 @@ def git_state() -> dict[str, Any]:
     return {"git_commit": commit, "git_dirty": dirty, "code_version": __version__}
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what ``platform`` knows): figures
+    from machines of one kind differ up to 2x, so every CPU figure names its CPU."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def environment(device: Any = None, world_size: int = 1) -> dict[str, Any]:
     """Versions, devices, host and command line, for ``env.json``."""
     import timm
@@ -87,6 +100,7 @@ def environment(device: Any = None, world_size: int = 1) -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "host": socket.gethostname(),
         "platform": platform.platform(),
+        "cpu": cpu_model(),
         "cpu_threads": torch.get_num_threads(),
         "world_size": world_size,
         "device": str(device),

@@ -23,7 +23,9 @@ def test_bench_reports_ratios_to_the_baseline(tmp_path: Path) -> None:
     rows = data["results"]
     assert [r["model"] for r in rows] == ["vit-mini-patch", "vit-mini-conv"]
     assert rows[0]["ratio"] == 1.0 and rows[1]["ratio"] > 0 and rows[1]["img_per_s"] > 0
-    assert "torch" in data["environment"]
+    from reproduce.runs import cpu_model
+
+    assert "torch" in data["environment"] and f"CPU threads of {cpu_model()}" in data["environment"]
 
 
 def test_bench_rejects_unknown_names() -> None:

@@ -33,6 +33,8 @@ def test_run_directory_holds_every_file(runs_root: Path) -> None:
     assert config["derived"]["steps_per_epoch"] == 256 // 64
     assert config["derived"]["warmup_steps"] == 4
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
+    env = json.loads((run / "env.json").read_text())
+    assert env["cpu"] and env["cpu"] != "unknown CPU"  # a figure names its CPU
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     for key in ("lr", "train_loss", "grad_norm_mean", "grad_norm_max", "loss_spikes",
