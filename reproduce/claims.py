@@ -58,8 +58,6 @@ VERDICTS = ("supported", "contradicted", "inconclusive", "no evidence")
 _CLAIM_KEYS = {"id", "text", "paper", "grid", "statistic", "a", "b", "expect", "metric", "axis",
                "models", "max_extra"}
 _TOP_KEYS = {"alpha", "power", "claim"}
-_UNITS = {"difference": "top-1", "spread": "spread", "seed-variance": "sd",
-          "diversity": "effective rank"}
 
 
 # --- claims as data ------------------------------------------------------------------------------
@@ -229,13 +227,9 @@ class RunIndex:
     def _load(self, grid_name: str, preset: str) -> tuple[Grid, pd.DataFrame] | None:
         from .ablate import plan
         from .grids import load_grid
-        from .tables import gather
+        from .tables import gather, run_seeds
 
-        grid = load_grid(grid_name, preset=preset)
-        models = {c.model for c in grid.cells()}
-        seeds = sorted({int(c["seed"]) for c in self.configs
-                        if c.get("model") in models and c.get("recipe") == grid.recipe
-                        and "seed" in c})
+        seeds = sorted(run_seeds(load_grid(grid_name, preset=preset), self.configs))
         if not seeds:
             return None
         grid = load_grid(grid_name, preset=preset, seeds=seeds)
@@ -246,27 +240,22 @@ class RunIndex:
         return grid, gather(grid, self.runs_root, states)
 
 
-def _arm(grid: Grid, df: pd.DataFrame, sel: dict[str, str], claim: Claim
-         ) -> tuple[pd.DataFrame, str] | None:
-    """The rows of one arm and its display name; None when this preset lacks a label."""
-    from .tables import axis_column
+def _arm(grid: Grid, df: pd.DataFrame, sel: dict[str, str]) -> tuple[pd.DataFrame, str] | None:
+    """The rows of one arm and its display name; None when this preset lacks a label. The
+    axis names were checked against the grid by :func:`_find_evidence`."""
+    from .tables import _match
 
-    mask = df["seed"] == df["seed"]
-    names = []
+    labels, names = [], []
     for axis_name, label in sel.items():
-        try:
-            axis = grid.axis(axis_name)
-        except SrvError:
-            raise SrvError(f"claim {claim.id!r}: grid {grid.name!r} has no axis {axis_name!r} "
-                           f"(fix recipes/claims/wang2022.toml)") from None
+        axis = grid.axis(axis_name)
         if label in ("@first", "@last"):
             label = axis.labels[0 if label == "@first" else -1]
         if label not in axis.labels:
             return None
-        mask &= df[axis_column(axis_name)] == label
+        labels.append(label)
         names.append(axis.show(label) if len(sel) == 1 else
                      f"{axis.title or axis_name} {axis.show(label)}")
-    return df[mask], ", ".join(names)
+    return df[_match(df, list(sel), labels)], ", ".join(names)
 
 
 def _chance(sub: pd.DataFrame) -> float:
@@ -287,10 +276,7 @@ def _per_seed(claim: Claim, grid: Grid, rows: pd.DataFrame) -> tuple[list[float]
     # spread: every value of the axis finished (or diverged) for the seed
     from .tables import axis_column
 
-    col = axis_column(claim.axis or "")
-    if col not in rows:
-        raise SrvError(f"claim {claim.id!r}: grid {grid.name!r} has no axis {claim.axis!r} "
-                       f"(fix recipes/claims/wang2022.toml)")
+    col = axis_column(claim.axis or "")  # the axis was checked by _find_evidence
     width = len(grid.axis(claim.axis or "").labels)
     chance = _chance(rows)
     values, seeds, runs = [], [], []
@@ -328,7 +314,7 @@ def _find_evidence(claim: Claim, index: RunIndex, presets: list[str] | None,
         if found is None:
             continue
         grid, df = found
-        arm_a, arm_b = _arm(grid, df, claim.a, claim), _arm(grid, df, claim.b, claim)
+        arm_a, arm_b = _arm(grid, df, claim.a), _arm(grid, df, claim.b)
         if arm_a is None or arm_b is None:
             continue
         (rows_a, name_a), (rows_b, name_b) = arm_a, arm_b
@@ -490,10 +476,6 @@ class Report:
 
     def text(self) -> str:
         return render_markdown(self)
-
-
-def _fmt(x: float, spec: str = ".1f") -> str:
-    return format(x, spec)
 
 
 def _statistic_text(claim: Claim, ev: Evidence, test: Any) -> str:

@@ -251,7 +251,7 @@ def welch_power(diff: float, sd_a: float, sd_b: float, n: int, alpha: float) -> 
     se = math.sqrt(va + vb)
     if se == 0.0:
         return 1.0 if diff != 0 else 0.0
-    df = (va + vb) ** 2 / ((va**2 + vb**2) / (n - 1)) if va + vb > 0 else n - 1
+    df = (va + vb) ** 2 / ((va**2 + vb**2) / (n - 1))  # se > 0, so va + vb > 0
     crit = float(stats.t.ppf(1 - alpha / 2, df))
     ncp = abs(diff) / se
     return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))

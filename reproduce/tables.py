@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,16 +50,18 @@ UNFINISHED = ("pending", "partial", "running", "failed")
 
 
 
+def run_seeds(grid: Grid, configs: Iterable[dict[str, Any]]) -> set[int]:
+    """The seeds of the run configs that belong to the grid (one of its models, its recipe)."""
+    models = {c.model for c in grid.cells()}
+    return {int(c["seed"]) for c in configs
+            if c.get("model") in models and c.get("recipe") == grid.recipe and "seed" in c}
+
+
 def discover_seeds(grid: Grid, runs_root: Path) -> list[int]:
     """The preset's seeds plus every seed found in ``runs_root`` for the grid's models and
     recipe (so ``srv table`` shows what ``srv ablate --seeds ...`` ran)."""
-    models = {c.model for c in grid.cells()}
-    seeds = set(grid.seeds)
-    for cfg_path in runs_root.glob("*/config.json"):
-        cfg = read_json(cfg_path) or {}
-        if cfg.get("model") in models and cfg.get("recipe") == grid.recipe and "seed" in cfg:
-            seeds.add(int(cfg["seed"]))
-    return sorted(seeds)
+    configs = (read_json(p) or {} for p in runs_root.glob("*/config.json"))
+    return sorted(set(grid.seeds) | run_seeds(grid, configs))
 
 
 def gather(grid: Grid, runs_root: Path | str, states: list[Any] | None = None) -> pd.DataFrame:
@@ -490,12 +493,18 @@ def fmt_p(p: float | None) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _stat_header(base_name: str | None, any_div: bool) -> list[str]:
+    """The headers of :func:`_stat_entries`' columns."""
+    return (["95% CI"] + ([f"Δ vs {base_name} [95% CI]", "p", "Holm p"] if base_name else [])
+            + (["diverged"] if any_div else []))
+
+
 def _stat_entries(cs: Any, base_name: str | None, any_div: bool) -> list[Entry]:
     """A cell's statistics columns: its interval, then (against the baseline) the difference,
     p and Holm p, then the divergence rate when any run diverged."""
     out = [Entry(text=_ci_text(cs.interval))]
     if base_name is not None:
-        out += [Entry(text=_diff_text(cs, base_name)),
+        out += [Entry(text=_diff_text(cs)),
                 Entry(text=fmt_p(cs.diff.p if cs.diff else None)),
                 Entry(text=fmt_p(cs.p_holm))]
     if any_div:
@@ -503,21 +512,21 @@ def _stat_entries(cs: Any, base_name: str | None, any_div: bool) -> list[Entry]:
     return out
 
 
-def _ci_text(interval: Any, fmt: str = ".1f") -> str:
+def _ci_text(interval: Any) -> str:
     if interval is None:
         return "—"
     if not interval.has_interval:
         return "n=1: none"
-    return f"[{format(interval.low, fmt)}, {format(interval.high, fmt)}]"
+    return f"[{interval.low:.1f}, {interval.high:.1f}]"
 
 
-def _diff_text(cs: CellStats, base_name: str, fmt: str = ".1f") -> str:
+def _diff_text(cs: CellStats) -> str:
     if cs.baseline is None:
         return "reference" if cs.values or cs.started else "—"
     if cs.diff is None:
         return "n<2: no test"
     d = cs.diff
-    return f"{format(d.diff, '+' + fmt)} [{format(d.low, fmt)}, {format(d.high, fmt)}]"
+    return f"{d.diff:+.1f} [{d.low:.1f}, {d.high:.1f}]"
 
 
 def _div_text(cs: CellStats) -> str:
@@ -548,11 +557,7 @@ def _stats_table(grid: Grid, rows_ax: list[str], cols_ax: list[str], cells: list
                  base_name: str | None, any_div: bool) -> Table:
     """A 2-D table's statistics in long format: one row per (row, column) cell."""
     header = [_axis_header(grid, a) for a in rows_ax + cols_ax]
-    header += ["n", "mean", "95% CI"]
-    if base_name is not None:
-        header += [f"Δ vs {base_name} [95% CI]", "p", "Holm p"]
-    if any_div:
-        header += ["diverged"]
+    header += ["n", "mean", *_stat_header(base_name, any_div)]
     align = ["l"] * len(rows_ax + cols_ax) + ["r"] * (len(header) - len(rows_ax + cols_ax))
     body = []
     for cs in cells:
@@ -640,11 +645,7 @@ def _build_grid(grid: Grid, df: pd.DataFrame, metric: str, flops: bool,
         header += ["top-1 (%)", "n"]
         align += ["r", "r"]
         if with_stats:
-            header += ["95% CI"]
-            if base_name is not None:
-                header += [f"Δ vs {base_name} [95% CI]", "p", "Holm p"]
-            if any_div:
-                header += ["diverged"]
+            header += _stat_header(base_name, any_div)
             align += ["r"] * (len(header) - len(align))
         with_cx = flops and not df.empty
         cx_rows: list[tuple[float, float] | None] = []

@@ -107,8 +107,7 @@ def table(
                                f"{grid.preset}' first (or give --runs-dir)")
             continue
         rep = tb.report(grid, runs_dir, out_dir, formats=formats, states=states, metric=metric,
-                        force=force, flops=flops, plot=plot,
-                        baseline=None if baseline == "none" else baseline)
+                        force=force, flops=flops, plot=plot, baseline=baseline)
         for fmt in formats:
             print(rep.texts[fmt])
         written += rep.paths
