@@ -102,9 +102,13 @@ def describe_bad(dataset: Dataset, index: int) -> str:
     folder = image_folder_of(dataset)
     if folder is None:
         return f"unreadable sample {index}: skipped, replaced by the next readable one"
-    return (f"unreadable image {folder.path_of(index)} ({_reason(folder, index)}): skipped, "
-            f"the next readable image of the folder is used in its place; replace or delete "
-            f"the file")
+    return skipped_line(folder.path_of(index), _reason(folder, index))
+
+
+def skipped_line(path: str, reason: str) -> str:
+    """The warning for one unreadable file, named once in a run."""
+    return (f"unreadable image {path} ({reason}): skipped, the next readable image of the "
+            f"folder is used in its place; replace or delete the file")
 
 
 # --- checking a folder up front (for pipelines that cannot skip a file while decoding) ------

@@ -106,6 +106,13 @@ def _seed_generators(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def check_train_size(n: int, r: Recipe) -> None:
+    """A training set must fill one global batch (every pipeline drops the last partial one)."""
+    if n < r.batch_size:
+        raise SrvError(f"the training set has {n} images, fewer than one global batch of "
+                       f"{r.batch_size}: lower --batch-size")
+
+
 def _to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool
                ) -> tuple[torch.Tensor, torch.Tensor]:
     x = x.to(device, non_blocking=True)
@@ -145,9 +152,7 @@ class TorchTrainLoader:
 
     def __init__(self, dataset: Dataset, r: Recipe, info: DistInfo, seeded: bool = True) -> None:
         n = len(dataset)  # type: ignore[arg-type]
-        if n < r.batch_size:
-            raise SrvError(f"the training set has {n} images, fewer than one global batch of "
-                           f"{r.batch_size}: lower --batch-size")
+        check_train_size(n, r)
         self.info, self.channels_last = info, r.channels_last
         self.source = dataset  # what the ``bad`` indices of its items index
         self.sampler: Any = train_sampler(n, r.seed, info.rank, info.world_size, r.aug_repeats)

@@ -16,8 +16,7 @@ if TYPE_CHECKING:
     from ..recipes import Recipe
     from .loaders import DaliTrainLoader, DaliValLoader
 
-__all__ = ["available", "build_train_loader", "build_val_loader", "DaliTrainLoader",
-           "DaliValLoader"]
+__all__ = ["available", "build_train_loader", "build_val_loader"]
 
 
 @functools.cache
@@ -55,11 +54,3 @@ def build_val_loader(root: Path, recipe: Recipe, info: DistInfo, **kwargs: Any
 
     return build(root, recipe, info, **kwargs)
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("DaliTrainLoader", "DaliValLoader"):
-        _require()
-        from . import loaders
-
-        return getattr(loaders, name)
-    raise AttributeError(name)

@@ -11,6 +11,7 @@ it took about a third of the time of passing the same Python list (one run on a 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +56,10 @@ def image_list(root: Path, split: str, subset: int = 0, check_files: int = 0) ->
     samples = make_dataset(str(split_root), class_to_idx, extensions=IMG_EXTENSIONS)
     kept = _subset(samples, subset)  # type: ignore[arg-type]  # a list or a Subset of it
     picked = [kept[i] for i in range(len(kept))]  # type: ignore[arg-type]
-    paths = tuple(str(Path(p).relative_to(split_root)) for p, _ in picked)
+    # make_dataset joins the folder and each name: cut the prefix (Path.relative_to over 1.28M
+    # ImageNet paths costs seconds at every start)
+    prefix = os.path.join(os.path.expanduser(str(split_root)), "")
+    paths = tuple(p.removeprefix(prefix) for p, _ in picked)
     stand_in: dict[int, int] = {}
     if check_files:
         from ..images import find_unreadable

@@ -29,6 +29,8 @@ import torch
 
 from ..distributed import DistInfo
 from ..errors import SrvError
+from ..images import skipped_line
+from ..loaders import check_train_size
 from ..recipes import Recipe
 from ..sampling import epoch_indices, shard_indices, train_sampler
 from .files import ImageList, image_list, write_file_list
@@ -113,9 +115,8 @@ class _NamesUnreadable:
 
     def describe_bad(self, index: int) -> str:
         """The one-line warning for the unreadable file ``index``."""
-        return (f"unreadable image {self.images.path_of(index)} (found by the DALI loader's "
-                f"up-front check): skipped, the next readable image of the folder is used in "
-                f"its place; replace or delete the file")
+        return skipped_line(self.images.path_of(index), "found by the DALI loader's up-front "
+                            "check")
 
 
 class DaliTrainLoader(_NamesUnreadable):
@@ -129,9 +130,7 @@ class DaliTrainLoader(_NamesUnreadable):
         self.info = info
         self.num_classes = len(images.classes)
         self.batch_size = _per_device_batch(recipe, info)
-        if len(images) < recipe.batch_size:
-            raise SrvError(f"the training set has {len(images)} images, fewer than one global "
-                           f"batch of {recipe.batch_size}: lower --batch-size")
+        check_train_size(len(images), recipe)
         per_rank = len(train_sampler(len(images), recipe.seed, info.rank, info.world_size,
                                      recipe.aug_repeats))  # type: ignore[arg-type]
         self.steps = per_rank // self.batch_size

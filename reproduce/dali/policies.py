@@ -143,23 +143,11 @@ def _maybe(x: DataNode, spec: OpSpec, draw: _Draw, ctx: OpContext) -> DataNode:
     return x
 
 
-def _one_of(specs: tuple[OpSpec, ...], index: DataNode, lo: int, hi: int, x: DataNode,
-            draw: _Draw, ctx: OpContext) -> DataNode:
-    """The op ``specs[index]`` (``lo <= index <= hi``), by halving the range (DALI splits the
-    batch at each ``if``)."""
-    if lo == hi:
-        return _maybe(x, specs[lo], draw, ctx)
-    mid = (lo + hi) // 2
-    if index <= mid:
-        x = _one_of(specs, index, lo, mid, x, draw, ctx)
-    else:
-        x = _one_of(specs, index, mid + 1, hi, x, draw, ctx)
-    return x
-
-
 def _sub_policy(subs: tuple[tuple[OpSpec, ...], ...], index: DataNode, lo: int, hi: int,
                 x: DataNode, draws: list[_Draw], ctx: OpContext) -> DataNode:
-    """AutoAugment: sub-policy ``subs[index]``, its ops in order."""
+    """Sub-policy ``subs[index]`` (``lo <= index <= hi``), its ops in order, by halving the range
+    (DALI splits the batch at each ``if``). RandAugment's choice of one op is a sub-policy of
+    one op; AutoAugment's have two."""
     if lo == hi:
         for k, spec in enumerate(subs[lo]):  # (autograph's zip has no strict=)
             x = _maybe(x, spec, draws[k], ctx)
@@ -186,9 +174,11 @@ def augment(x: DataNode, policy: AugmentPolicy, ctx: OpContext) -> DataNode:
                 # (the same draw, and only the images that apply an op enter the op branches)
                 always = tuple(dataclasses.replace(s, prob=1.0) for s in specs)
                 if draw.u <= specs[0].prob:
-                    x = _one_of(always, index, 0, len(specs) - 1, x, draw, ctx)
+                    x = _sub_policy(tuple((s,) for s in always), index, 0, len(specs) - 1, x,
+                                    [draw], ctx)
             else:
-                x = _one_of(specs, index, 0, len(specs) - 1, x, draw, ctx)
+                x = _sub_policy(tuple((s,) for s in specs), index, 0, len(specs) - 1, x,
+                                [draw], ctx)
         return x
     subs = policy.choices
     noise = _noise_kind(tuple(s for sub in subs for s in sub))
