@@ -317,6 +317,19 @@ def test_erasing_acts_on_the_normalised_batch(jpegs: Path) -> None:
         assert bool((zero_frac >= 0.02).all()) if prob else bool((zero_frac == 0).all())
 
 
+def test_channels_last_reaches_the_training_batches(jpegs: Path) -> None:
+    """channels_last = true: DALI's CHW batches leave the loader in the channels-last layout,
+    as the timm path's do (the same values either way)."""
+    batches = {}
+    for layout in (False, True):
+        loader = dali.build_train_loader(jpegs, _recipe(jpegs, channels_last=layout), DistInfo())
+        batches[layout] = [x for x, _ in loader]
+    for plain, last in zip(batches[False], batches[True], strict=True):
+        assert last.is_contiguous(memory_format=torch.channels_last)
+        assert not plain.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(plain, last)
+
+
 def test_bad_input_is_one_clear_error(jpegs: Path, tmp_path: Path) -> None:
     with pytest.raises(SrvError, match="color_jitter without aa"):
         dali.build_train_loader(jpegs, _recipe(jpegs, color_jitter=0.4), DistInfo())

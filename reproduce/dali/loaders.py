@@ -30,7 +30,7 @@ import torch
 from ..distributed import DistInfo
 from ..errors import SrvError
 from ..images import skipped_line
-from ..loaders import check_train_size
+from ..loaders import _to_device, check_train_size
 from ..recipes import Recipe
 from ..sampling import epoch_indices, shard_indices, train_sampler
 from .files import ImageList, image_list, write_file_list
@@ -202,7 +202,7 @@ class DaliTrainLoader(_NamesUnreadable):
                 x, y = out[0]["x"], out[0]["y"].reshape(-1).long()
                 if self._erasing is not None:
                     x = self._erase(x, step)
-                yield x.to(self.info.device), y.to(self.info.device)
+                yield _to_device(x, y, self.info.device, self.recipe.channels_last)
         finally:
             batches = pipe = None  # free the pipeline's buffers before the next epoch's
             file_list.unlink(missing_ok=True)
