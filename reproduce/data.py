@@ -120,11 +120,22 @@ def check_imagefolder(root: Path) -> list[str]:
     return train_classes
 
 
-def _transforms(r: Recipe, mean: Any, std: Any) -> tuple[Any, Any, str]:
-    """timm's train / eval transforms plus the recipe's PCA lighting (:mod:`.transforms`)."""
+#: torchvision's CIFAR-10 per-channel mean and std (used for CIFAR-100 too)
+CIFAR_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+
+
+def transforms_for(r: Recipe) -> tuple[Any, Any, str]:
+    """The recipe's train / eval transforms for its data set (timm's, plus PCA lighting:
+    :mod:`.transforms`) and the eval transform's description; none for in-memory tensors."""
+    if r.dataset in ("digits", "synthetic"):
+        return None, None, "none (tensors)"
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
     from .transforms import build_transforms
 
-    return build_transforms(r, mean, std)
+    if r.dataset == "imagefolder":
+        return build_transforms(r, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+    return build_transforms(r, *CIFAR_MEAN_STD)
 
 
 def _subset(ds: Dataset, n: int, seed: int = 0) -> Dataset:
@@ -139,8 +150,6 @@ def _subset(ds: Dataset, n: int, seed: int = 0) -> Dataset:
 def build_datasets(r: Recipe, train: bool = True) -> Datasets:
     """Build the recipe's train (unless ``train=False``) and val sets, validating paths and
     layout first."""
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
     if r.dataset == "digits":
         xt, yt, xv, yv = digits_tensors(r.img_size)
         out = Datasets(TensorDataset(xt, yt), TensorDataset(xv, yv), 10,
@@ -165,7 +174,7 @@ def build_datasets(r: Recipe, train: bool = True) -> Datasets:
                            "and val/), or use --dataset digits")
         root = Path(r.data_path).expanduser()
         classes = check_imagefolder(root)
-        train_tf, eval_tf, desc = _transforms(r, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+        train_tf, eval_tf, desc = transforms_for(r)
         # bad files are skipped and reported, not fatal: items are (image, target, bad)
         train_set = (TolerantImageFolder(str(root / "train"), transform=train_tf)
                      if train else None)
@@ -180,8 +189,7 @@ def build_datasets(r: Recipe, train: bool = True) -> Datasets:
 
         cls = datasets.CIFAR10 if r.dataset == "cifar10" else datasets.CIFAR100
         root = Path(r.data_path or os.environ.get("SRV_DATA", "data")).expanduser()
-        mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-        train_tf, eval_tf, desc = _transforms(r, mean, std)
+        train_tf, eval_tf, desc = transforms_for(r)
         try:
             train = cls(str(root), train=True, transform=train_tf, download=False)
             val = cls(str(root), train=False, transform=eval_tf, download=False)

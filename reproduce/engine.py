@@ -43,15 +43,12 @@ from .distributed import (
     cleanup,
     init_distributed,
 )
-from .ema import build_ema
 from .errors import SrvError
 from .loaders import build_train_loader, build_val_loader
-from .optim import build_optimizer
 from .progress import Reporter
 from .recipes import Recipe
-from .runnable import build_mixup_loss, refuse
+from .runnable import build_mixup_loss, build_optimization, refuse
 from .runs import RunDir, atomic_torch_save, atomic_write_json, environment, git_state
-from .schedule import LrSchedule
 from .stability import EpochStats, StepWindow
 
 __all__ = ["RunOutcome", "train", "evaluate", "val_loader", "build_model", "load_checkpoint_model",
@@ -251,15 +248,14 @@ class Trainer:
         self.model = model  # unwrapped: what checkpoints hold
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.params_m = sum(p.numel() for p in model.parameters()) / 1e6
-        self.optimizer = build_optimizer(model, r, self.lr, fused=info.device.type == "cuda")
+        self.optimizer, self.sched, _, self.ema = build_optimization(
+            model, r, self.lr, self.steps_per_epoch, fused=info.device.type == "cuda")
         # fused optimizers take GradScaler's found_inf and skip a bad step on the device
         self.fused = bool(getattr(self.optimizer, "_step_supports_amp_scaling", False))
-        self.sched = LrSchedule(self.optimizer, r, self.steps_per_epoch)
         self.scaler = (torch.amp.GradScaler(info.device.type, init_scale=r.amp_init_scale)
                        if r.amp == "fp16" else None)
         self.sam = bool(sam.base_optimizer(r.opt))
         self._prev: list[torch.Tensor] | None = None  # weights before a measured update
-        self.ema = build_ema(model, r, self.steps_per_epoch)
         net: nn.Module = model
         if info.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -283,7 +279,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.sched.state_dict() if self.sched is not None else None,
+            "scheduler": self.sched.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
             "epoch": self.epoch,
@@ -302,7 +298,7 @@ class Trainer:
         ckpt = read_checkpoint(path, map_location=self.info.device)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.sched is not None and ckpt["scheduler"] is not None:
+        if ckpt["scheduler"] is not None:
             self.sched.load_state_dict(ckpt["scheduler"])
         if self.scaler is not None and ckpt["scaler"] is not None:
             self.scaler.load_state_dict(ckpt["scaler"])

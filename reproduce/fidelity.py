@@ -118,11 +118,7 @@ class Built:
 
     @cached_property
     def parts(self) -> Any:
-        from .config import resolve_config
-        from .runnable import build_parts
-
-        torch.manual_seed(0)
-        return build_parts(resolve_config(self.model_name, self.recipe_name))
+        return self.other()
 
     @property
     def r(self) -> Any:

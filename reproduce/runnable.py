@@ -23,7 +23,7 @@ from torch import nn
 
 from . import sam
 from .config import RunConfig, scaled_lr
-from .ema import Ema, EmaRule, build_ema, ema_rule
+from .ema import Ema, EmaRule, ema_rule
 from .errors import SrvError
 from .recipes import Recipe
 from .schedule import LrSchedule
@@ -135,22 +135,21 @@ class Parts:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def lr(self) -> float:
-        return scaled_lr(self.cfg.recipe)
-
-    @property
     def params_m(self) -> float:
         return sum(p.numel() for p in self.model.parameters()) / 1e6
 
 
-def _transforms(r: Recipe) -> tuple[Any, Any, str]:
-    if r.dataset in ("digits", "synthetic"):
-        return None, None, "none (tensors)"
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+def build_optimization(model: nn.Module, r: Recipe, lr: float, steps_per_epoch: int, *,
+                       fused: bool = False, with_ema: bool = True
+                       ) -> tuple[torch.optim.Optimizer, LrSchedule, EmaRule | None, Ema | None]:
+    """The optimizer, lr schedule, EMA rule and EMA of a run, as the engine builds them (and
+    :func:`build_parts` for the fidelity checks); ``with_ema=False`` makes no EMA copy."""
+    from .optim import build_optimizer
 
-    from .transforms import build_transforms
-
-    return build_transforms(r, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+    optimizer = build_optimizer(model, r, lr, fused=fused)
+    rule = ema_rule(r, steps_per_epoch)
+    ema = Ema(model, rule) if rule is not None and with_ema else None
+    return optimizer, LrSchedule(optimizer, r, steps_per_epoch), rule, ema
 
 
 def _model_key(cfg: RunConfig, classes: int) -> tuple[Any, ...]:
@@ -158,20 +157,16 @@ def _model_key(cfg: RunConfig, classes: int) -> tuple[Any, ...]:
     return (cfg.model, r.img_size, r.stride, r.stem, r.stem_width, r.drop_path, r.drop, classes)
 
 
-def build_parts(cfg: RunConfig, world_size: int = 1, spe: int | None = None,
-                device: str = "cpu", models: dict[tuple[Any, ...], nn.Module] | None = None
-                ) -> Parts:
+def build_parts(cfg: RunConfig, world_size: int = 1, device: str = "cpu",
+                models: dict[tuple[Any, ...], nn.Module] | None = None) -> Parts:
     """Build the run's parts without data: on ``device`` ``"meta"`` the model has shapes only
     (and no EMA module is made: ``ema_rule`` says what it would do)."""
+    from .data import transforms_for
     from .engine import build_model
-    from .optim import build_optimizer
 
     r = cfg.recipe
     refuse(cfg, world_size)
-    if spe is None:
-        spe, source = steps_per_epoch(r, world_size)
-    else:
-        source = "given"
+    spe, source = steps_per_epoch(r, world_size)
     if spe < 1:
         n, where = train_size(r)
         raise SrvError(f"the training set has {n:,} images ({where}), fewer than one global "
@@ -186,11 +181,9 @@ def build_parts(cfg: RunConfig, world_size: int = 1, spe: int | None = None,
             model.eval()(torch.empty(2, 3, r.img_size, r.img_size, device="meta"))
         if models is not None:
             models[key] = model
-    optimizer = build_optimizer(model, r, scaled_lr(r))
-    schedule = LrSchedule(optimizer, r, spe)
-    rule = ema_rule(r, spe)
-    ema = build_ema(model, r, spe) if device != "meta" else None
-    train_tf, eval_tf, eval_desc = _transforms(r)
+    optimizer, schedule, rule, ema = build_optimization(model, r, scaled_lr(r), spe,
+                                                        with_ema=device != "meta")
+    train_tf, eval_tf, eval_desc = transforms_for(r)
     mixup, criterion = build_mixup_loss(r, classes)
     notes = []
     if r.aug_repeats and world_size == 1:

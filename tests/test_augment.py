@@ -1,7 +1,7 @@
 """Every recipe's train transform survives any draw (the posterize-with-0-bits crash of issue 8).
 
 The soak draws each image recipe's full train transform, built by srv from the recipe file
-(``reproduce.data._transforms``: crop, flip, RandAugment / AutoAugment, erasing), 20,000 times on
+(``reproduce.data.transforms_for``: crop, flip, RandAugment / AutoAugment, erasing), 20,000 times on
 real JPEGs of varied and extreme shapes at a small image size, seeded. Before the guard in
 ``reproduce/augment.py`` the DeiT recipe raised ``ValueError: bits must be between or equal to
 1 and 8`` about 25 times in 20,000 draws.
@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from reproduce.augment import posterize
-from reproduce.data import _transforms
+from reproduce.data import transforms_for
 from reproduce.jpeg_folder import JpegFolderSpec, write_jpeg_folder
 from reproduce.recipes import list_recipes, load_recipe
 
@@ -57,7 +57,7 @@ def test_the_soak_covers_the_paper_recipes() -> None:
 @pytest.mark.parametrize("name", IMAGE_RECIPES)
 def test_train_transform_survives_any_draw(name: str, jpegs: list[Image.Image]) -> None:
     recipe = dataclasses.replace(load_recipe(name)[0], img_size=16)
-    train_tf, _, _ = _transforms(recipe, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    train_tf, _, _ = transforms_for(recipe)
     random.seed(0)  # timm's PIL ops draw from `random`, the crop and erasing from torch
     torch.manual_seed(0)
     np.random.seed(0)
@@ -79,7 +79,7 @@ def test_posterize_zero_bits_is_black_as_in_tf_and_uda(jpegs: list[Image.Image])
 def test_deit_randaugment_at_magnitude_10_posterizes_to_black(jpegs: list[Image.Image]) -> None:
     """The DeiT recipe's own op at the magnitude that used to crash: a black image."""
     recipe = load_recipe("deit")[0]
-    train_tf, _, _ = _transforms(recipe, (0.5,) * 3, (0.5,) * 3)
+    train_tf, _, _ = transforms_for(recipe)
     ops = [t for t in train_tf.transforms if hasattr(t, "ops")][0].ops
     op = next(o for o in ops if o.name == "PosterizeIncreasing")
     op.prob, op.magnitude_std, op.magnitude = 1.0, 0.0, 10.0

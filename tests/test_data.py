@@ -96,3 +96,17 @@ def test_deit_augmentation_trains_on_jpegs(imagenet_like: Path, tmp_path: Path) 
     env = json.loads((run / "env.json").read_text())
     assert env["eval_transform"] == "resize 36 (bicubic), centre crop 32"
     assert "aug_repeats=3 acts only under DDP" in result.output
+
+
+@pytest.mark.parametrize(("dataset", "mean"), [("cifar10", (0.4914, 0.4822, 0.4465)),
+                                               ("imagefolder", (0.485, 0.456, 0.406))])
+def test_the_dry_run_normalises_as_the_data_set_does(dataset: str, mean: tuple) -> None:
+    """build_parts (srv train --dry-run, the fidelity checks) and build_datasets share one
+    choice of transforms: CIFAR's statistics for CIFAR, ImageNet's for an image folder."""
+    from reproduce.config import resolve_config
+    from reproduce.runnable import build_parts
+
+    parts = build_parts(resolve_config("vit-mini-conv", "mini", {"dataset": dataset}),
+                        device="meta")
+    normalize = parts.eval_tf.transforms[-1]
+    assert tuple(round(float(m), 4) for m in normalize.mean) == mean
