@@ -439,26 +439,12 @@ class Trainer:
         """Unreadable images the loaders met since the last call (this epoch), over all ranks:
         each file is warned about once per run (rank 0); returns the number of distinct files
         met this epoch."""
-        from .images import describe_bad, image_folder_of
-
         local: list[tuple[str, str]] = []  # (path, warning)
         for loader in (self.train_loader, self.val_loader):
             indices, loader.bad_indices = getattr(loader, "bad_indices", []), []
-            source = getattr(loader, "source", None)
-            folder = image_folder_of(source) if source is not None else None
-            for index in indices:
-                if folder is not None:  # timm's path: a TolerantImageFolder
-                    name = folder.path_of(index)
-                elif hasattr(loader, "path_of"):  # DALI's: checked up front
-                    name = loader.path_of(index)
-                else:
-                    name = f"item {index}"
-                warning = ""
-                if name not in self.bad_files:
-                    warning = (describe_bad(source, index) if folder is not None else
-                               loader.describe_bad(index) if hasattr(loader, "describe_bad")
-                               else f"unreadable sample {index}")
-                local.append((name, warning))
+            for index in indices:  # only loaders over image folders meet unreadable files
+                name = loader.path_of(index)
+                local.append((name, "" if name in self.bad_files else loader.describe_bad(index)))
         found = local
         if self.info.distributed and all_reduce_sum([len(local)], self.info)[0]:
             import torch.distributed as dist  # every rank's files, named on rank 0

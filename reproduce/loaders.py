@@ -142,7 +142,27 @@ def _bad_of(batch: Any) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     return x, y, bad[bad >= 0].tolist()
 
 
-class TorchTrainLoader:
+class _NamesBadFiles:
+    """What the engine asks of a loader about the unreadable files it met (the DALI loaders
+    answer the same two questions)."""
+
+    source: Dataset  # what the ``bad`` indices of its items index
+
+    def path_of(self, index: int) -> str:
+        """The file of sample ``index`` (as ``bad_indices`` reports it)."""
+        from .images import image_folder_of
+
+        folder = image_folder_of(self.source)
+        return folder.path_of(index) if folder is not None else f"item {index}"
+
+    def describe_bad(self, index: int) -> str:
+        """The one-line warning for the unreadable file ``index``."""
+        from .images import describe_bad
+
+        return describe_bad(self.source, index)
+
+
+class TorchTrainLoader(_NamesBadFiles):
     """timm's path: a ``DataLoader`` with per-sample seeds, workers and pinned memory.
 
     Items may be ``(x, y)`` or ``(x, y, bad)`` where ``bad`` is -1 or the index of an unreadable
@@ -191,7 +211,7 @@ class _ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
-class TorchValLoader:
+class TorchValLoader(_NamesBadFiles):
     """Val images sharded over ranks without padding (each image counted exactly once).
 
     An unreadable val image is left out of the batch (and so of the counts: ``n`` is the number
