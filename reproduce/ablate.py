@@ -401,13 +401,10 @@ def run_local(state: CellState, runs_root: Path, restart: bool) -> Outcome:
 
 
 def torchrun_command(state: CellState, runs_root: Path, nproc: int, restart: bool) -> list[str]:
-    """``python -m torch.distributed.run --standalone --nproc_per_node N -m reproduce train``."""
-    cell = state.cell
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "reproduce", "train", cell.model,
-           "--recipe", cell.recipe, *cell.set_args(), "--runs-dir", str(runs_root),
-           "--no-progress"]
-    return cmd + (["--restart"] if restart else [])
+    """``python -m torch.distributed.run --standalone --nproc_per_node N -m reproduce train``:
+    :func:`train_command` under torchrun."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={nproc}", *train_command(state, runs_root, restart)[1:]]
 
 
 def train_command(state: CellState, runs_root: Path, restart: bool) -> list[str]:

@@ -120,6 +120,11 @@ def check_imagefolder(root: Path) -> list[str]:
     return train_classes
 
 
+def synthetic_sizes(r: Recipe) -> tuple[int, int]:
+    """Train and val images of the synthetic data set (enough for 8 steps, and one batch)."""
+    return r.train_subset or max(r.batch_size * 8, 256), r.val_subset or max(r.batch_size, 128)
+
+
 #: torchvision's CIFAR-10 per-channel mean and std (used for CIFAR-100 too)
 CIFAR_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
@@ -159,8 +164,7 @@ def build_datasets(r: Recipe, train: bool = True) -> Datasets:
     elif r.dataset == "synthetic":
         n_classes = r.num_classes or SYNTHETIC_CLASSES
         g = torch.Generator().manual_seed(1234)
-        n_train = r.train_subset or max(r.batch_size * 8, 256)
-        n_val = r.val_subset or max(r.batch_size, 128)
+        n_train, n_val = synthetic_sizes(r)
         make = lambda n: TensorDataset(  # noqa: E731
             torch.randn(n, 3, r.img_size, r.img_size, generator=g),
             torch.randint(0, n_classes, (n,), generator=g))

@@ -652,7 +652,6 @@ def _xiao(recipe: str, base: float, config: str) -> RecipeSource:
             "seed": "RNG_SEED is pycls's default; srv's seed 0",
             "ema_decay": "pycls's EMA is given by ema_alpha",
             "sync_bn": "pycls keeps BN statistics per GPU (and recomputes them precisely)",
-            "momentum": "unused by AdamW",
         },
     )
 

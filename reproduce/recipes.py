@@ -293,8 +293,8 @@ def _read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any
     if base:
         base_values, base_meta = _read_recipe(_recipe_path(str(base)), (*seen, path))
         values = {**base_values, **values}
-        meta = {**{k: v for k, v in base_meta.items() if k != "name"}, **meta}
-    meta["name"] = path.stem
+        meta = {**base_meta, **meta}
+    meta["name"] = path.stem  # never the base's
     return values, meta
 
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from . import sam
 from .config import RunConfig, scaled_lr
+from .data import DIGITS_VAL, SYNTHETIC_CLASSES, synthetic_sizes
 from .ema import Ema, EmaRule, ema_rule
 from .errors import SrvError
 from .recipes import Recipe
@@ -33,9 +34,9 @@ __all__ = ["Parts", "build_mixup_loss", "build_parts", "check_runnable", "num_cl
 
 #: training-set sizes srv knows without reading the data
 IMAGENET_TRAIN = 1_281_167
-KNOWN_TRAIN = {"digits": 1797 - 360, "cifar10": 50_000, "cifar100": 50_000}
+KNOWN_TRAIN = {"digits": 1797 - DIGITS_VAL, "cifar10": 50_000, "cifar100": 50_000}
 KNOWN_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "imagefolder": 1000,
-                 "synthetic": 1000}
+                 "synthetic": SYNTHETIC_CLASSES}
 
 
 def num_classes(r: Recipe) -> int:
@@ -58,7 +59,7 @@ def _count_images(train_dir: str) -> int:
 def train_size(r: Recipe) -> tuple[int, str]:
     """``(images, where the number comes from)`` of the recipe's training set."""
     if r.dataset == "synthetic":
-        n, src = r.train_subset or max(r.batch_size * 8, 256), "synthetic"
+        n, src = synthetic_sizes(r)[0], "synthetic"
         return n, src
     if r.dataset == "imagefolder":
         train_dir = Path(r.data_path).expanduser() / "train" if r.data_path else None

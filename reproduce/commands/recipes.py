@@ -95,8 +95,8 @@ def _one(name: str, facts: bool) -> None:
                 got: Any = fact.measure(built)
             except Exception as err:  # noqa: BLE001  (shown, and the test fails on it)
                 got = f"error: {err}"
-            mark = ("same" if fact.matches(got) and not fact.differs
-                    else "known difference" if fact.matches(got) else "DIFFERS")
+            ok = fact.matches(got)
+            mark = "DIFFERS" if not ok else "known difference" if fact.differs else "same"
             fact_rows.append([fact.what, _fmt(fact.value), _fmt(got), mark, fact.source])
         _show(f"what srv builds for {meta['name']} (measured on {src.model}), against the "
               f"source", ["fact", "source", "srv builds", "", "where the source says so"],
