@@ -365,16 +365,18 @@ def check_cells(states: Sequence[CellState], world_size: int = 1,
     """Build what each unfinished cell can build without training
     (:func:`reproduce.runnable.check_runnable`: the engine's refusals, the model on the meta
     device, optimizer, schedule, EMA, transforms); returns the cells that could not start, with
-    the reason. Models are built once per shape, so a 128-sample grid checks in seconds."""
+    the reason. Models are built once per shape and a data folder is listed once, so a
+    128-sample grid checks in seconds."""
     from .runnable import check_runnable
 
     models = {} if models is None else models  # meta models by shape, shareable between grids
+    folders: set[str] = set()  # data folders whose layout passed the check
     bad = []
     for state in states:
         if state.status in ("done", "diverged"):
             continue  # nothing left to start
         try:
-            check_runnable(state.cfg, world_size, models)
+            check_runnable(state.cfg, world_size, models, folders)
         except Exception as err:  # noqa: BLE001  (any reason the run would not start)
             reason = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
             if not isinstance(err, SrvError):

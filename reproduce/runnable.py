@@ -196,16 +196,22 @@ def build_parts(cfg: RunConfig, world_size: int = 1, device: str = "cpu",
 
 
 def check_runnable(cfg: RunConfig, world_size: int = 1,
-                   models: dict[tuple[Any, ...], nn.Module] | None = None) -> Parts:
+                   models: dict[tuple[Any, ...], nn.Module] | None = None,
+                   checked_folders: set[str] | None = None) -> Parts:
     """Everything a run would refuse or fail to build, checked without training: the engine's
     refusals, the model (``meta`` device, one forward pass), optimizer, schedule, EMA,
     transforms, Mixup / loss, and the data layout when ``data_path`` is given. Raises
-    :class:`SrvError` (or the model's own error) with the reason."""
+    :class:`SrvError` (or the model's own error) with the reason. A folder already in
+    ``checked_folders`` (shared over a grid's cells) is not listed again."""
     r = cfg.recipe
     if r.dataset == "imagefolder" and r.data_path:
         from .data import check_imagefolder
 
-        check_imagefolder(Path(r.data_path).expanduser())
+        folder = str(Path(r.data_path).expanduser())
+        if checked_folders is None or folder not in checked_folders:
+            check_imagefolder(Path(folder))
+            if checked_folders is not None:
+                checked_folders.add(folder)
     return build_parts(cfg, world_size, device="meta", models=models)
 
 

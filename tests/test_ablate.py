@@ -447,6 +447,25 @@ def test_slurm_job_array_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert not list(runs.glob("*/status.json"))
 
 
+def test_the_cell_check_lists_a_data_folder_once(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every cell of a grid on one image folder is checked, the folder's layout only once
+    (listing ImageNet's 2,000 class folders per cell is minutes on a network disk)."""
+    from reproduce import data
+    from reproduce.jpeg_folder import JpegFolderSpec, write_jpeg_folder
+
+    folder = write_jpeg_folder(tmp_path / "data", JpegFolderSpec(
+        classes=2, train_per_class=8, val_per_class=2, sizes=((24, 24),)))
+    calls = []
+    real = data.check_imagefolder
+    monkeypatch.setattr(data, "check_imagefolder", lambda root: calls.append(root) or real(root))
+    grid = load_grid(tiny_grid(tmp_path, dataset="imagefolder", data_path=str(folder),
+                               batch_size=4), seeds=[0, 1])
+    states = ab.plan(grid, tmp_path / "runs")
+    assert len(states) == 4 and ab.check_cells(states) == []
+    assert calls == [folder]
+
+
 def test_jobs_train_cells_at_once_in_child_processes(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """--jobs 2: both cells run at the same time, each an srv train child with CPUs / 2 threads
