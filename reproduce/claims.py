@@ -365,14 +365,14 @@ def _last_block_erank(targets: list[Any], n_images: int = 256) -> tuple[list[flo
     measured here, which is what the claim reads)."""
     import torch
 
-    from .analysis import effective_rank, fixed_images, token_layers
+    from .analysis import _image_key, effective_rank, fixed_images, token_layers
 
     cache: dict[Any, Any] = {}
     out: list[float] = []
     layer = "the last block"
     for t in targets:
         r = t.recipe()
-        key = (r.dataset, r.data_path, r.img_size, r.interpolation, r.crop_pct, r.num_classes)
+        key = _image_key(r)  # the batch srv analyze diversity uses for this data
         if key not in cache:
             cache[key] = fixed_images(r, n_images)
         images, num_classes, _ = cache[key]
