@@ -1,5 +1,5 @@
 """``python -m reproduce`` runs the ``srv`` CLI (used by torchrun launches)."""
 
-from .cli import main
+from reproduce.cli import main
 
 main()

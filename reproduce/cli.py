@@ -12,7 +12,7 @@ import pkgutil
 
 import typer
 
-from . import __version__, commands
+from reproduce import __version__, commands
 
 app = typer.Typer(
     name="srv",

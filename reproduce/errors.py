@@ -24,14 +24,23 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     return typer.Exit(code)
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that are the user's input problem, not a bug (lazy: no torch import)."""
-    types: list[type[BaseException]] = [SrvError, FileNotFoundError]
-    if "reproduce.models" in sys.modules:
-        from .models import StemSpecError, UnknownModelError
+#: exception types that are the user's input problem, not a bug; a lower layer's own types
+#: (an unknown model, a bad stem spec) join with :func:`user_error` when their module is imported
+_USER_ERRORS: list[type[BaseException]] = [SrvError, FileNotFoundError]
 
-        types += [UnknownModelError, StemSpecError]
-    return tuple(types)
+E = TypeVar("E", bound=type[BaseException])
+
+
+def user_error(cls: E) -> E:
+    """Class decorator: raising ``cls`` in a CLI command is bad input (one line, exit 2)."""
+    if cls not in _USER_ERRORS:
+        _USER_ERRORS.append(cls)
+    return cls
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that are the user's input problem, not a bug."""
+    return tuple(_USER_ERRORS)
 
 
 def handle_errors(fn: F) -> F:

@@ -16,9 +16,9 @@ from conftest import TINY
 from test_tables import write_run
 from typer.testing import CliRunner
 
-from reproduce import ablate as ab
 from reproduce.cli import app
-from reproduce.grids import load_grid
+from reproduce.experiments import ablate as ab
+from reproduce.recipes.grids import load_grid
 
 runner = CliRunner()
 
@@ -451,8 +451,8 @@ def test_the_cell_check_lists_a_data_folder_once(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Every cell of a grid on one image folder is checked, the folder's layout only once
     (listing ImageNet's 2,000 class folders per cell is minutes on a network disk)."""
-    from reproduce import data
-    from reproduce.jpeg_folder import JpegFolderSpec, write_jpeg_folder
+    from reproduce.data import datasets as data
+    from reproduce.data.jpeg_folder import JpegFolderSpec, write_jpeg_folder
 
     folder = write_jpeg_folder(tmp_path / "data", JpegFolderSpec(
         classes=2, train_per_class=8, val_per_class=2, sizes=((24, 24),)))

@@ -17,9 +17,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from reproduce import analysis as an
 from reproduce.cli import app
 from reproduce.errors import SrvError
+from reproduce.report import analysis as an
 
 runner = CliRunner()
 
@@ -193,9 +193,9 @@ def test_stem_bn_stats_of_an_untrained_conv_stem(untrained) -> None:
 
 @pytest.fixture(scope="module")
 def grid_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from reproduce.ablate import plan
-    from reproduce.engine import train
-    from reproduce.grids import load_grid
+    from reproduce.experiments.ablate import plan
+    from reproduce.recipes.grids import load_grid
+    from reproduce.training.engine import train
 
     root = tmp_path_factory.mktemp("analysis")
     grid_path = root / "tinystem.toml"

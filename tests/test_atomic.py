@@ -14,8 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from reproduce import atomic, flops, plots, runs, tables
-from reproduce.ablate import CellLock
+from reproduce.experiments.ablate import CellLock
+from reproduce.models import flops
+from reproduce.report import plots, tables
+from reproduce.training import runs
+from reproduce.utils import atomic
 
 
 @pytest.fixture

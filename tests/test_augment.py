@@ -1,10 +1,10 @@
 """Every recipe's train transform survives any draw (the posterize-with-0-bits crash of issue 8).
 
 The soak draws each image recipe's full train transform, built by srv from the recipe file
-(``reproduce.data.transforms_for``: crop, flip, RandAugment / AutoAugment, erasing), 20,000 times on
-real JPEGs of varied and extreme shapes at a small image size, seeded. Before the guard in
-``reproduce/augment.py`` the DeiT recipe raised ``ValueError: bits must be between or equal to
-1 and 8`` about 25 times in 20,000 draws.
+(``reproduce.data.datasets.transforms_for``: crop, flip, RandAugment / AutoAugment, erasing),
+20,000 times on real JPEGs of varied and extreme shapes at a small image size, seeded. Before
+the guard in ``reproduce/data/augment.py`` the DeiT recipe raised ``ValueError: bits must be
+between or equal to 1 and 8`` about 25 times in 20,000 draws.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
-from reproduce.augment import posterize
-from reproduce.data import transforms_for
-from reproduce.jpeg_folder import JpegFolderSpec, write_jpeg_folder
-from reproduce.recipes import list_recipes, load_recipe
+from reproduce.data.augment import posterize
+from reproduce.data.datasets import transforms_for
+from reproduce.data.jpeg_folder import JpegFolderSpec, write_jpeg_folder
+from reproduce.recipes.recipe import list_recipes, load_recipe
 
 DRAWS = 20_000
 IMAGE_DATASETS = ("imagefolder", "cifar10", "cifar100")
@@ -91,7 +91,7 @@ def test_guard_finds_ops_inside_autoaugment_and_augmix() -> None:
     (timm: "results in black image with Tpu posterize"); AugMix holds the same ops."""
     from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform
 
-    from reproduce.augment import _augment_ops, guard_transform
+    from reproduce.data.augment import _augment_ops, guard_transform
 
     hp = {"translate_const": 10, "img_mean": (124, 116, 104)}
     img = Image.new("RGB", (20, 20), (200, 100, 50))
@@ -110,7 +110,7 @@ def test_every_timm_op_accepts_every_magnitude() -> None:
     allows), on RGB images down to 1x1 and a constant one: no argument Pillow refuses."""
     from timm.data.auto_augment import NAME_TO_OP, AugmentOp
 
-    from reproduce.augment import guard_transform
+    from reproduce.data.augment import guard_transform
 
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))

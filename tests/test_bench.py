@@ -23,7 +23,7 @@ def test_bench_reports_ratios_to_the_baseline(tmp_path: Path) -> None:
     rows = data["results"]
     assert [r["model"] for r in rows] == ["vit-mini-patch", "vit-mini-conv"]
     assert rows[0]["ratio"] == 1.0 and rows[1]["ratio"] > 0 and rows[1]["img_per_s"] > 0
-    from reproduce.runs import cpu_model
+    from reproduce.training.runs import cpu_model
 
     assert "torch" in data["environment"] and f"CPU threads of {cpu_model()}" in data["environment"]
 
@@ -43,7 +43,7 @@ def test_bench_rejects_unknown_names() -> None:
 def test_bench_measures_the_engine_on_device_batches_and_on_jpegs(tmp_path: Path) -> None:
     """The engine (DeiT recipe: Mixup, EMA, statistics) on synthetic device batches and on a
     JPEG folder through timm's loader with workers, each as a ratio to the bare step."""
-    from reproduce.jpeg_folder import JpegFolderSpec, write_jpeg_folder
+    from reproduce.data.jpeg_folder import JpegFolderSpec, write_jpeg_folder
 
     folder = write_jpeg_folder(tmp_path / "jpegs", JpegFolderSpec(
         classes=4, train_per_class=8, val_per_class=2, sizes=((40, 30), (30, 40))))

@@ -11,9 +11,9 @@ import torch
 from typer.testing import CliRunner
 
 from reproduce.cli import app
-from reproduce.config import resolve_config
-from reproduce.engine import build_model
-from reproduce.runs import atomic_torch_save
+from reproduce.training.config import resolve_config
+from reproduce.training.runnable import build_model
+from reproduce.training.runs import atomic_torch_save
 
 runner = CliRunner()
 

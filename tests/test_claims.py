@@ -11,11 +11,11 @@ from scipy import stats as sp
 from test_tables import tables_env, write_run  # noqa: F401 - a fixture
 from typer.testing import CliRunner
 
-from reproduce import claims as cl
-from reproduce import stats
 from reproduce.cli import app
 from reproduce.errors import SrvError
-from reproduce.grids import load_grid
+from reproduce.recipes.grids import load_grid
+from reproduce.report import claims as cl
+from reproduce.report import stats
 
 runner = CliRunner()
 
@@ -185,8 +185,8 @@ def test_diversity_claim_measures_the_checkpoints(tmp_path: Path,
     """Tiny real runs (two stems, two seeds), their effective rank after the last block."""
     from conftest import TINY
 
-    from reproduce.analysis import grid_targets, measure_diversity
-    from reproduce.engine import train
+    from reproduce.report.analysis import grid_targets, measure_diversity
+    from reproduce.training.engine import train
 
     grids = tmp_path / "grids"
     grids.mkdir()
@@ -198,7 +198,7 @@ def test_diversity_claim_measures_the_checkpoints(tmp_path: Path,
         '[[claim]]\nid = "div"\ntext = "t"\ngrid = "tiny"\nstatistic = "diversity"\n'
         'a = { stem = "conv" }\nb = { stem = "patch" }\n')
     monkeypatch.setenv("SRV_GRIDS", str(grids))
-    from reproduce.ablate import plan
+    from reproduce.experiments.ablate import plan
 
     grid = load_grid("tiny")
     states = plan(grid, tmp_path / "runs")

@@ -24,15 +24,15 @@ from timm.data.auto_augment import (  # noqa: E402
     NAME_TO_OP,
 )
 
-from reproduce import dali  # noqa: E402
-from reproduce.dali.ops import OPS, OpContext, apply_op, level_param  # noqa: E402
-from reproduce.dali.policies import AugmentPolicy, OpSpec, augment, parse_policy  # noqa: E402
-from reproduce.data import build_datasets  # noqa: E402
-from reproduce.distributed import DistInfo  # noqa: E402
+from reproduce.data import dali  # noqa: E402
+from reproduce.data.dali.ops import OPS, OpContext, apply_op, level_param  # noqa: E402
+from reproduce.data.dali.policies import AugmentPolicy, OpSpec, augment, parse_policy  # noqa: E402
+from reproduce.data.datasets import build_datasets  # noqa: E402
+from reproduce.data.jpeg_folder import JpegFolderSpec, _image, write_jpeg_folder  # noqa: E402
+from reproduce.data.sampling import epoch_indices, shard_indices  # noqa: E402
 from reproduce.errors import SrvError  # noqa: E402
-from reproduce.jpeg_folder import JpegFolderSpec, _image, write_jpeg_folder  # noqa: E402
-from reproduce.recipes import Recipe, load_recipe  # noqa: E402
-from reproduce.sampling import epoch_indices, shard_indices  # noqa: E402
+from reproduce.recipes.recipe import Recipe, load_recipe  # noqa: E402
+from reproduce.utils.distributed import DistInfo  # noqa: E402
 
 FILL = (124, 116, 104)  # timm's img_mean for the ImageNet mean
 IMG = _image(np.random.default_rng(0), 3, 10, 64, 48, 28.0)  # 48 x 64 photo-like pixels

@@ -11,9 +11,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from reproduce.cli import app
-from reproduce.data import build_datasets, check_imagefolder, digits_tensors
+from reproduce.data.datasets import build_datasets, check_imagefolder, digits_tensors
 from reproduce.errors import SrvError
-from reproduce.recipes import Recipe
+from reproduce.recipes.recipe import Recipe
 
 runner = CliRunner()
 
@@ -103,8 +103,8 @@ def test_deit_augmentation_trains_on_jpegs(imagenet_like: Path, tmp_path: Path) 
 def test_the_dry_run_normalises_as_the_data_set_does(dataset: str, mean: tuple) -> None:
     """build_parts (srv train --dry-run, the fidelity checks) and build_datasets share one
     choice of transforms: CIFAR's statistics for CIFAR, ImageNet's for an image folder."""
-    from reproduce.config import resolve_config
-    from reproduce.runnable import build_parts
+    from reproduce.training.config import resolve_config
+    from reproduce.training.runnable import build_parts
 
     parts = build_parts(resolve_config("vit-mini-conv", "mini", {"dataset": dataset}),
                         device="meta")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from conftest import TINY, tiny_args
 
-from reproduce.config import resolve_config
-from reproduce.engine import train
+from reproduce.training.config import resolve_config
+from reproduce.training.engine import train
 
 
 def _torchrun(nproc: int) -> list[str]:

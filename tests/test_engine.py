@@ -11,8 +11,8 @@ from conftest import TINY, tiny_args
 from typer.testing import CliRunner
 
 from reproduce.cli import app
-from reproduce.config import resolve_config
-from reproduce.engine import EXIT_DIVERGED, load_checkpoint_model, train
+from reproduce.training.config import resolve_config
+from reproduce.training.engine import EXIT_DIVERGED, load_checkpoint_model, train
 
 runner = CliRunner()
 

@@ -1,5 +1,5 @@
-"""The recipes against their sources, fact by fact (reproduce/fidelity.py): DeiT's main.py with
-timm 0.3.2, and pycls's vitconfigs branch for Xiao et al.
+"""The recipes against their sources, fact by fact (reproduce/training/fidelity.py): DeiT's
+main.py with timm 0.3.2, and pycls's vitconfigs branch for Xiao et al.
 
 Each fact names its source (file:line or config key) and is measured on what the engine builds
 (the optimizer's param groups, the lr the schedule puts in the optimizer, the transforms, the EMA
@@ -14,8 +14,8 @@ import math
 
 import pytest
 
-from reproduce.fidelity import COMMON_CHOICES, SOURCES, Built, Fact, source_for
-from reproduce.recipes import Recipe
+from reproduce.recipes.recipe import Recipe
+from reproduce.training.fidelity import COMMON_CHOICES, SOURCES, Built, Fact, source_for
 
 _BUILT: dict[str, Built] = {}
 
@@ -54,7 +54,7 @@ def test_every_key_has_a_source_or_a_reason(recipe: str) -> None:
 
 def test_the_source_formulas_are_the_sources() -> None:
     """The independent re-statements the facts compare against, at hand-checked points."""
-    from reproduce.fidelity import deit_epoch_lr, pycls_ema_alpha, pycls_epoch_lr
+    from reproduce.training.fidelity import deit_epoch_lr, pycls_ema_alpha, pycls_epoch_lr
 
     # DeiT: epochs 1 and 2 at warmup_lr, epoch 7 at sched(5) = the cosine just past its peak
     assert deit_epoch_lr(1) == deit_epoch_lr(2) == 1e-6

@@ -1,4 +1,4 @@
-"""Parameter / FLOP counting (reproduce.flops and ``srv flops``) against published golden values.
+"""Parameter / FLOP counting (reproduce.models.flops, ``srv flops``) against published values.
 
 Golden values: PAPER.md section 2 (DeiT, exact params; GFLOPs 1.26 / 4.61 / 17.58 with attention)
 and section 3 (Xiao et al.'s eight models, "exact values from the same formulas"). Counts are real
@@ -20,7 +20,8 @@ from torch import nn
 from typer.testing import CliRunner
 
 from reproduce.cli import app
-from reproduce.flops import (
+from reproduce.models import create
+from reproduce.models.flops import (
     CONVENTION,
     PARTS,
     Complexity,
@@ -29,7 +30,6 @@ from reproduce.flops import (
     count_model,
     is_heavy_op,
 )
-from reproduce.models import create
 
 REPO = Path(__file__).resolve().parent.parent
 FMA = "1 fused multiply-add = 1 FLOP"

@@ -8,11 +8,18 @@ import pytest
 from typer.testing import CliRunner
 
 from reproduce.cli import app
-from reproduce.config import resolve_config
 from reproduce.errors import SrvError
-from reproduce.grids import Cell, list_grids, load_grid, parse_axis_option, parse_list, parse_seeds
 from reproduce.models import StemSpec, get_entry
-from reproduce.recipes import parse_overrides
+from reproduce.recipes.grids import (
+    Cell,
+    list_grids,
+    load_grid,
+    parse_axis_option,
+    parse_list,
+    parse_seeds,
+)
+from reproduce.recipes.recipe import parse_overrides
+from reproduce.training.config import resolve_config
 
 runner = CliRunner()
 
@@ -52,7 +59,7 @@ _MODELS: dict = {}  # meta-device models, shared by the checks of every grid
 def test_every_cell_of_every_grid_can_start(name: str, preset: str, tmp_path: Path) -> None:
     """What srv ablate --dry-run checks: each cell's model (meta device, one forward pass),
     optimizer, schedule, EMA, transforms and the engine's refusals, without training."""
-    from reproduce.ablate import check_cells, plan
+    from reproduce.experiments.ablate import check_cells, plan
 
     states = plan(load_grid(name, preset), tmp_path / "runs")
     assert check_cells(states, 1, _MODELS) == []

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from reproduce.config import resolve_config
+from reproduce.data.jpeg_folder import JpegFolderSpec, write_jpeg_folder
 from reproduce.errors import SrvError
-from reproduce.jpeg_folder import JpegFolderSpec, write_jpeg_folder
+from reproduce.training.config import resolve_config
 
 runner = CliRunner()
 

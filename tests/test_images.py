@@ -11,11 +11,11 @@ import torch
 from PIL import ImageFile
 from torch.utils.data import DataLoader, Subset
 
-from reproduce.data import build_datasets
+from reproduce.data.datasets import build_datasets
+from reproduce.data.images import TolerantImageFolder, describe_bad, image_folder_of
+from reproduce.data.jpeg_folder import JpegFolderSpec, write_jpeg_folder
 from reproduce.errors import SrvError
-from reproduce.images import TolerantImageFolder, describe_bad, image_folder_of
-from reproduce.jpeg_folder import JpegFolderSpec, write_jpeg_folder
-from reproduce.recipes import load_recipe
+from reproduce.recipes.recipe import load_recipe
 
 SPEC = JpegFolderSpec(classes=3, train_per_class=8, val_per_class=4,
                       sizes=((40, 30), (30, 40), (36, 36)))

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from reproduce.config import resolve_config
-from reproduce.data import build_datasets
-from reproduce.distributed import DistInfo
-from reproduce.engine import train
-from reproduce.jpeg_folder import JpegFolderSpec, write_jpeg_folder
-from reproduce.loaders import TorchTrainLoader, TorchValLoader, sample_seeds
-from reproduce.recipes import Recipe
+from reproduce.data.datasets import build_datasets
+from reproduce.data.jpeg_folder import JpegFolderSpec, write_jpeg_folder
+from reproduce.data.loaders import TorchTrainLoader, TorchValLoader, sample_seeds
+from reproduce.recipes.recipe import Recipe
+from reproduce.training.config import resolve_config
+from reproduce.training.engine import train
+from reproduce.utils.distributed import DistInfo
 
 
 @pytest.fixture(scope="module")

@@ -70,10 +70,10 @@ def run_installed(installed: Path, tmp_path: Path):  # noqa: ANN201
 def test_the_installed_copy_finds_its_shipped_files(installed: Path, run_installed) -> None:
     out = run_installed("-c", (
         "import json, reproduce\n"
-        "from reproduce.recipes import list_recipes, recipe_dir\n"
-        "from reproduce.grids import list_grids\n"
-        "from reproduce.reference import reference_names, reference_dir, tables_dir\n"
-        "from reproduce.runs import git_state\n"
+        "from reproduce.recipes.recipe import list_recipes, recipe_dir\n"
+        "from reproduce.recipes.grids import list_grids\n"
+        "from reproduce.report.reference import reference_names, reference_dir, tables_dir\n"
+        "from reproduce.training.runs import git_state\n"
         "print(json.dumps({'file': reproduce.__file__, 'recipes': list_recipes(),\n"
         "  'recipe_dir': str(recipe_dir()), 'grids': list_grids(),\n"
         "  'references': reference_names(), 'reference_dir': str(reference_dir()),\n"

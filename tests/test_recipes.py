@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from reproduce.config import resolve_config, scaled_lr
 from reproduce.errors import SrvError
-from reproduce.recipes import Recipe, load_recipe, parse_overrides
+from reproduce.recipes.recipe import Recipe, load_recipe, parse_overrides
+from reproduce.training.config import resolve_config, scaled_lr
 
 
 def test_deit_recipe_matches_the_paper_field_by_field() -> None:
@@ -55,8 +55,8 @@ def test_a_recipe_can_extend_another(tmp_path: Path) -> None:
 
 
 def test_train_and_analyze_agree_on_each_models_recipe() -> None:
-    from reproduce.analysis import resolve_target
-    from reproduce.config import default_recipe
+    from reproduce.report.analysis import resolve_target
+    from reproduce.training.config import default_recipe
 
     expected = {"vit-mini-conv": "mini", "vit-s-conv": "deit", "vit-b-xiao": "deit",
                 "vitp-4gf": "xiao", "vitc-18gf": "xiao", "vitc-36gf": "xiao-36gf",
@@ -142,7 +142,7 @@ def test_srv_recipes_lists_recipes_keys_and_sources() -> None:
     from typer.testing import CliRunner
 
     from reproduce.cli import app
-    from reproduce.recipes import key_help
+    from reproduce.recipes.recipe import key_help
 
     runner = CliRunner()
     listing = runner.invoke(app, ["recipes"])

@@ -9,7 +9,7 @@ import torch
 
 from reproduce.errors import SrvError
 from reproduce.models import CATALOGUE, create, get_entry
-from reproduce.reference import (
+from reproduce.report.reference import (
     ENV_TABLES_DIR,
     load_reference,
     reference_dir,

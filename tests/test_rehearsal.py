@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from reproduce.jpeg_folder import JpegFolderSpec, write_jpeg_folder
+from reproduce.data.jpeg_folder import JpegFolderSpec, write_jpeg_folder
 
 pytestmark = pytest.mark.slow
 

@@ -12,11 +12,11 @@ import torch
 from conftest import TINY
 from torch import nn
 
-from reproduce.config import resolve_config
-from reproduce.ema import build_ema, ema_rule
-from reproduce.engine import train
-from reproduce.recipes import Recipe
-from reproduce.schedule import LrSchedule, glance_epochs
+from reproduce.recipes.recipe import Recipe
+from reproduce.training.config import resolve_config
+from reproduce.training.ema import build_ema, ema_rule
+from reproduce.training.engine import train
+from reproduce.training.schedule import LrSchedule, glance_epochs
 
 
 def _schedule(spe: int = 10, **keys: object) -> LrSchedule:

@@ -12,10 +12,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import TINY
 
-from reproduce.config import resolve_config
-from reproduce.distributed import DistInfo
-from reproduce.engine import EXIT_DIVERGED, train
-from reproduce.stability import EpochStats, StepRecord, StepWindow
+from reproduce.training.config import resolve_config
+from reproduce.training.engine import EXIT_DIVERGED, train
+from reproduce.training.stability import EpochStats, StepRecord, StepWindow
+from reproduce.utils.distributed import DistInfo
 
 
 def strict_json(text: str) -> object:
@@ -105,7 +105,7 @@ def test_step_losses_are_global_over_ranks(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fused", [True, False])
 def test_a_skipped_step_leaves_weights_and_optimizer_state_alone(fused: bool) -> None:
     """The fused path (CUDA's, runnable on the CPU too) and the host path skip alike."""
-    from reproduce.engine import step_unless_skipped
+    from reproduce.training.engine import step_unless_skipped
 
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)

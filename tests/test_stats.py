@@ -1,4 +1,4 @@
-"""reproduce.stats against scipy and hand computations, and the statistics srv table prints."""
+"""reproduce.report.stats against scipy and hand computations; the statistics srv table prints."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from scipy import stats as sp
 from test_tables import _golden, _grid, check_latex, tables_env, write_run  # noqa: F401
 
-from reproduce import stats
 from reproduce.errors import SrvError
-from reproduce.tables import build_table, fmt_p, gather, render_latex, render_markdown
+from reproduce.report import stats
+from reproduce.report.tables import build_table, fmt_p, gather, render_latex, render_markdown
 
 A = [93.1, 94.2, 92.5, 95.0]
 B = [41.1, 44.4, 43.3]

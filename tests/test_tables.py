@@ -19,11 +19,11 @@ import pytest
 from typer.testing import CliRunner
 
 from reproduce.cli import app
-from reproduce.config import resolve_config
 from reproduce.errors import SrvError
-from reproduce.grids import load_grid
-from reproduce.tables import build_table, gather, latex_escape, render_latex, render_markdown
-from reproduce.tables import report as make_report
+from reproduce.recipes.grids import load_grid
+from reproduce.report.tables import build_table, gather, latex_escape, render_latex, render_markdown
+from reproduce.report.tables import report as make_report
+from reproduce.training.config import resolve_config
 
 runner = CliRunner()
 GOLDEN = Path(__file__).parent / "golden"
@@ -279,7 +279,7 @@ def test_flops_columns_count_the_trained_architecture(tmp_path: Path, tables_env
     table = build_table(grid, gather(grid, tmp_path / "runs"))
     i = table.header.index("Params (M)")
     assert table.header[i:i + 2] == ["Params (M)", "GFLOPs"]
-    from reproduce.flops import count
+    from reproduce.models.flops import count
 
     want = count("vit-mini-conv", 16, num_classes=10)
     assert table.rows[1][i].mean == pytest.approx(want.params_m)
@@ -353,7 +353,7 @@ def test_reference_csvs_are_tables_too(tables_env: Path) -> None:
 def test_reference_matching_rules() -> None:
     import pandas as pd
 
-    from reproduce.tables import _canon, _Reference
+    from reproduce.report.tables import _canon, _Reference
 
     assert _canon("vit-s-conv", "conv-nobn") == _canon("vit-s-conv-nobn", float("nan"))
     assert _canon("vitc-4gf", "3s2c48,1s1;norm=ln") == ("vitc-4gf", "3s2c48,1s1;norm=ln")

@@ -1,1 +1,5 @@
-"""CLI commands; each module defines ``register(app: typer.Typer) -> None``."""
+"""CLI commands, thin parsers over the packages below; each module defines
+``register(app: typer.Typer) -> None``.
+
+May import: every other package of :mod:`reproduce`.
+"""

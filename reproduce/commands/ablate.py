@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from ..errors import handle_errors
-from ._options import RunsDirOpt
+from reproduce.commands._options import RunsDirOpt
+from reproduce.errors import handle_errors
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -27,8 +27,8 @@ SLURM = "SLURM (--backend slurm)"
 def load_cli_grid(name: str, preset: str | None, seeds: str | None, axis: list[str] | None,
                   sets: list[str] | None, samples: int | None):  # noqa: ANN201
     """The grid with the command line's changes (shared by ``srv ablate`` and ``srv table``)."""
-    from ..grids import load_grid, parse_axis_option, parse_seeds
-    from ..recipes import parse_overrides
+    from reproduce.recipes.grids import load_grid, parse_axis_option, parse_seeds
+    from reproduce.recipes.recipe import parse_overrides
 
     return load_grid(name, preset=preset, seeds=parse_seeds(seeds) if seeds else None,
                      axes=parse_axis_option(axis or []), overrides=parse_overrides(sets or []),
@@ -146,7 +146,7 @@ def ablate(
     Rerunning skips finished cells and resumes partial ones; a lock per cell lets several
     workers share a grid. Exits 1 if any cell failed (after running all the others).
     """
-    from .. import ablate as ab
+    from reproduce.experiments import ablate as ab
 
     grid = load_cli_grid(name, preset, seeds, axis, sets, samples)
     states = ab.plan(grid, runs_dir)
@@ -183,8 +183,8 @@ def ablate(
             raise typer.Exit(EXIT_INTERRUPTED) from None
     _print_summary(summary, name)
     if table and any(s.status in ("done", "diverged") for s in summary.states):
-        from ..reference import tables_dir as default_tables_dir
-        from ..tables import report
+        from reproduce.report.reference import tables_dir as default_tables_dir
+        from reproduce.report.tables import report
 
         out_dir = tables_dir or default_tables_dir()
         rep = report(grid, runs_dir, out_dir, states=summary.states, force=force)
@@ -200,7 +200,7 @@ def ablate(
 
 def _refuse(unrunnable: list, grid, total: int) -> None:  # noqa: ANN001
     """List the cells that cannot run (stdout), then fail with one line."""
-    from ..errors import SrvError
+    from reproduce.errors import SrvError
 
     for state, reason in unrunnable:
         print(f"  cannot run: {state.cell.describe()}: {reason}")
@@ -214,8 +214,8 @@ def _claims(grid_name: str, runs_dir: Path, out_dir: Path, force: bool) -> list[
     """Print the verdicts of the claims whose evidence is this grid (evaluated with all the
     others, so the Holm family is that of srv claims) and write the full tables/claims.md;
     nothing for a grid no claim reads."""
-    from .. import claims as cl
-    from ..tables import write_table
+    from reproduce.report import claims as cl
+    from reproduce.report.tables import write_table
 
     claim_set = cl.load_claims()
     if not any(c.grid == grid_name for c in claim_set.claims):
@@ -246,7 +246,7 @@ def _print_summary(summary, grid_name: str) -> None:  # noqa: ANN001
 
 
 def _slurm(name, grid, states, runs_dir, options, slurm, wait: bool) -> None:  # noqa: ANN001
-    from .. import ablate as ab
+    from reproduce.experiments import ablate as ab
 
     jobs = ab.submit_slurm(grid, states, runs_dir, options, slurm)
     if not jobs:

@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import SrvError, handle_errors
-from ._options import RunsDirOpt
-from .eval import Weights
+from reproduce.commands._options import RunsDirOpt
+from reproduce.commands.eval import Weights
+from reproduce.errors import SrvError, handle_errors
 
 analyze_app = typer.Typer(
     name="analyze",
@@ -75,8 +75,8 @@ def _device(want: str) -> str:
 
 def _load_grid(name: str, preset: str | None, seeds: str | None, axis: list[str] | None,
                sets: list[str] | None, runs_dir: Path) -> Any:
-    from ..tables import discover_seeds
-    from .ablate import load_cli_grid
+    from reproduce.commands.ablate import load_cli_grid
+    from reproduce.report.tables import discover_seeds
 
     grid = load_cli_grid(name, preset, seeds, axis, sets, None)
     if seeds is None:  # every seed that was run, not only the preset's (as srv table)
@@ -91,8 +91,8 @@ def _targets(targets: list[str] | None, grid_name: str | None, preset: str | Non
              runs_dir: Path, weights: str, recipe: str | None, seed: int,
              command: str) -> tuple[list[Any], Any, list[str]]:
     """The targets of the command line (grid cells first), the grid (or None), skip notes."""
-    from .. import analysis as an
-    from ..recipes import parse_overrides
+    from reproduce.recipes.recipe import parse_overrides
+    from reproduce.report import analysis as an
 
     if not targets and not grid_name:
         raise SrvError(f"srv analyze {command}: give run directories, checkpoints or model "
@@ -117,8 +117,8 @@ def _targets(targets: list[str] | None, grid_name: str | None, preset: str | Non
 
 
 def _default_out(kind: str, grid: Any) -> Path:
-    from ..reference import tables_dir
-    from ..tables import output_stem
+    from reproduce.report.reference import tables_dir
+    from reproduce.report.tables import output_stem
 
     name = f"{kind}-{output_stem(grid)}" if grid is not None else kind
     return tables_dir() / f"{name}.png"
@@ -129,7 +129,7 @@ def _emit(tables: list[Any], fmt: Format, record: dict[str, Any], out: Path | No
     """Print the tables (or the JSON record) and write the Markdown file next to the PNG."""
     import json
 
-    from ..tables import render_markdown, write_table
+    from reproduce.report.tables import render_markdown, write_table
 
     markdown = "\n".join(render_markdown(t) for t in tables)
     if image is not None:
@@ -141,7 +141,7 @@ def _emit(tables: list[Any], fmt: Format, record: dict[str, Any], out: Path | No
     else:
         from rich.console import Console
 
-        from ..analysis import to_rich
+        from reproduce.report.analysis import to_rich
 
         console = Console()
         for t in tables:
@@ -184,7 +184,7 @@ def diversity(
     pairwise cosine similarity (lower = more diverse) and effective rank (higher = more diverse)
     on a fixed batch of val images. Prints the table and draws every target's curves on one
     PNG."""
-    from .. import analysis as an
+    from reproduce.report import analysis as an
 
     if images < 2:
         raise SrvError(f"--images {images}: give at least 2 images")
@@ -243,7 +243,7 @@ def stem_bn(
     """The per-channel BN scale (gamma) of every BatchNorm in the stem of conv-stem models:
     summary stats (mean, std, min, max, fraction |gamma| < 0.1) and a violin plot per layer.
     A model whose stem has no BN is an error (grid cells without BN are skipped)."""
-    from .. import analysis as an
+    from reproduce.report import analysis as an
 
     specs, g, notes = _targets(targets, grid, preset, seeds, axis, sets, runs_dir,
                                weights.value, recipe, seed, "stem-bn")
@@ -296,7 +296,7 @@ def stability(
     """Training stability of a grid's runs: final top-1 beside grad-norm max / mean, loss
     spikes, the largest update ratio and diverged status (from each run's metrics.jsonl), and a
     PNG of the per-epoch curves."""
-    from .. import analysis as an
+    from reproduce.report import analysis as an
 
     g = _load_grid(grid, preset, seeds, axis, sets, runs_dir)
     rows = an.stability_rows(g, runs_dir)

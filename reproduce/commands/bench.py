@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import SrvError, handle_errors
+from reproduce.errors import SrvError, handle_errors
 
 
 @handle_errors
@@ -47,9 +47,9 @@ def bench(
     from rich.console import Console
     from rich.table import Table
 
-    from ..bench import as_dicts, environment_line, run_bench
-    from ..models import get_entry
-    from ..runs import atomic_write_json
+    from reproduce.models import get_entry
+    from reproduce.training.bench import as_dicts, environment_line, run_bench
+    from reproduce.training.runs import atomic_write_json
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     for name in names:
@@ -61,7 +61,7 @@ def bench(
                        f"eager,compile)")
     if amp not in ("off", "bf16", "fp16"):
         raise SrvError(f"--amp {amp!r}: use off, bf16 or fp16")
-    from ..bench import PIPELINES
+    from reproduce.training.bench import PIPELINES
 
     pipe_list = [p.strip() for p in pipelines.split(",") if p.strip()]
     if bad := [p for p in pipe_list if p not in PIPELINES]:
@@ -70,10 +70,9 @@ def bench(
         raise SrvError(f"no folder at {jpeg_folder}: give an ImageNet-layout folder "
                        f"(train/<class>/*.JPEG, val/<class>/*.JPEG) or leave --jpeg-folder out")
     if "dali" in pipe_list:
-        from .. import dali
+        from reproduce.data import dali
 
-        if not dali.available():
-            raise SrvError("the dali pipeline needs NVIDIA DALI: pip install -e '.[dali]'")
+        dali.require("the dali pipeline", "leave it out of --pipelines")
     if set(pipe_list) - {"bare"}:
         _bench_engine(names, mode_list, pipe_list, batch, img_size, amp, steps, warmup, device,
                       jpeg_folder, make_jpegs, workers, channels_last, out)
@@ -107,13 +106,13 @@ def _bench_engine(names: list[str], modes: list[str], pipelines: list[str], batc
     from rich.console import Console
     from rich.table import Table
 
-    from ..bench import as_dicts, environment_line, run_engine_bench
-    from ..runs import atomic_write_json
+    from reproduce.training.bench import as_dicts, environment_line, run_engine_bench
+    from reproduce.training.runs import atomic_write_json
 
     workers = workers or min(os.cpu_count() or 1, 16)
     with tempfile.TemporaryDirectory() as tmp:
         if jpeg_folder is None and set(pipelines) & {"timm", "dali"}:
-            from ..jpeg_folder import JpegFolderSpec, write_jpeg_folder
+            from reproduce.data.jpeg_folder import JpegFolderSpec, write_jpeg_folder
 
             classes = 100
             per_class = max(make_jpegs // classes, 1)

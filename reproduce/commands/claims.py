@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from ..errors import SrvError, handle_errors
-from ._options import RunsDirOpt
+from reproduce.commands._options import RunsDirOpt
+from reproduce.errors import SrvError, handle_errors
 
 
 class Format(StrEnum):
@@ -53,9 +53,9 @@ def claims(
     tables/claims.md; docs/claims.md says how each claim is made testable."""
     import json
 
-    from .. import claims as cl
-    from ..reference import tables_dir as default_tables_dir
-    from ..tables import write_table
+    from reproduce.report import claims as cl
+    from reproduce.report.reference import tables_dir as default_tables_dir
+    from reproduce.report.tables import write_table
 
     if not runs_dir.is_dir():
         raise SrvError(f"no runs directory at {runs_dir}: give --runs-dir (or $SRV_RUNS) the "

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import SrvError, handle_errors
+from reproduce.errors import SrvError, handle_errors
 
 
 class Weights(StrEnum):
@@ -41,10 +41,10 @@ def evaluate(
     import dataclasses
     import json
 
-    from ..config import RunConfig
-    from ..data import build_datasets
-    from ..distributed import cleanup, init_distributed
-    from ..engine import evaluate, load_checkpoint_model, val_loader
+    from reproduce.data.datasets import build_datasets
+    from reproduce.training.config import RunConfig
+    from reproduce.training.engine import evaluate, load_checkpoint_model, val_loader
+    from reproduce.utils.distributed import cleanup, init_distributed
 
     if not target.exists():
         raise SrvError(f"no run directory or checkpoint at {target}: give a runs/<name>-<hash> "

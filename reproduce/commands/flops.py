@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import handle_errors
+from reproduce.errors import handle_errors
 
 
 class Format(StrEnum):
@@ -57,9 +57,9 @@ def flops(
     import json
     import sys
 
-    from .. import flops as fl
-    from ..models import CATALOGUE, get_entry
-    from ..reference import tables_dir
+    from reproduce.models import CATALOGUE, get_entry
+    from reproduce.models import flops as fl
+    from reproduce.report.reference import tables_dir
 
     names = [get_entry(m).name for m in models] if models else list(CATALOGUE)
     records = []
@@ -91,7 +91,7 @@ def _print_table(records: list) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .. import flops as fl
+    from reproduce.models import flops as fl
 
     table = Table(title="Parameters and FLOPs (1 fused multiply-add = 1 FLOP)",
                   caption=f"{fl.CONVENTION}.\nBreakdown cells: params (M) above GFLOPs; "

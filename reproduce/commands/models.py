@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import handle_errors
+from reproduce.errors import handle_errors
 
 
 @handle_errors
@@ -20,7 +20,7 @@ def models(
     from rich.console import Console
     from rich.table import Table
 
-    from ..models import CATALOGUE
+    from reproduce.models import CATALOGUE
 
     entries = [e for e in CATALOGUE.values() if pattern in e.name]
     if as_json:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import handle_errors
+from reproduce.errors import handle_errors
 
 
 def _show(title: str, header: list[str], rows: list[list[str]]) -> None:
@@ -41,7 +41,7 @@ def _fmt(value: Any) -> str:
 
 
 def _list() -> None:
-    from ..recipes import list_recipes, load_recipe
+    from reproduce.recipes.recipe import list_recipes, load_recipe
 
     rows = []
     for name in list_recipes():
@@ -56,7 +56,7 @@ def _list() -> None:
 def _keys() -> None:
     from dataclasses import fields
 
-    from ..recipes import CHOICES, Recipe, key_help
+    from reproduce.recipes.recipe import CHOICES, Recipe, key_help
 
     rows = []
     for f in fields(Recipe):
@@ -69,8 +69,8 @@ def _keys() -> None:
 
 
 def _one(name: str, facts: bool) -> None:
-    from ..fidelity import Built, source_for
-    from ..recipes import load_recipe, recipe_keys_set
+    from reproduce.recipes.recipe import load_recipe, recipe_keys_set
+    from reproduce.training.fidelity import Built, source_for
 
     recipe, meta = load_recipe(name)
     src = source_for(meta["name"])

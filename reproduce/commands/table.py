@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ..errors import SrvError, handle_errors
-from ._options import RunsDirOpt
+from reproduce.commands._options import RunsDirOpt
+from reproduce.errors import SrvError, handle_errors
 
 SPECIAL = ("complexity", "reference")
 
@@ -54,11 +54,11 @@ def table(
     interval and test (Holm-corrected), divergence rates with Wilson intervals, diverged runs as
     div@eN, published numbers beside ours, params/FLOPs and a provenance line. Refuses to mix
     recipes or code versions unless --force."""
-    from .. import tables as tb
-    from ..grids import list_grids
-    from ..reference import reference_names
-    from ..reference import tables_dir as default_tables_dir
-    from .ablate import load_cli_grid
+    from reproduce.commands.ablate import load_cli_grid
+    from reproduce.recipes.grids import list_grids
+    from reproduce.report import tables as tb
+    from reproduce.report.reference import reference_names
+    from reproduce.report.reference import tables_dir as default_tables_dir
 
     formats = tuple(f for f, on in (("markdown", markdown or not latex), ("latex", latex)) if on)
     out_dir = (tables_dir or default_tables_dir()) if write else None
@@ -97,7 +97,7 @@ def table(
             if found != grid.seeds:
                 grid = load_cli_grid(name, preset, ",".join(map(str, found)), axis, sets,
                                      samples)
-        from ..ablate import plan
+        from reproduce.experiments.ablate import plan
 
         states = plan(grid, runs_dir)
         if not any(s.status in ("done", "diverged") for s in states):
@@ -121,9 +121,9 @@ def table(
 
 def _complexity(formats: tuple[str, ...], out_dir: Path | None) -> list[Path]:
     """The complexity table of the whole catalogue: the same files as ``srv flops --write``."""
-    from .. import flops as fl
-    from ..models import CATALOGUE
-    from ..tables import write_table
+    from reproduce.models import CATALOGUE
+    from reproduce.models import flops as fl
+    from reproduce.report.tables import write_table
 
     records = fl.count_many(list(CATALOGUE))
     paths = []

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import handle_errors
-from ._options import RunsDirOpt
+from reproduce.commands._options import RunsDirOpt
+from reproduce.errors import handle_errors
 
 RECIPE_HELP = ("Recipe name in recipes/ (srv recipes) or a .toml path; default: the model's "
                "own (mini for vit-mini-*, xiao for vitp/vitc, xiao-36gf at 36GF, deit "
@@ -19,7 +19,7 @@ def collect_overrides(
     sets: list[str] | None, **flags: Any
 ) -> dict[str, Any]:
     """Typed overrides from ``--set key=value`` and the common flags (flags win)."""
-    from ..recipes import parse_overrides
+    from reproduce.recipes.recipe import parse_overrides
 
     overrides = parse_overrides(sets or [])
     overrides.update({k: v for k, v in flags.items() if v is not None})
@@ -62,7 +62,7 @@ def train(
     nothing if it finished); a diverged run exits with code 3."""
     import json
 
-    from ..config import resolve_config
+    from reproduce.training.config import resolve_config
 
     overrides = collect_overrides(
         sets, epochs=epochs, lr=lr, warmup_epochs=warmup_epochs, batch_size=batch_size, opt=opt,
@@ -72,7 +72,7 @@ def train(
     if dry_run:
         import os
 
-        from ..runnable import check_runnable, summary
+        from reproduce.training.runnable import check_runnable, summary
 
         world = int(os.environ.get("WORLD_SIZE", "1"))
         parts = check_runnable(cfg, world)  # the refusals a launched run would apply
@@ -85,7 +85,7 @@ def train(
         print(json.dumps({**cfg.to_dict(), "derived": derived, "run_dir": str(where)},
                          indent=2))
         return
-    from ..engine import train as run_training
+    from reproduce.training.engine import train as run_training
 
     outcome = run_training(cfg, runs_root=runs_dir, restart=restart, run_dir=run_dir,
                            progress=progress)

@@ -3,8 +3,8 @@
 Importing this package registers every catalogue model with timm (``srv_`` prefix).
 """
 
-from .stems import STEM_KINDS, StemEmbed, StemSpec, StemSpecError, stem_spec
-from .vit import CATALOGUE, SIZES, ModelEntry, UnknownModelError, create, get_entry
+from reproduce.models.stems import STEM_KINDS, StemEmbed, StemSpec, StemSpecError, stem_spec
+from reproduce.models.vit import CATALOGUE, SIZES, ModelEntry, UnknownModelError, create, get_entry
 
 __all__ = [
     "CATALOGUE",

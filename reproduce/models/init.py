@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .stems import StemEmbed, pycls_stem_init
+from reproduce.models.stems import StemEmbed, pycls_stem_init
 
 __all__ = ["INIT_SCHEMES", "apply_init", "deit_init", "pycls_init"]
 

@@ -30,6 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from reproduce.errors import user_error
+
 __all__ = ["ConvLayer", "StemSpec", "StemEmbed", "StemSpecError", "stem_spec", "STEM_KINDS",
            "pycls_stem_init"]
 
@@ -38,6 +40,7 @@ ACTS = ("relu", "gelu", "none")
 INITS = ("torch", "pycls")
 
 
+@user_error
 class StemSpecError(ValueError):
     """A stem specification that cannot be built."""
 

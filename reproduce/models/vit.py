@@ -29,14 +29,16 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 
-from .init import apply_init
-from .stems import STEM_KINDS, StemEmbed, StemSpec, stem_spec
+from reproduce.errors import user_error
+from reproduce.models.init import apply_init
+from reproduce.models.stems import STEM_KINDS, StemEmbed, StemSpec, stem_spec
 
 __all__ = ["ModelEntry", "CATALOGUE", "SIZES", "UnknownModelError", "get_entry", "create"]
 
 TIMM_PREFIX = "srv_"
 
 
+@user_error
 class UnknownModelError(KeyError):
     """A model name that is not in the catalogue (with the closest names)."""
 

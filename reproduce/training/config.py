@@ -1,0 +1,177 @@
+"""Resolved run configuration: model + recipe + overrides, hashed into the run's identity.
+
+The hash covers everything that changes what a run computes (model, every recipe value) and
+nothing that does not: not ``num_workers`` or the world size (the global batch is what the recipe
+fixes), not how often the engine reads statistics back, and not ``data_path``: a data set copied
+to node-local disk or mounted elsewhere is the same data set, so its runs and grid cells stay
+found. What the data set *is* gets checked another way: the engine records its fingerprint
+(class names, image counts) and refuses to resume a run on data that really changed.
+
+Keys that cannot act on the chosen data set are not hashed silently either: the in-memory data
+sets (``digits``, ``synthetic``) have no image transform, so RandAugment, erasing, crops, flips,
+interpolation and crop_pct do nothing there. Set explicitly (``--set aa=...`` or a grid axis),
+such a key is refused; coming from the recipe file (the DeiT recipe on digits), it is reset to
+its neutral value with a note. Derived values (per-device batch, the lr after the scaling rule,
+warmup in steps) are recorded next to the config, not hashed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from reproduce.errors import SrvError
+from reproduce.recipes.recipe import Recipe, apply_overrides, load_recipe
+
+__all__ = ["RunConfig", "resolve_config", "default_recipe", "scaled_lr", "config_diff"]
+
+#: recipe keys that do not change the result and so are not part of the run's identity
+UNHASHED = frozenset({"num_workers", "device", "sync_every", "update_ratio_every",
+                      "data_path"})
+
+#: data sets held as tensors in memory: no image transform, so these keys do nothing there
+IN_MEMORY_DATASETS = ("digits", "synthetic")
+#: recipe keys that act only through the image transform, with their neutral (inactive) values
+TRANSFORM_KEYS: dict[str, Any] = {
+    "aa": "", "color_jitter": 0.0, "hflip": 0.0, "scale_min": 1.0, "reprob": 0.0,
+    "remode": "pixel", "recount": 1, "interpolation": "bilinear", "crop_pct": 0.875,
+    "pca_std": 0.0,
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A fully resolved run: the model name, the recipe it came from and every value."""
+
+    model: str
+    recipe_name: str
+    recipe: Recipe
+    name: str  # run name prefix (default: the model)
+    notes: tuple[str, ...] = ()  # what resolving changed (inert keys reset), for the user
+
+    def identity(self) -> dict[str, Any]:
+        """What the hash covers: the model, the recipe's name and every hashed value that
+        differs from the key's default (so a key added later with a default that keeps the old
+        behaviour does not rename every existing run)."""
+        defaults = Recipe()
+        values = {k: v for k, v in self.recipe.to_dict().items()
+                  if k not in UNHASHED and v != getattr(defaults, k)}
+        return {"model": self.model, "recipe": self.recipe_name, **values}
+
+    @property
+    def hash(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.name}-{self.hash}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "recipe": self.recipe_name, "name": self.name,
+                "hash": self.hash, **self.recipe.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        keys = {f.name for f in dataclasses.fields(Recipe)}
+        recipe = Recipe(**{k: v for k, v in data.items() if k in keys})
+        return cls(model=data["model"], recipe_name=data["recipe"], recipe=recipe,
+                   name=data.get("name", data["model"]))
+
+    def derived(self, world_size: int = 1, steps_per_epoch: int | None = None) -> dict[str, Any]:
+        """Values that follow from the config and the launch: batch split, scaled lr, steps."""
+        r = self.recipe
+        if r.batch_size % world_size:
+            raise SrvError(f"global batch {r.batch_size} is not divisible by the world size "
+                           f"{world_size}; pick a multiple of {world_size} (--batch-size)")
+        out: dict[str, Any] = {
+            "world_size": world_size,
+            "global_batch": r.batch_size,
+            "per_device_batch": r.batch_size // world_size,
+            "lr_rule": f"{r.lr_scaling}: lr = base x (global batch / {r.lr_base_batch})"
+            + ("^0.5" if r.lr_scaling == "sqrt" else "") if r.lr_scaling != "none"
+            else "none: lr = base",
+            "lr": scaled_lr(r),
+            "min_lr": r.min_lr,
+            "warmup_lr": r.warmup_lr,
+        }
+        if steps_per_epoch is not None:
+            out["steps_per_epoch"] = steps_per_epoch
+            out["total_steps"] = steps_per_epoch * r.epochs
+            out["warmup_steps"] = int(round(r.warmup_epochs * steps_per_epoch))
+        return out
+
+
+def default_recipe(model: str) -> str:
+    """The recipe a catalogue model trains with when none is named (``srv train``, ``srv
+    analyze``): ``mini`` for ``vit-mini-*``, ``xiao`` for Xiao et al.'s models (``xiao-36gf`` at
+    36GF, pycls's lr 7e-4), ``deit`` for the DeiT bodies."""
+    from reproduce.models import get_entry
+
+    return get_entry(model).recipe
+
+
+def scaled_lr(recipe: Recipe) -> float:
+    """The lr after the recipe's scaling rule (DeiT: linear, base x global batch / 512)."""
+    ratio = recipe.batch_size / recipe.lr_base_batch
+    if recipe.lr_scaling == "linear":
+        return recipe.lr * ratio
+    if recipe.lr_scaling == "sqrt":
+        return recipe.lr * math.sqrt(ratio)
+    return recipe.lr
+
+
+def resolve_config(
+    model: str,
+    recipe: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    name: str | None = None,
+) -> RunConfig:
+    """Load ``recipe`` (default: the model's own, :func:`default_recipe`), apply typed
+    ``overrides`` and check the model name and stem."""
+    from reproduce.models import get_entry
+
+    entry = get_entry(model)
+    base, meta = load_recipe(recipe or entry.recipe)
+    resolved = apply_overrides(base, overrides or {})
+    if resolved.stem:
+        from reproduce.models import STEM_KINDS, StemSpec
+
+        if resolved.stem not in STEM_KINDS:
+            StemSpec.parse(resolved.stem)  # raises StemSpecError with the fix
+    resolved, notes = neutralise_inert_keys(resolved, overrides or {})
+    return RunConfig(model=entry.name, recipe_name=meta["name"], recipe=resolved,
+                     name=name or entry.name, notes=notes)
+
+
+def neutralise_inert_keys(recipe: Recipe, overrides: dict[str, Any]
+                          ) -> tuple[Recipe, tuple[str, ...]]:
+    """Refuse explicitly set keys that cannot act on the recipe's data set; reset those that
+    came from the recipe file to their neutral values (returned notes say which)."""
+    if recipe.dataset not in IN_MEMORY_DATASETS:
+        return recipe, ()
+    active = {k: getattr(recipe, k) for k, neutral in TRANSFORM_KEYS.items()
+              if getattr(recipe, k) != neutral}
+    explicit = sorted(k for k in active if k in overrides)
+    if explicit:
+        key = explicit[0]
+        raise SrvError(f"{key}={active[key]!r} has no effect on the {recipe.dataset} data set "
+                       f"(images are tensors in memory, with no image transform): drop that "
+                       f"setting, or train on --dataset imagefolder")
+    if not active:
+        return recipe, ()
+    note = (f"note: {', '.join(sorted(active))} act only through an image transform and the "
+            f"{recipe.dataset} data set has none (tensors in memory): reset to neutral values")
+    return dataclasses.replace(recipe, **{k: TRANSFORM_KEYS[k] for k in active}), (note,)
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two config dicts (``key: old -> new``)."""
+    keys = sorted(set(old) | set(new))
+    skip = {"hash"} | UNHASHED
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys
+            if k not in skip and old.get(k) != new.get(k)]

@@ -1,0 +1,147 @@
+"""The package's layout stays true: imports flow one way between its subpackages, no import
+cycles (lazy imports inside functions count), no module over ~550 lines and few modules
+directly in ``reproduce/`` (docs/architecture.md draws the map)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "reproduce"
+
+#: the layers, lowest first: a module may import its own subpackage and any lower layer only
+LAYERS: dict[str, int] = {
+    "reproduce": 0, "reproduce.errors": 0,
+    "reproduce.utils": 1,
+    "reproduce.recipes": 2,
+    "reproduce.models": 3, "reproduce.data": 3,  # siblings: neither imports the other
+    "reproduce.training": 4,
+    "reproduce.experiments": 5,
+    "reproduce.report": 6,
+    "reproduce.commands": 7,
+    "reproduce.cli": 8,
+    "reproduce.__main__": 9,
+}
+MAX_LINES = 550
+MAX_TOP_LEVEL = 10
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The package's modules that ``name`` imports anywhere in its file (relative imports
+    resolved; ``from pkg import mod`` counts as importing ``pkg.mod`` when that is a module)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base_name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                base_name = node.module or ""
+            targets = [base_name] + [f"{base_name}.{a.name}" for a in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    return {name: _imports(name, path, known) for name, path in modules.items()}
+
+
+def _layer(name: str) -> tuple[str, int]:
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        head = ".".join(parts[:i])
+        if head in LAYERS:
+            return head, LAYERS[head]
+    raise AssertionError(f"{name} is in no layer of test_layout.LAYERS: add its subpackage")
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _package_parents(name: str) -> set[str]:
+    """``a.b.c`` implicitly imports ``a.b`` and ``a``: not an edge of the layering."""
+    parts = name.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts))}
+
+
+def test_imports_flow_down_the_layers() -> None:
+    wrong = []
+    for name, deps in _graph().items():
+        own, rank = _layer(name)
+        for dep in deps - _package_parents(name):
+            dep_own, dep_rank = _layer(dep)
+            if dep_own != own and dep_rank >= rank:
+                wrong.append(f"{name} -> {dep}")
+    assert not wrong, "imports against the layering:\n" + "\n".join(sorted(wrong))
+
+
+def test_no_import_cycles() -> None:
+    graph = {name: deps - _package_parents(name) for name, deps in _graph().items()}
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_modules_are_small_and_the_top_level_is_short() -> None:
+    modules = _modules()
+    big = {name: n for name, path in modules.items()
+           if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not big, f"modules over {MAX_LINES} lines: {big}"
+    top = [p.name for p in PACKAGE.glob("*.py")]
+    assert len(top) <= MAX_TOP_LEVEL, top
