@@ -88,6 +88,10 @@ class RunConfig:
         if r.batch_size % world_size:
             raise SrvError(f"global batch {r.batch_size} is not divisible by the world size "
                            f"{world_size}; pick a multiple of {world_size} (--batch-size)")
+        from reproduce.training.ema import ema_rule
+        from reproduce.training.schedule import min_lr
+
+        lr = scaled_lr(r)
         out: dict[str, Any] = {
             "world_size": world_size,
             "global_batch": r.batch_size,
@@ -95,14 +99,20 @@ class RunConfig:
             "lr_rule": f"{r.lr_scaling}: lr = base x (global batch / {r.lr_base_batch})"
             + ("^0.5" if r.lr_scaling == "sqrt" else "") if r.lr_scaling != "none"
             else "none: lr = base",
-            "lr": scaled_lr(r),
-            "min_lr": r.min_lr,
-            "warmup_lr": r.warmup_lr,
+            "lr": lr,
+            # the values the schedule uses: pycls's relative floor and warmup (xiao recipe) are
+            # fractions of the scaled lr, timm's (deit, mini) absolute
+            "min_lr": min_lr(r, lr),
+            "warmup_lr": r.warmup_factor * lr if r.warmup_factor > 0 else r.warmup_lr,
         }
         if steps_per_epoch is not None:
             out["steps_per_epoch"] = steps_per_epoch
             out["total_steps"] = steps_per_epoch * r.epochs
             out["warmup_steps"] = int(round(r.warmup_epochs * steps_per_epoch))
+            if (rule := ema_rule(r, steps_per_epoch)) is not None:
+                out["ema_decay_per_update"] = rule.decay
+                out["ema_update_period"] = rule.period
+                out["ema_decay_per_step"] = rule.effective_decay()
         return out
 
 
