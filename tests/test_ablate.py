@@ -16,8 +16,9 @@ from conftest import TINY
 from test_tables import write_run
 from typer.testing import CliRunner
 
+from reproduce import experiments as ab
 from reproduce.cli import app
-from reproduce.experiments import ablate as ab
+from reproduce.experiments import local
 from reproduce.recipes.grids import load_grid
 
 runner = CliRunner()
@@ -486,7 +487,7 @@ def test_jobs_train_cells_at_once_in_child_processes(tmp_path: Path,
         threads[state.cfg.run_name] = (env or {}).get("OMP_NUM_THREADS", "")
         return out
 
-    monkeypatch.setattr(ab, "run_child", timed)
+    monkeypatch.setattr(local, "run_child", timed)
     grid = tiny_grid(tmp_path, epochs=1, warmup_epochs=0.0)
     runs = tmp_path / "runs"
     result = runner.invoke(app, ["ablate", str(grid), "--runs-dir", str(runs), "--no-table",

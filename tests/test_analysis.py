@@ -193,7 +193,7 @@ def test_stem_bn_stats_of_an_untrained_conv_stem(untrained) -> None:
 
 @pytest.fixture(scope="module")
 def grid_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from reproduce.experiments.ablate import plan
+    from reproduce.experiments.cells import plan
     from reproduce.recipes.grids import load_grid
     from reproduce.training.engine import train
 

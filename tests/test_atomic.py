@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from reproduce.experiments.ablate import CellLock
+from reproduce.experiments.locks import CellLock
 from reproduce.models import flops
 from reproduce.report import plots, tables
 from reproduce.training import runs

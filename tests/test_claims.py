@@ -198,7 +198,7 @@ def test_diversity_claim_measures_the_checkpoints(tmp_path: Path,
         '[[claim]]\nid = "div"\ntext = "t"\ngrid = "tiny"\nstatistic = "diversity"\n'
         'a = { stem = "conv" }\nb = { stem = "patch" }\n')
     monkeypatch.setenv("SRV_GRIDS", str(grids))
-    from reproduce.experiments.ablate import plan
+    from reproduce.experiments.cells import plan
 
     grid = load_grid("tiny")
     states = plan(grid, tmp_path / "runs")

@@ -59,7 +59,7 @@ _MODELS: dict = {}  # meta-device models, shared by the checks of every grid
 def test_every_cell_of_every_grid_can_start(name: str, preset: str, tmp_path: Path) -> None:
     """What srv ablate --dry-run checks: each cell's model (meta device, one forward pass),
     optimizer, schedule, EMA, transforms and the engine's refusals, without training."""
-    from reproduce.experiments.ablate import check_cells, plan
+    from reproduce.experiments.cells import check_cells, plan
 
     states = plan(load_grid(name, preset), tmp_path / "runs")
     assert check_cells(states, 1, _MODELS) == []

@@ -146,7 +146,7 @@ def ablate(
     Rerunning skips finished cells and resumes partial ones; a lock per cell lets several
     workers share a grid. Exits 1 if any cell failed (after running all the others).
     """
-    from reproduce.experiments import ablate as ab
+    from reproduce import experiments as ab
 
     grid = load_cli_grid(name, preset, seeds, axis, sets, samples)
     states = ab.plan(grid, runs_dir)
@@ -246,7 +246,7 @@ def _print_summary(summary, grid_name: str) -> None:  # noqa: ANN001
 
 
 def _slurm(name, grid, states, runs_dir, options, slurm, wait: bool) -> None:  # noqa: ANN001
-    from reproduce.experiments import ablate as ab
+    from reproduce import experiments as ab
 
     jobs = ab.submit_slurm(grid, states, runs_dir, options, slurm)
     if not jobs:

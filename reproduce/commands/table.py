@@ -97,7 +97,7 @@ def table(
             if found != grid.seeds:
                 grid = load_cli_grid(name, preset, ",".join(map(str, found)), axis, sets,
                                      samples)
-        from reproduce.experiments.ablate import plan
+        from reproduce.experiments.cells import plan
 
         states = plan(grid, runs_dir)
         if not any(s.status in ("done", "diverged") for s in states):

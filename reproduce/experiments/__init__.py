@@ -1,5 +1,38 @@
 """Grids of runs: the cells of a grid at a preset, their status, and the backends that train
 them (one process, local jobs, torchrun, SLURM through submitit).
 
+* :mod:`~reproduce.experiments.locks`: a lock file per cell (two workers never train one cell);
+* :mod:`~reproduce.experiments.cells`: each cell's config and status (one vocabulary, derived
+  from the engine's run statuses), the no-training check of a grid;
+* :mod:`~reproduce.experiments.local`, :mod:`~reproduce.experiments.torchrun`,
+  :mod:`~reproduce.experiments.slurm`: the backends;
+* :mod:`~reproduce.experiments.runner`: which cells to train, in what order, under their locks;
+* :mod:`~reproduce.experiments.progress`: the view over a grid while it trains.
+
+The names below are the public parts (``srv ablate`` and the report read them here). Nothing
+here imports torch at module level.
+
 May import: :mod:`reproduce.training` and everything below it.
 """
+
+from reproduce.experiments.cells import (
+    FAILED_DIR,
+    STATUSES,
+    CellState,
+    check_cells,
+    inspect_run,
+    plan,
+)
+from reproduce.experiments.local import LOG_DIR, Outcome, run_child, run_local, train_command
+from reproduce.experiments.locks import LOCK_DIR, STALE_AFTER_S, CellLock, process_alive
+from reproduce.experiments.progress import GridProgress
+from reproduce.experiments.runner import RunOptions, Summary, decide, run_grid
+from reproduce.experiments.slurm import SUBMITIT_DIR, CellJob, SlurmOptions, submit_slurm
+from reproduce.experiments.torchrun import run_torchrun, torchrun_command
+
+__all__ = [
+    "FAILED_DIR", "LOCK_DIR", "LOG_DIR", "STALE_AFTER_S", "STATUSES", "SUBMITIT_DIR",
+    "CellJob", "CellLock", "CellState", "GridProgress", "Outcome", "RunOptions", "SlurmOptions",
+    "Summary", "check_cells", "decide", "inspect_run", "plan", "process_alive", "run_child",
+    "run_grid", "run_local", "run_torchrun", "submit_slurm", "torchrun_command", "train_command",
+]

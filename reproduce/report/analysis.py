@@ -298,7 +298,7 @@ class TargetSpec:
 
 
 def _run_status(run_dir: Path) -> tuple[str, float | None]:
-    from reproduce.experiments.ablate import inspect_run
+    from reproduce.experiments.cells import inspect_run
 
     status, info = inspect_run(run_dir)
     result = info.get("result") or {}
@@ -376,7 +376,7 @@ def grid_targets(grid: Grid, runs_root: Path | str, weights: str = "last",
                  states: list[Any] | None = None) -> tuple[list[TargetSpec], list[str]]:
     """Every cell of ``grid`` whose run has the ``weights`` checkpoint, and a note per cell that
     has none (pending ...)."""
-    from reproduce.experiments.ablate import plan
+    from reproduce.experiments.cells import plan
 
     runs_root = Path(runs_root)
     if states is None:
@@ -647,7 +647,7 @@ def stability_rows(grid: Grid, runs_root: Path | str, states: list[Any] | None =
     over the logged epochs of ``metrics.jsonl`` (so diverged and unfinished runs have them too):
     grad-norm max (over steps) and mean (of the per-epoch means), loss spikes (sum), largest
     update ratio ``||w_new - w_old|| / ||w_old||``, plus the per-epoch ``metrics``."""
-    from reproduce.experiments.ablate import plan
+    from reproduce.experiments.cells import plan
     from reproduce.report.plots import read_metrics
 
     runs_root = Path(runs_root)

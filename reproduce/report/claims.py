@@ -225,7 +225,7 @@ class RunIndex:
         return self._frames[key]
 
     def _load(self, grid_name: str, preset: str) -> tuple[Grid, pd.DataFrame] | None:
-        from reproduce.experiments.ablate import plan
+        from reproduce.experiments.cells import plan
         from reproduce.recipes.grids import load_grid
         from reproduce.report.tables import gather, run_seeds
 

@@ -76,7 +76,7 @@ def gather(grid: Grid, runs_root: Path | str, states: list[Any] | None = None) -
     """
     import pandas as pd
 
-    from reproduce.experiments.ablate import plan
+    from reproduce.experiments.cells import plan
 
     runs_root = Path(runs_root)
     if states is None:

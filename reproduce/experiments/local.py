@@ -1,0 +1,99 @@
+"""The local backend: a cell trained in this process, or (``--jobs N``) in a child ``srv train``
+process with ``cpus // jobs`` intra-op threads (on a CPU two one-thread processes train small
+models faster than one two-thread process, where intra-op parallelism has little to split) and,
+on a machine with GPUs, a GPU of its own through ``CUDA_VISIBLE_DEVICES`` (the variable CUDA
+itself reads, so the child's ``cuda:0`` is its GPU). A child's output goes to
+``<runs_root>/.logs/<run>.log``; its exit code says how the run ended.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from reproduce.experiments.cells import CellState
+from reproduce.training.runs import read_json
+
+__all__ = ["LOG_DIR", "Outcome", "run_local", "train_command", "run_process", "run_child"]
+
+LOG_DIR = ".logs"
+
+
+@dataclass
+class Outcome:
+    status: str  # completed | diverged | failed | skipped
+    reason: str | None = None
+
+
+def run_local(state: CellState, runs_root: Path, restart: bool) -> Outcome:
+    """Train the cell in this process (the engine resumes a partial run)."""
+    from reproduce.training.engine import train
+
+    out = train(state.cfg, runs_root=runs_root, restart=restart, progress=False)
+    return Outcome(out.status, out.reason)
+
+
+
+def train_command(state: CellState, runs_root: Path, restart: bool) -> list[str]:
+    """``python -m reproduce train MODEL --recipe R --set ...``: one cell as a child process."""
+    cell = state.cell
+    cmd = [sys.executable, "-m", "reproduce", "train", cell.model, "--recipe", cell.recipe,
+           *cell.set_args(), "--runs-dir", str(runs_root), "--no-progress"]
+    return cmd + (["--restart"] if restart else [])
+
+
+
+
+def run_process(state: CellState, runs_root: Path, restart: bool, threads: int) -> Outcome:
+    """The cell in a child ``srv train`` with ``threads`` intra-op threads (``--jobs``)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return run_child(state, runs_root, train_command(state, runs_root, restart), env)
+
+
+def run_child(state: CellState, runs_root: Path, cmd: list[str],
+              env: dict[str, str] | None = None) -> Outcome:
+    """Run ``cmd`` (an ``srv train`` of the cell), log to ``<runs_root>/.logs/<run>.log``, and
+    read its exit code: 0 completed, 3 diverged, 2 bad input, anything else failed."""
+    log = runs_root / LOG_DIR / f"{state.cfg.run_name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=False)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    if not state.run_dir.exists() and code != 2:
+        return Outcome("failed", f"the launched run did not write {state.run_dir} (config "
+                                 f"mismatch between srv ablate and srv train?); see {log}")
+    if code == 0:
+        return Outcome("completed")
+    if code == 3:
+        return Outcome("diverged", (read_json(state.run_dir / "status.json") or {})
+                       .get("reason"))
+    kind = "bad input" if code == 2 else f"exit code {code}"
+    return Outcome("failed", f"{kind}: {_error_line(log)} (log: {log})")
+
+
+def _error_line(log: Path) -> str:
+    """The most telling line of a failed launch's log."""
+    import re
+
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines()]
+    for pattern in (r"srv: error: .*", r"\b\w*(Error|Exception): .*"):
+        for line in reversed(lines):
+            m = re.search(pattern, line)
+            if m:
+                return m.group(0).rstrip("│ ")[:300]
+    return "see the log"
+

@@ -1,0 +1,143 @@
+"""The SLURM backend through submitit: one job array per grid, each task a :class:`CellJob` that
+trains one cell under its lock, and requeues itself on preemption or timeout (the engine then
+resumes from the checkpoint)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reproduce.experiments.cells import CellState, inspect_run
+from reproduce.experiments.locks import LOCK_DIR, STALE_AFTER_S, CellLock
+from reproduce.experiments.runner import RunOptions, decide
+from reproduce.recipes.grids import Cell, Grid
+
+__all__ = ["SUBMITIT_DIR", "CellJob", "SlurmOptions", "submit_slurm"]
+
+SUBMITIT_DIR = ".submitit"
+
+
+class CellJob:
+    """The callable a SLURM array task runs: train one cell under its lock.
+
+    It has a ``checkpoint`` method, so submitit requeues it on preemption or timeout; the
+    requeued task calls the engine again, which resumes from ``last.pt``. With several tasks per
+    node (one per GPU) submitit's environment is exported as torchrun's variables (RANK,
+    WORLD_SIZE, MASTER_ADDR, ...), and only rank 0 takes the lock.
+    """
+
+    def __init__(self, runs_root: str, stale_after_s: float = STALE_AFTER_S) -> None:
+        self.runs_root = str(Path(runs_root).resolve())
+        self.stale_after_s = stale_after_s
+        self._lock: CellLock | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"runs_root": self.runs_root, "stale_after_s": self.stale_after_s, "_lock": None}
+
+    def _rank(self) -> int:
+        try:
+            import submitit
+
+            env = submitit.JobEnvironment()
+            if env.num_tasks > 1:
+                from submitit.helpers import TorchDistributedEnvironment
+
+                TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+            return int(env.global_rank)
+        except RuntimeError:  # not inside a submitit job (direct call, tests)
+            return int(os.environ.get("RANK", "0"))
+
+    def __call__(self, cell_dict: dict[str, Any], retry_diverged: bool = False
+                 ) -> dict[str, Any]:
+        from reproduce.training.config import resolve_config
+        from reproduce.training.engine import train
+
+        cell = Cell.from_dict(cell_dict)
+        cfg = resolve_config(cell.model, cell.recipe, {**cell.override_dict, "seed": cell.seed})
+        runs_root = Path(self.runs_root)
+        run_dir = runs_root / cfg.run_name
+        rank = self._rank()
+        if rank == 0:
+            self._lock = CellLock(runs_root / LOCK_DIR / f"{cfg.run_name}.lock",
+                                  stale_after_s=self.stale_after_s, what=cell.describe())
+            if not self._lock.acquire():
+                return {"cell": cell.describe(), "status": "skipped", "run_dir": str(run_dir),
+                        "reason": "locked by another worker"}
+        try:
+            status, _ = inspect_run(run_dir)
+            out = train(cfg, runs_root=runs_root,
+                        restart=retry_diverged and status == "diverged", progress=False)
+            return {"cell": cell.describe(), "status": out.status, "run_dir": str(out.run_dir),
+                    "reason": out.reason}
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """Requeue the same cell; the engine resumes it from its last checkpoint."""
+        import submitit
+
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+@dataclass
+class SlurmOptions:
+    partition: str | None = None
+    account: str | None = None
+    timeout_min: int = 24 * 60
+    gpus_per_task_node: int = 1  # GPUs (= tasks) per cell
+    cpus_per_task: int = 10
+    mem_gb: int | None = None
+    parallelism: int = 16
+    max_num_timeout: int = 10
+    cluster: str | None = None  # None: auto (slurm when sbatch exists, else local); or debug
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def submit_slurm(grid: Grid, states: Sequence[CellState], runs_root: Path | str,
+                 options: RunOptions, slurm: SlurmOptions) -> list[Any]:
+    """Submit the cells that need training as one job array; returns the submitit jobs.
+
+    The submitit folder is ``<runs_root>/.submitit/<grid>/``: it must be on a file system the
+    compute nodes share (so must ``runs_root``).
+    """
+    import submitit
+
+    runs_root = Path(runs_root).resolve()
+    todo = [s for s in states if decide(s, options) != "skip"]
+    if not todo:
+        return []
+    folder = runs_root / SUBMITIT_DIR / grid.name / "%j"
+    executor = submitit.AutoExecutor(folder=folder, cluster=slurm.cluster,
+                                     slurm_max_num_timeout=slurm.max_num_timeout)
+    params: dict[str, Any] = dict(
+        name=f"srv-{grid.name}", timeout_min=slurm.timeout_min,
+        tasks_per_node=slurm.gpus_per_task_node, cpus_per_task=slurm.cpus_per_task,
+        slurm_array_parallelism=slurm.parallelism,
+    )
+    if executor.cluster == "slurm":
+        params["gpus_per_node"] = slurm.gpus_per_task_node
+        if slurm.partition:
+            params["slurm_partition"] = slurm.partition
+        if slurm.account:
+            params["slurm_account"] = slurm.account
+        if slurm.mem_gb:
+            params["mem_gb"] = slurm.mem_gb
+        params.update(slurm.extra)
+    elif executor.cluster == "local":
+        params = {"name": params["name"], "timeout_min": slurm.timeout_min,
+                  "tasks_per_node": 1}
+    else:  # debug: runs in this process when results are asked for
+        params = {"name": params["name"], "timeout_min": slurm.timeout_min}
+    executor.update_parameters(**params)
+    job = CellJob(str(runs_root), stale_after_s=options.stale_after_s)
+    cells = [s.cell.to_dict() for s in todo]
+    flags = [options.retry_diverged] * len(cells)
+    return list(executor.map_array(job, cells, flags))
