@@ -52,3 +52,31 @@ def test_ddp_training_completes_and_records_the_world_size(runs_root: Path,
     result = json.loads((run / "result.json").read_text())
     assert result["n_val"] == 101 and result["world_size"] == 2
     assert json.loads((run / "env.json").read_text())["world_size"] == 2
+
+
+def test_a_process_that_sees_one_gpu_trains_on_it(monkeypatch) -> None:  # noqa: ANN001
+    """SLURM's one GPU per task (--gpus-per-task, gpu-bind) leaves each process one device,
+    cuda:0, whatever its local rank; with several visible, the local rank picks (torchrun)."""
+    import pytest
+    import torch
+
+    from reproduce.errors import SrvError
+    from reproduce.utils import distributed
+
+    chosen: list[int] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    info = distributed.init_distributed("auto")
+    assert info.device == torch.device("cuda", 0) and chosen == [0] and info.local_rank == 3
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert distributed.init_distributed("cuda").device == torch.device("cuda", 3)
+    assert chosen == [0, 3]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with pytest.raises(SrvError, match=r"local rank 3 but this process sees 2 GPUs "
+                                       r"\(CUDA_VISIBLE_DEVICES=0,1\)"):
+        distributed.init_distributed("auto")
+    assert distributed.init_distributed("cpu").device == torch.device("cpu")

@@ -13,8 +13,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "broadcast_from_main", "barrier",
-           "cleanup"]
+__all__ = ["DistInfo", "cuda_index", "init_distributed", "all_reduce_sum", "broadcast_from_main",
+           "barrier", "cleanup"]
 
 
 @dataclass(frozen=True)
@@ -35,14 +35,33 @@ class DistInfo:
         return self.rank == 0
 
 
+def cuda_index(local_rank: int, visible: int) -> int:
+    """The CUDA device of a process with ``local_rank`` that sees ``visible`` devices: the only
+    one when it sees one (SLURM ``--gpus-per-task`` / gpu-bind and submitit leave each task one
+    GPU, which CUDA numbers 0 whatever the task's local rank), else its local rank (torchrun's
+    convention: a node's processes all see the node's GPUs)."""
+    if visible == 1:
+        return 0
+    if not 0 <= local_rank < visible:
+        from reproduce.errors import SrvError
+
+        shown = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise SrvError(f"local rank {local_rank} but this process sees {visible} GPUs"
+                       + (f" (CUDA_VISIBLE_DEVICES={shown})" if shown is not None else "")
+                       + ": launch at most one process per visible GPU on a node, or give "
+                         "each process one GPU of its own")
+    return local_rank
+
+
 def _pick_device(want: str, local_rank: int) -> torch.device:
     if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             from reproduce.errors import SrvError
 
             raise SrvError("device 'cuda' asked for but no GPU is visible: use --set device=cpu")
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
+        index = cuda_index(local_rank, torch.cuda.device_count())
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device("cpu")
 
 
