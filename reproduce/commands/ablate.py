@@ -111,7 +111,11 @@ def ablate(
     jobs: Annotated[int, typer.Option(
         min=1, help="local: cells trained at once, each an srv train process with CPUs / "
                     "jobs threads (on a CPU, --jobs 2 on 2 cores trains small models faster "
-                    "than one process with 2 threads).")] = 1,
+                    "than one process with 2 threads) and, on a GPU machine, a GPU of its own "
+                    "(at most one job per visible GPU).")] = 1,
+    share_gpus: Annotated[bool, typer.Option(
+        "--share-gpus", help="local: let --jobs exceed the visible GPUs (cells share them).")
+    ] = False,
     runs_dir: RunsDirOpt = Path("runs"),
     tables_dir: Annotated[Path | None, typer.Option(
         help="Where the table and plot go; default: tables/ in the current directory "
@@ -159,8 +163,9 @@ def ablate(
         _refuse(unrunnable, grid, len(states))
     if dry_run:
         return
-    options = ab.RunOptions(backend=backend.value, nproc=nproc, jobs=jobs,
-                            retry_failed=retry_failed,
+    gpus = ab.local_gpus(states, jobs, share_gpus) if backend is Backend.local else ()
+    options = ab.RunOptions(backend=backend.value, nproc=nproc, jobs=jobs, gpus=gpus,
+                            share_gpus=share_gpus, retry_failed=retry_failed,
                             retry_diverged=retry_diverged, fail_fast=fail_fast,
                             max_failures=max_failures)
     print(title, flush=True)

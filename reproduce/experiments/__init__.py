@@ -23,7 +23,15 @@ from reproduce.experiments.cells import (
     inspect_run,
     plan,
 )
-from reproduce.experiments.local import LOG_DIR, Outcome, run_child, run_local, train_command
+from reproduce.experiments.local import (
+    LOG_DIR,
+    Outcome,
+    local_gpus,
+    run_child,
+    run_local,
+    train_command,
+    visible_gpus,
+)
 from reproduce.experiments.locks import LOCK_DIR, STALE_AFTER_S, CellLock, process_alive
 from reproduce.experiments.progress import GridProgress
 from reproduce.experiments.runner import RunOptions, Summary, decide, run_grid
@@ -33,6 +41,7 @@ from reproduce.experiments.torchrun import run_torchrun, torchrun_command
 __all__ = [
     "FAILED_DIR", "LOCK_DIR", "LOG_DIR", "STALE_AFTER_S", "STATUSES", "SUBMITIT_DIR",
     "CellJob", "CellLock", "CellState", "GridProgress", "Outcome", "RunOptions", "SlurmOptions",
-    "Summary", "check_cells", "decide", "inspect_run", "plan", "process_alive", "run_child",
-    "run_grid", "run_local", "run_torchrun", "submit_slurm", "torchrun_command", "train_command",
+    "Summary", "check_cells", "decide", "inspect_run", "local_gpus", "plan", "process_alive",
+    "run_child", "run_grid", "run_local", "run_torchrun", "submit_slurm", "torchrun_command",
+    "train_command", "visible_gpus",
 ]

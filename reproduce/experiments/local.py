@@ -11,13 +11,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from reproduce.errors import SrvError
 from reproduce.experiments.cells import CellState
 from reproduce.training.runs import read_json
 
-__all__ = ["LOG_DIR", "Outcome", "run_local", "train_command", "run_process", "run_child"]
+__all__ = ["LOG_DIR", "Outcome", "run_local", "train_command", "run_process", "run_child",
+           "visible_gpus", "local_gpus"]
 
 LOG_DIR = ".logs"
 
@@ -47,10 +50,42 @@ def train_command(state: CellState, runs_root: Path, restart: bool) -> list[str]
 
 
 
-def run_process(state: CellState, runs_root: Path, restart: bool, threads: int) -> Outcome:
-    """The cell in a child ``srv train`` with ``threads`` intra-op threads (``--jobs``)."""
+def run_process(state: CellState, runs_root: Path, restart: bool, threads: int,
+                gpu: str | None = None) -> Outcome:
+    """The cell in a child ``srv train`` with ``threads`` intra-op threads (``--jobs``) and, when
+    given, only ``gpu`` visible (``CUDA_VISIBLE_DEVICES``: the child trains on its cuda:0)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
     return run_child(state, runs_root, train_command(state, runs_root, restart), env)
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process can hand to its children, as ``CUDA_VISIBLE_DEVICES`` names them:
+    that variable's entries when it is set (indices or UUIDs), else ``0 .. count-1``."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    count = torch.cuda.device_count()
+    shown = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if shown is None:
+        return [str(i) for i in range(count)]
+    return [d.strip() for d in shown.split(",") if d.strip()][:count]
+
+
+def local_gpus(states: Sequence[CellState], jobs: int, share: bool = False) -> tuple[str, ...]:
+    """The GPUs ``jobs`` child processes share out, one each (none for one job, which trains in
+    this process on the engine's device, nor when no GPU is visible or every cell is set to the
+    CPU). More jobs than GPUs is refused unless ``share`` (then cells share GPUs round robin)."""
+    if jobs <= 1 or all(s.cfg.recipe.device == "cpu" for s in states):
+        return ()
+    gpus = visible_gpus()
+    if gpus and jobs > len(gpus) and not share:
+        raise SrvError(f"--jobs {jobs} but {len(gpus)} GPU{'s' if len(gpus) > 1 else ''} "
+                       f"visible ({','.join(gpus)}): each cell trains on a GPU of its own; use "
+                       f"--jobs {len(gpus)}, or --share-gpus to put several cells on one GPU")
+    return tuple(gpus)
 
 
 def run_child(state: CellState, runs_root: Path, cmd: list[str],

@@ -9,6 +9,7 @@ ones rerun only with ``retry_failed``; a failing cell does not stop the grid unl
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from collections import Counter
@@ -19,7 +20,7 @@ from typing import Any
 
 from reproduce.errors import SrvError
 from reproduce.experiments.cells import CellState
-from reproduce.experiments.local import Outcome, run_local, run_process
+from reproduce.experiments.local import Outcome, local_gpus, run_local, run_process
 from reproduce.experiments.locks import STALE_AFTER_S
 from reproduce.experiments.torchrun import run_torchrun
 
@@ -36,6 +37,10 @@ class RunOptions:
     fail_fast: bool = False
     max_failures: int | None = None
     stale_after_s: float = STALE_AFTER_S
+    #: local jobs: the GPUs the children share out, one each at a time (None: decided by
+    #: :func:`~reproduce.experiments.local.local_gpus` when the grid runs)
+    gpus: tuple[str, ...] | None = None
+    share_gpus: bool = False  # let jobs exceed the visible GPUs
 
     def threads(self) -> int:
         """Intra-op threads of each of ``jobs`` child processes: the CPUs shared out."""
@@ -77,13 +82,23 @@ def decide(state: CellState, options: RunOptions) -> str:
 TrainFn = Callable[[CellState, Path, bool], Outcome]
 
 
-def _default_train_fn(options: RunOptions) -> TrainFn:
+def _default_train_fn(options: RunOptions, states: Sequence[CellState]) -> TrainFn:
     if options.backend == "local":
         if options.jobs > 1:
             threads = options.threads()
+            gpus = options.gpus if options.gpus is not None \
+                else local_gpus(states, options.jobs, options.share_gpus)
+            # one slot per job, slot k on GPU k mod n: a running child holds its slot's GPU
+            slots: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+            for k in range(options.jobs):
+                slots.put(gpus[k % len(gpus)] if gpus else None)
 
             def in_child(s: CellState, r: Path, restart: bool) -> Outcome:
-                return run_process(s, r, restart, threads)
+                gpu = slots.get()
+                try:
+                    return run_process(s, r, restart, threads, gpu)
+                finally:
+                    slots.put(gpu)
             return in_child
         return run_local
     if options.backend == "torchrun":
@@ -104,7 +119,7 @@ def run_grid(states: Sequence[CellState], runs_root: Path | str, options: RunOpt
     """
     runs_root = Path(runs_root)
     if train_fn is None:
-        train_fn = _default_train_fn(options)
+        train_fn = _default_train_fn(options, states)
     summary = Summary(list(states))
     t0 = time.monotonic()
     todo = [i for i, s in enumerate(states) if decide(s, options) != "skip"]
