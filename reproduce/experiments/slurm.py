@@ -10,14 +10,54 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reproduce.errors import SrvError
 from reproduce.experiments.cells import CellState, inspect_run
 from reproduce.experiments.locks import LOCK_DIR, STALE_AFTER_S, CellLock
 from reproduce.experiments.runner import RunOptions, decide
 from reproduce.recipes.grids import Cell, Grid
 
-__all__ = ["SUBMITIT_DIR", "CellJob", "SlurmOptions", "submit_slurm"]
+__all__ = ["SUBMITIT_DIR", "TORCH_VARS", "export_rank", "CellJob", "SlurmOptions", "submit_slurm"]
 
 SUBMITIT_DIR = ".submitit"
+
+
+#: torchrun's variables, which a task's rank is exported as (torch's env:// initialisation)
+TORCH_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+
+
+def export_rank() -> int:
+    """This task's global rank. In a submitit job, its SLURM layout exported as torchrun's
+    variables (several tasks) so the engine's process group forms; outside one (a direct call),
+    torchrun's ``RANK`` if set.
+
+    submitit's ``export()`` refuses to overwrite variables already set (say, inherited from the
+    shell that submitted); they are accepted when they agree with SLURM's layout and refused with
+    one line when they do not (else every task trains alone as rank 0, the same cell N times).
+    """
+    import submitit
+
+    try:
+        job = submitit.JobEnvironment()
+    except RuntimeError:  # not inside a submitit job
+        return int(os.environ.get("RANK", "0"))
+    want = {"RANK": str(job.global_rank), "WORLD_SIZE": str(job.num_tasks),
+            "LOCAL_RANK": str(job.local_rank),
+            "LOCAL_WORLD_SIZE": str(job.num_tasks // max(1, job.num_nodes))}
+    dist_env = None
+    if job.num_tasks > 1:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        dist_env = TorchDistributedEnvironment()  # MASTER_PORT: the one set, else the job's
+        want.update(MASTER_ADDR=dist_env.master_addr, MASTER_PORT=str(dist_env.master_port))
+    clash = [f"{k}={os.environ[k]} (SLURM's task layout says {v})" for k, v in want.items()
+             if os.environ.get(k, v) != v]
+    if clash:
+        raise SrvError(f"SLURM task {job.job_id} rank {job.global_rank}: {', '.join(clash)} "
+                       f"already set in the environment; unset {' '.join(TORCH_VARS)} in the "
+                       f"shell that runs srv ablate --backend slurm (sbatch passes them on)")
+    if dist_env is not None:
+        dist_env.export(set_cuda_visible_devices=False, overwrite=True)  # only equal values
+    return int(job.global_rank)
 
 
 class CellJob:
@@ -25,8 +65,10 @@ class CellJob:
 
     It has a ``checkpoint`` method, so submitit requeues it on preemption or timeout; the
     requeued task calls the engine again, which resumes from ``last.pt``. With several tasks per
-    node (one per GPU) submitit's environment is exported as torchrun's variables (RANK,
-    WORLD_SIZE, MASTER_ADDR, ...), and only rank 0 takes the lock.
+    cell (one per GPU) submitit's environment is exported as torchrun's variables (RANK,
+    WORLD_SIZE, MASTER_ADDR, ...: :func:`export_rank`); every rank joins the process group
+    first, then rank 0 takes the lock and tells every rank whether the cell is theirs, so all
+    of them train or all of them end as ``skipped`` (no rank waits for a rank 0 that left).
     """
 
     def __init__(self, runs_root: str, stale_after_s: float = STALE_AFTER_S) -> None:
@@ -37,36 +79,42 @@ class CellJob:
     def __getstate__(self) -> dict[str, Any]:
         return {"runs_root": self.runs_root, "stale_after_s": self.stale_after_s, "_lock": None}
 
-    def _rank(self) -> int:
-        try:
-            import submitit
+    def _locked_elsewhere(self, lock_path: Path, what: str, rank: int, device: str) -> bool:
+        """Rank 0 takes the cell's lock; every rank learns whether it could (one decision)."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        info = None
+        if world > 1:  # join the group first: rank 0 always comes, whatever the lock says
+            from reproduce.utils.distributed import init_distributed
 
-            env = submitit.JobEnvironment()
-            if env.num_tasks > 1:
-                from submitit.helpers import TorchDistributedEnvironment
+            info = init_distributed(device)
+        locked = False
+        if rank == 0:
+            self._lock = CellLock(lock_path, stale_after_s=self.stale_after_s, what=what)
+            locked = not self._lock.acquire()
+        if info is not None:
+            from reproduce.utils.distributed import broadcast_flag, cleanup
 
-                TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-            return int(env.global_rank)
-        except RuntimeError:  # not inside a submitit job (direct call, tests)
-            return int(os.environ.get("RANK", "0"))
+            locked = broadcast_flag(locked, info)
+            if locked:
+                cleanup()
+        return locked
 
     def __call__(self, cell_dict: dict[str, Any], retry_diverged: bool = False
                  ) -> dict[str, Any]:
         from reproduce.training.config import resolve_config
-        from reproduce.training.engine import train
 
         cell = Cell.from_dict(cell_dict)
         cfg = resolve_config(cell.model, cell.recipe, {**cell.override_dict, "seed": cell.seed})
         runs_root = Path(self.runs_root)
         run_dir = runs_root / cfg.run_name
-        rank = self._rank()
-        if rank == 0:
-            self._lock = CellLock(runs_root / LOCK_DIR / f"{cfg.run_name}.lock",
-                                  stale_after_s=self.stale_after_s, what=cell.describe())
-            if not self._lock.acquire():
+        rank = export_rank()
+        try:
+            if self._locked_elsewhere(runs_root / LOCK_DIR / f"{cfg.run_name}.lock",
+                                      cell.describe(), rank, cfg.recipe.device):
                 return {"cell": cell.describe(), "status": "skipped", "run_dir": str(run_dir),
                         "reason": "locked by another worker"}
-        try:
+            from reproduce.training.engine import train
+
             status, _ = inspect_run(run_dir)
             out = train(cfg, runs_root=runs_root,
                         restart=retry_diverged and status == "diverged", progress=False)
@@ -110,6 +158,13 @@ def submit_slurm(grid: Grid, states: Sequence[CellState], runs_root: Path | str,
     """
     import submitit
 
+    # sbatch (and submitit's local executor) pass this shell's environment on: every task would
+    # inherit another launch's rank (MASTER_PORT is fine: submitit keeps a set one)
+    inherited = [k for k in TORCH_VARS if k in os.environ and k != "MASTER_PORT"]
+    if inherited:
+        raise SrvError(f"{', '.join(inherited)} set in this shell would reach every SLURM task "
+                       f"(sbatch passes the environment on) and clash with its rank: unset "
+                       f"{' '.join(inherited)} and submit again")
     runs_root = Path(runs_root).resolve()
     todo = [s for s in states if decide(s, options) != "skip"]
     if not todo:
