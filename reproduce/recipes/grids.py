@@ -44,7 +44,7 @@ Grid file format (all keys except ``axes`` and ``presets`` are optional)::
     values = [5e-4, 1e-3]
 
 Nothing here imports torch: expanding a grid is pure Python; resolving a cell's config (and so
-its run directory) is :mod:`reproduce.experiments.ablate`'s job.
+its run directory) is :mod:`reproduce.experiments`' job.
 """
 
 from __future__ import annotations

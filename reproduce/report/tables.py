@@ -67,7 +67,7 @@ def discover_seeds(grid: Grid, runs_root: Path) -> list[int]:
 def gather(grid: Grid, runs_root: Path | str, states: list[Any] | None = None) -> pd.DataFrame:
     """One row per (cell, seed): the axis labels, status and result of its run.
 
-    ``states`` (from :func:`reproduce.experiments.ablate.plan`) saves resolving the configs again.
+    ``states`` (from :func:`reproduce.experiments.cells.plan`) saves resolving the configs again.
     Columns: one per axis (the value label, named ``axis:<name>``), ``seed``, ``model``,
     ``stem``, ``run``, ``status``, ``epoch``, ``epochs``, ``reason``, ``top1``, ``best_top1``,
     ``n_val``, ``params_m``, ``skipped_steps`` (fp16 steps the GradScaler skipped, when the engine
