@@ -215,7 +215,7 @@ def _claims(grid_name: str, runs_dir: Path, out_dir: Path, force: bool) -> list[
     others, so the Holm family is that of srv claims) and write the full tables/claims.md;
     nothing for a grid no claim reads."""
     from reproduce.report import claims as cl
-    from reproduce.report.tables import write_table
+    from reproduce.report.render import write_table
 
     claim_set = cl.load_claims()
     if not any(c.grid == grid_name for c in claim_set.claims):
