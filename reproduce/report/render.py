@@ -165,7 +165,7 @@ def write_table(text: str, path: Path) -> Path:
 
 
 def to_rich(table: Table) -> Any:
-    """A :class:`reproduce.report.tables.Table` as a rich table (bold markers dropped)."""
+    """A :class:`Table` as a rich table (bold markers dropped)."""
     from rich.table import Table as RichTable
 
     out = RichTable(title=table.title, caption=table.provenance or None, title_justify="left")
