@@ -19,7 +19,18 @@ from typer.testing import CliRunner
 
 from reproduce.cli import app
 from reproduce.errors import SrvError
-from reproduce.report import analysis as an
+from reproduce.report.diversity import (
+    Diversity,
+    diversity_tables,
+    effective_rank,
+    fixed_images,
+    image_indices,
+    mean_cosine_similarity,
+    singular_values,
+    token_diversity,
+)
+from reproduce.report.stem_bn import stem_bn_stats
+from reproduce.report.targets import TargetSpec, resolve_target
 
 runner = CliRunner()
 
@@ -64,10 +75,10 @@ def _direct_erank(x: np.ndarray, centre: bool = False) -> float:
 
 def test_identical_tokens_have_cosine_one_and_rank_one() -> None:
     x = torch.tensor([[1.0, 2.0, -3.0]]).repeat(5, 1)
-    assert an.mean_cosine_similarity(x).item() == pytest.approx(1.0, abs=1e-12)
-    assert an.effective_rank(x).item() == pytest.approx(1.0, abs=1e-6)
+    assert mean_cosine_similarity(x).item() == pytest.approx(1.0, abs=1e-12)
+    assert effective_rank(x).item() == pytest.approx(1.0, abs=1e-6)
     # scaled copies point the same way: still one direction
-    assert an.effective_rank(x * torch.arange(1, 6.0)[:, None]).item() == pytest.approx(1.0,
+    assert effective_rank(x * torch.arange(1, 6.0)[:, None]).item() == pytest.approx(1.0,
                                                                                       abs=1e-6)
 
 
@@ -75,25 +86,25 @@ def test_orthogonal_tokens_have_cosine_zero_and_full_rank() -> None:
     x = torch.zeros(4, 6)
     for i, scale in enumerate([1.0, 3.0, 0.5, 7.0]):  # norms differ; directions orthogonal
         x[i, i + 1] = scale
-    assert an.mean_cosine_similarity(x).item() == pytest.approx(0.0, abs=1e-12)
-    assert an.effective_rank(x).item() == pytest.approx(4.0, rel=1e-12)
+    assert mean_cosine_similarity(x).item() == pytest.approx(0.0, abs=1e-12)
+    assert effective_rank(x).item() == pytest.approx(4.0, rel=1e-12)
     # opposite pairs: cosine -1 for 2 of the 12 ordered pairs
     y = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
-    assert an.mean_cosine_similarity(y).item() == pytest.approx(-4 / 12)
-    assert an.effective_rank(y).item() == pytest.approx(2.0)
+    assert mean_cosine_similarity(y).item() == pytest.approx(-4 / 12)
+    assert effective_rank(y).item() == pytest.approx(2.0)
 
 
 def test_metrics_match_a_direct_computation_on_a_small_matrix() -> None:
     x = np.array([[1.0, 0.5, -0.2, 0.0], [0.3, -1.0, 0.8, 0.1], [0.9, 0.4, 0.0, -0.7],
                   [-0.2, 0.1, 0.6, 0.6], [0.5, 0.5, 0.5, 0.5]])
     t = torch.tensor(x, dtype=torch.float32)
-    assert an.mean_cosine_similarity(t).item() == pytest.approx(_direct_cosine(x), rel=1e-6)
-    assert an.effective_rank(t).item() == pytest.approx(_direct_erank(x), rel=1e-6)
-    assert an.effective_rank(t, centre=True).item() == pytest.approx(
+    assert mean_cosine_similarity(t).item() == pytest.approx(_direct_cosine(x), rel=1e-6)
+    assert effective_rank(t).item() == pytest.approx(_direct_erank(x), rel=1e-6)
+    assert effective_rank(t, centre=True).item() == pytest.approx(
         _direct_erank(x, centre=True), rel=1e-6)
     # a batch is the per-image metric of each matrix
     batch = torch.stack([t, t.flip(1), 2 * t])
-    cos = an.mean_cosine_similarity(batch)
+    cos = mean_cosine_similarity(batch)
     assert cos.shape == (3,)
     assert cos[1].item() == pytest.approx(_direct_cosine(x[:, ::-1]), rel=1e-6)
     assert cos[2].item() == pytest.approx(cos[0].item(), rel=1e-12)  # scale-free
@@ -103,28 +114,28 @@ def test_singular_values_match_an_svd() -> None:
     g = torch.Generator().manual_seed(0)
     for shape in [(3, 5, 8), (3, 8, 5), (2, 6, 6)]:
         x = torch.randn(*shape, generator=g, dtype=torch.float64)
-        ours = an.singular_values(x).flip(-1)  # ascending eigenvalues -> descending
+        ours = singular_values(x).flip(-1)  # ascending eigenvalues -> descending
         assert torch.allclose(ours, torch.linalg.svdvals(x), rtol=1e-9, atol=1e-12)
     low = torch.randn(7, 2, generator=g, dtype=torch.float64) @ torch.randn(
         2, 9, generator=g, dtype=torch.float64)  # rank 2: the other values are exactly 0
-    assert (an.singular_values(low) > 0).sum().item() == 2
+    assert (singular_values(low) > 0).sum().item() == 2
 
 
 def test_degenerate_token_matrices() -> None:
-    assert an.effective_rank(torch.zeros(3, 4)).item() == 0.0
+    assert effective_rank(torch.zeros(3, 4)).item() == 0.0
     z = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 0.0]])  # a zero token: cosine 0 with all
-    assert an.mean_cosine_similarity(z).item() == pytest.approx(2 / 6)
+    assert mean_cosine_similarity(z).item() == pytest.approx(2 / 6)
     with pytest.raises(ValueError, match="at least 2 tokens"):
-        an.mean_cosine_similarity(torch.ones(1, 4))
+        mean_cosine_similarity(torch.ones(1, 4))
 
 
 def test_image_indices_are_evenly_spread() -> None:
-    assert an.image_indices(10, 20) == list(range(10))
-    assert an.image_indices(360, 4) == [0, 90, 180, 270]
-    idx = an.image_indices(360, 256)
+    assert image_indices(10, 20) == list(range(10))
+    assert image_indices(360, 4) == [0, 90, 180, 270]
+    idx = image_indices(360, 256)
     assert len(idx) == len(set(idx)) == 256 and idx[0] == 0 and idx[-1] < 360
     with pytest.raises(SrvError):
-        an.image_indices(10, 0)
+        image_indices(10, 0)
 
 
 # --- a model -------------------------------------------------------------------------------------
@@ -132,8 +143,8 @@ def test_image_indices_are_evenly_spread() -> None:
 
 @pytest.fixture(scope="module")
 def untrained() -> tuple[torch.nn.Module, torch.Tensor]:
-    spec = an.resolve_target("vit-mini-conv", overrides={"img_size": 16})
-    images, num_classes, _ = an.fixed_images(spec.recipe(), 24)
+    spec = resolve_target("vit-mini-conv", overrides={"img_size": 16})
+    images, num_classes, _ = fixed_images(spec.recipe(), 24)
     model = spec.load(num_classes=num_classes)
     return model, images
 
@@ -141,51 +152,51 @@ def untrained() -> tuple[torch.nn.Module, torch.Tensor]:
 def test_diversity_is_deterministic_and_matches_the_tokens_directly(untrained) -> None:
     model, images = untrained
     model.train()  # the measurement switches to eval and back
-    first = an.token_diversity(model, images, batch_size=10)
-    second = an.token_diversity(model, images, batch_size=24)
+    first = token_diversity(model, images, batch_size=10)
+    second = token_diversity(model, images, batch_size=24)
     assert model.training
     assert first.layers == ["stem", *[f"block {i}" for i in range(1, 7)]]
     assert (first.n_images, first.n_tokens, first.dim) == (24, 16, 96)
     assert first.cosine == pytest.approx(second.cosine, rel=1e-9)
     assert first.erank == pytest.approx(second.erank, rel=1e-9)
-    assert an.token_diversity(model, images, batch_size=10).cosine == first.cosine  # bitwise
+    assert token_diversity(model, images, batch_size=10).cosine == first.cosine  # bitwise
     model.eval()
     with torch.no_grad():
         stem = model.patch_embed(images)
         last = model.forward_intermediates(images, indices=[5], output_fmt="NLC",
                                            intermediates_only=True)[0]
     assert last.shape == (24, 16, 96)  # class token dropped by timm too
-    assert first.cosine[0] == pytest.approx(an.mean_cosine_similarity(stem).mean().item(),
+    assert first.cosine[0] == pytest.approx(mean_cosine_similarity(stem).mean().item(),
                                             rel=1e-9)
-    assert first.erank[-1] == pytest.approx(an.effective_rank(last).mean().item(), rel=1e-9)
-    assert first.cosine[-1] == pytest.approx(an.mean_cosine_similarity(last).mean().item(),
+    assert first.erank[-1] == pytest.approx(effective_rank(last).mean().item(), rel=1e-9)
+    assert first.cosine[-1] == pytest.approx(mean_cosine_similarity(last).mean().item(),
                                              rel=1e-9)
     assert all(1.0 <= e <= 16.0 for e in first.erank)
 
 
 def test_untrained_model_is_seeded(untrained) -> None:
     _, images = untrained
-    spec = an.resolve_target("vit-mini-conv", overrides={"img_size": 16}, seed=0)
-    other = an.resolve_target("vit-mini-conv", overrides={"img_size": 16}, seed=1)
-    a = an.token_diversity(spec.load(num_classes=10), images[:8])
-    b = an.token_diversity(spec.load(num_classes=10), images[:8])
-    c = an.token_diversity(other.load(num_classes=10), images[:8])
+    spec = resolve_target("vit-mini-conv", overrides={"img_size": 16}, seed=0)
+    other = resolve_target("vit-mini-conv", overrides={"img_size": 16}, seed=1)
+    a = token_diversity(spec.load(num_classes=10), images[:8])
+    b = token_diversity(spec.load(num_classes=10), images[:8])
+    c = token_diversity(other.load(num_classes=10), images[:8])
     assert a.cosine == b.cosine and a.cosine != c.cosine
 
 
 def test_stem_bn_stats_of_an_untrained_conv_stem(untrained) -> None:
     model, _ = untrained
-    layers = an.stem_bn_stats(model)
+    layers = stem_bn_stats(model)
     assert [bn.name for bn in layers] == [f"patch_embed.stem.{i}.norm" for i in range(3)]
     stats = layers[0].stats()
     assert stats["channels"] == 32 and stats["mean"] == 1.0 and stats["frac_small"] == 0.0
     model.patch_embed.stem[1].norm.weight.data[:8] = 0.05
-    stats = an.stem_bn_stats(model)[1].stats()
+    stats = stem_bn_stats(model)[1].stats()
     assert stats["frac_small"] == pytest.approx(8 / 32) and stats["min"] == pytest.approx(0.05)
     model.patch_embed.stem[1].norm.weight.data.fill_(1.0)
-    patch = an.resolve_target("vit-mini-patch", overrides={"img_size": 16}).load(num_classes=10)
+    patch = resolve_target("vit-mini-patch", overrides={"img_size": 16}).load(num_classes=10)
     with pytest.raises(SrvError, match="no BatchNorm"):
-        an.stem_bn_stats(patch, "vit-mini-patch")
+        stem_bn_stats(patch, "vit-mini-patch")
 
 
 # --- the tiny grid: two trained runs and a diverged one ------------------------------------------
@@ -342,9 +353,9 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_pat
 
 
 def test_effective_rank_bound_in_table_notes() -> None:
-    res = an.Diversity(["stem"], [0.5], [0.0], [3.0], [0.0], n_images=2, n_tokens=16, dim=96)
-    spec = an.TargetSpec(label="m", kind="model", source="m", config={})
-    cos, rank = an.diversity_tables([spec], [res])
+    res = Diversity(["stem"], [0.5], [0.0], [3.0], [0.0], n_images=2, n_tokens=16, dim=96)
+    spec = TargetSpec(label="m", kind="model", source="m", config={})
+    cos, rank = diversity_tables([spec], [res])
     assert any("min(N=16, C=96) = 16" in n for n in rank.notes)
     assert math.isclose(cos.rows[0][2].mean, 0.5)
 

@@ -16,7 +16,7 @@ import torch
 
 from reproduce.experiments.locks import CellLock
 from reproduce.models import flops
-from reproduce.report import plots, tables
+from reproduce.report import plots, render
 from reproduce.training import runs
 from reproduce.utils import atomic
 
@@ -57,7 +57,7 @@ def _writers(folder: Path) -> dict[str, Callable[[], Path]]:
         "checkpoint": then(folder / "last.pt", lambda: runs.atomic_torch_save(
             {"w": torch.ones(3)}, folder / "last.pt")),
         "status": then(run.status_path, lambda: run.write_status("running", 1, 2)),
-        "table": then(folder / "stem.md", lambda: tables.write_table("| a |\n",
+        "table": then(folder / "stem.md", lambda: render.write_table("| a |\n",
                                                                     folder / "stem.md")),
         "flops": flops_table,
         "plot": plot,
@@ -119,7 +119,7 @@ def test_concurrent_writers_beside_a_lock_heartbeat(tmp_path: Path, umask) -> No
         try:
             for i in range(40):
                 runs.atomic_write_json(tmp_path / f"w{k}" / f"{i}.json", {"i": i})
-                tables.write_table("| a |\n", tmp_path / f"w{k}" / f"{i}.md")
+                render.write_table("| a |\n", tmp_path / f"w{k}" / f"{i}.md")
         except BaseException as err:  # surfaced below
             errors.append(err)
 

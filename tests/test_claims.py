@@ -185,7 +185,8 @@ def test_diversity_claim_measures_the_checkpoints(tmp_path: Path,
     """Tiny real runs (two stems, two seeds), their effective rank after the last block."""
     from conftest import TINY
 
-    from reproduce.report.analysis import grid_targets, measure_diversity
+    from reproduce.report.diversity import measure_diversity
+    from reproduce.report.targets import grid_targets
     from reproduce.training.engine import train
 
     grids = tmp_path / "grids"

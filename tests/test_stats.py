@@ -11,7 +11,10 @@ from test_tables import _golden, _grid, check_latex, tables_env, write_run  # no
 
 from reproduce.errors import SrvError
 from reproduce.report import stats
-from reproduce.report.tables import build_table, fmt_p, gather, render_latex, render_markdown
+from reproduce.report.records import gather
+from reproduce.report.render import render_latex, render_markdown
+from reproduce.report.stat_columns import fmt_p
+from reproduce.report.tables import build_table
 
 A = [93.1, 94.2, 92.5, 95.0]
 B = [41.1, 44.4, 43.3]

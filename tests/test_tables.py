@@ -21,7 +21,9 @@ from typer.testing import CliRunner
 from reproduce.cli import app
 from reproduce.errors import SrvError
 from reproduce.recipes.grids import load_grid
-from reproduce.report.tables import build_table, gather, latex_escape, render_latex, render_markdown
+from reproduce.report.records import gather
+from reproduce.report.render import latex_escape, render_latex, render_markdown
+from reproduce.report.tables import build_table
 from reproduce.report.tables import report as make_report
 from reproduce.training.config import resolve_config
 
@@ -353,7 +355,7 @@ def test_reference_csvs_are_tables_too(tables_env: Path) -> None:
 def test_reference_matching_rules() -> None:
     import pandas as pd
 
-    from reproduce.report.tables import _canon, _Reference
+    from reproduce.report.reference_columns import _canon, _Reference
 
     assert _canon("vit-s-conv", "conv-nobn") == _canon("vit-s-conv-nobn", float("nan"))
     assert _canon("vitc-4gf", "3s2c48,1s1;norm=ln") == ("vitc-4gf", "3s2c48,1s1;norm=ln")

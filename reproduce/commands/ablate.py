@@ -37,8 +37,9 @@ def load_cli_grid(name: str, preset: str | None, seeds: str | None, axis: list[s
 
 def print_plan(grid, states: list, title: str) -> None:  # noqa: ANN001
     """Every cell with its status: a rich table on a terminal, plain columns otherwise."""
-    import sys
     from collections import Counter
+
+    from reproduce.utils.console import print_table
 
     axes = [name for name, _ in states[0].cell.labels] if states else []
     random = {a.name for a in grid.axes if a.kind == "random"}
@@ -51,24 +52,16 @@ def print_plan(grid, states: list, title: str) -> None:  # noqa: ANN001
     header = ["#", *axes, "seed", "status", "detail", "run dir"]
     counts = Counter(s.status for s in states)
     total = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.table import Table
+    colors = {"done": "green", "diverged": "magenta", "failed": "red", "running": "cyan",
+              "partial": "yellow", "pending": "dim"}
 
-        table = Table(*header, title=title, caption=f"{len(states)} cells: {total}")
-        colors = {"done": "green", "diverged": "magenta", "failed": "red", "running": "cyan",
-                  "partial": "yellow", "pending": "dim"}
-        for row in rows:
-            status = row[len(axes) + 2]
-            row[len(axes) + 2] = f"[{colors.get(status, '')}]{status}[/]"
-            table.add_row(*row)
-        Console().print(table)
-    else:
-        from tabulate import tabulate
+    def colour(row: list[str]) -> list[str]:  # the status in its colour (rich only)
+        status = row[len(axes) + 2]
+        row[len(axes) + 2] = f"[{colors.get(status, '')}]{status}[/]"
+        return row
 
-        print(title)
-        print(tabulate(rows, headers=header, tablefmt="plain", disable_numparse=True))
-        print(f"{len(states)} cells: {total}")
+    print_table(title, header, rows, caption=f"{len(states)} cells: {total}", tablefmt="plain",
+                markup=colour)
 
 
 @handle_errors
@@ -220,7 +213,7 @@ def _claims(grid_name: str, runs_dir: Path, out_dir: Path, force: bool) -> list[
     others, so the Holm family is that of srv claims) and write the full tables/claims.md;
     nothing for a grid no claim reads."""
     from reproduce.report import claims as cl
-    from reproduce.report.tables import write_table
+    from reproduce.report.render import write_table
 
     claim_set = cl.load_claims()
     if not any(c.grid == grid_name for c in claim_set.claims):

@@ -76,7 +76,7 @@ def _device(want: str) -> str:
 def _load_grid(name: str, preset: str | None, seeds: str | None, axis: list[str] | None,
                sets: list[str] | None, runs_dir: Path) -> Any:
     from reproduce.commands.ablate import load_cli_grid
-    from reproduce.report.tables import discover_seeds
+    from reproduce.report.records import discover_seeds
 
     grid = load_cli_grid(name, preset, seeds, axis, sets, None)
     if seeds is None:  # every seed that was run, not only the preset's (as srv table)
@@ -92,7 +92,7 @@ def _targets(targets: list[str] | None, grid_name: str | None, preset: str | Non
              command: str) -> tuple[list[Any], Any, list[str]]:
     """The targets of the command line (grid cells first), the grid (or None), skip notes."""
     from reproduce.recipes.recipe import parse_overrides
-    from reproduce.report import analysis as an
+    from reproduce.report.targets import grid_targets, resolve_target, unique_labels
 
     if not targets and not grid_name:
         raise SrvError(f"srv analyze {command}: give run directories, checkpoints or model "
@@ -104,15 +104,15 @@ def _targets(targets: list[str] | None, grid_name: str | None, preset: str | Non
     grid = None
     if grid_name is not None:
         grid = _load_grid(grid_name, preset, seeds, axis, sets, runs_dir)
-        specs, skipped = an.grid_targets(grid, runs_dir, weights)
+        specs, skipped = grid_targets(grid, runs_dir, weights)
         notes += [f"skipped {s}" for s in skipped]
         if not specs:
             raise SrvError(f"grid {grid.name!r} ({grid.preset}) has no run with a checkpoint in "
                            f"{runs_dir}: run 'srv ablate {grid.name} --preset {grid.preset}' "
                            f"first (or give --runs-dir)")
     overrides = parse_overrides(sets or []) if grid_name is None else {}
-    specs += [an.resolve_target(t, recipe, overrides, seed) for t in targets or []]
-    an.unique_labels(specs)
+    specs += [resolve_target(t, recipe, overrides, seed) for t in targets or []]
+    unique_labels(specs)
     return specs, grid, notes
 
 
@@ -129,7 +129,7 @@ def _emit(tables: list[Any], fmt: Format, record: dict[str, Any], out: Path | No
     """Print the tables (or the JSON record) and write the Markdown file next to the PNG."""
     import json
 
-    from reproduce.report.tables import render_markdown, write_table
+    from reproduce.report.render import render_markdown, write_table
 
     markdown = "\n".join(render_markdown(t) for t in tables)
     if image is not None:
@@ -141,7 +141,7 @@ def _emit(tables: list[Any], fmt: Format, record: dict[str, Any], out: Path | No
     else:
         from rich.console import Console
 
-        from reproduce.report.analysis import to_rich
+        from reproduce.report.render import to_rich
 
         console = Console()
         for t in tables:
@@ -184,7 +184,7 @@ def diversity(
     pairwise cosine similarity (lower = more diverse) and effective rank (higher = more diverse)
     on a fixed batch of val images. Prints the table and draws every target's curves on one
     PNG."""
-    from reproduce.report import analysis as an
+    from reproduce.report.diversity import diversity_tables, measure_diversity, plot_diversity
 
     if images < 2:
         raise SrvError(f"--images {images}: give at least 2 images")
@@ -193,18 +193,18 @@ def diversity(
     dev = _device(device)
     for note in notes:
         _note(note)
-    results = an.measure_diversity(specs, images, weights.value, dev, data, batch_size, centre)
+    results = measure_diversity(specs, images, weights.value, dev, data, batch_size, centre)
     title = f"{g.title}" if g is not None else "Patch-token diversity"
     described = sorted({t.info.get("images", "") for t in specs})
     provenance = (f"Provenance: srv analyze diversity; weights {weights.value} (untrained models: "
                   f"init seed {seed}); {'; '.join(described)}; effective rank "
                   f"{'centred' if centre else 'uncentred'}; device {dev}.")
-    tables = an.diversity_tables(specs, results, title=title, provenance=provenance,
-                                 notes=[n[0].upper() + n[1:] + "." for n in notes])
+    tables = diversity_tables(specs, results, title=title, provenance=provenance,
+                              notes=[n[0].upper() + n[1:] + "." for n in notes])
     image = None
     path = out or _default_out("diversity", g)
     if write:
-        image = an.plot_diversity(specs, results, path, title)
+        image = plot_diversity(specs, results, path, title)
     record = {
         "command": "diversity", "weights": weights.value, "images": images,
         "centre": centre,
@@ -243,7 +243,7 @@ def stem_bn(
     """The per-channel BN scale (gamma) of every BatchNorm in the stem of conv-stem models:
     summary stats (mean, std, min, max, fraction |gamma| < 0.1) and a violin plot per layer.
     A model whose stem has no BN is an error (grid cells without BN are skipped)."""
-    from reproduce.report import analysis as an
+    from reproduce.report.stem_bn import SMALL_GAMMA, plot_stem_bn, stem_bn_stats, stem_bn_table
 
     specs, g, notes = _targets(targets, grid, preset, seeds, axis, sets, runs_dir,
                                weights.value, recipe, seed, "stem-bn")
@@ -251,7 +251,7 @@ def stem_bn(
     for t in specs:
         model = t.load(weights.value, "cpu", t.recipe().num_classes or None)
         try:
-            layers.append(an.stem_bn_stats(model, t.label))
+            layers.append(stem_bn_stats(model, t.label))
             kept.append(t)
         except SrvError:
             if not t.info.get("cell"):  # a target named on the command line: an error
@@ -266,12 +266,12 @@ def stem_bn(
     title = f"{g.title}" if g is not None else "Stem BN scales"
     provenance = f"Provenance: srv analyze stem-bn; weights {weights.value} (untrained models: " \
                  f"init seed {seed})."
-    table = an.stem_bn_table(kept, layers, provenance=provenance,
-                             notes=[n[0].upper() + n[1:] + "." for n in notes])
+    table = stem_bn_table(kept, layers, provenance=provenance,
+                          notes=[n[0].upper() + n[1:] + "." for n in notes])
     path = out or _default_out("stem-bn", g)
-    image = an.plot_stem_bn(kept, layers, path, title) if write else None
+    image = plot_stem_bn(kept, layers, path, title) if write else None
     record = {
-        "command": "stem-bn", "weights": weights.value, "small_gamma": an.SMALL_GAMMA,
+        "command": "stem-bn", "weights": weights.value, "small_gamma": SMALL_GAMMA,
         "grid": {"name": g.name, "preset": g.preset} if g is not None else None,
         "skipped": notes, "plot": str(image) if image else None,
         "targets": [{**t.describe(), "layers": [{**bn.stats(), "gamma": bn.gamma} for bn in bns]}
@@ -296,19 +296,19 @@ def stability(
     """Training stability of a grid's runs: final top-1 beside grad-norm max / mean, loss
     spikes, the largest update ratio and diverged status (from each run's metrics.jsonl), and a
     PNG of the per-epoch curves."""
-    from reproduce.report import analysis as an
+    from reproduce.report.stability_summary import plot_stability, stability_rows, stability_table
 
     g = _load_grid(grid, preset, seeds, axis, sets, runs_dir)
-    rows = an.stability_rows(g, runs_dir)
+    rows = stability_rows(g, runs_dir)
     if not any(r["metrics"] for r in rows):
         raise SrvError(f"grid {g.name!r} ({g.preset}) has no run with a logged epoch in "
                        f"{runs_dir}: run 'srv ablate {g.name} --preset {g.preset}' first (or "
                        f"give --runs-dir)")
     provenance = f"Provenance: srv analyze stability; scale: {g.scale}; recipe {g.recipe}; " \
                  f"runs in {runs_dir}."
-    table = an.stability_table(g, rows, provenance=provenance)
+    table = stability_table(g, rows, provenance=provenance)
     path = out or _default_out("stability", g)
-    image = an.plot_stability(rows, path, g.title) if write else None
+    image = plot_stability(rows, path, g.title) if write else None
     record = {"command": "stability", "grid": {"name": g.name, "preset": g.preset},
               "plot": str(image) if image else None,
               "runs": [{k: v for k, v in r.items() if k != "metrics"} for r in rows]}

@@ -55,7 +55,7 @@ def claims(
 
     from reproduce.report import claims as cl
     from reproduce.report.reference import tables_dir as default_tables_dir
-    from reproduce.report.tables import write_table
+    from reproduce.report.render import write_table
 
     if not runs_dir.is_dir():
         raise SrvError(f"no runs directory at {runs_dir}: give --runs-dir (or $SRV_RUNS) the "

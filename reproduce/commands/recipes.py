@@ -11,21 +11,9 @@ from reproduce.errors import handle_errors
 
 def _show(title: str, header: list[str], rows: list[list[str]]) -> None:
     """A rich table on a terminal, plain columns otherwise (logs, pipes, tests)."""
-    import sys
+    from reproduce.utils.console import print_table
 
-    if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(*header, title=title)
-        for row in rows:
-            table.add_row(*row)
-        Console().print(table)
-        return
-    from tabulate import tabulate
-
-    print(title)
-    print(tabulate(rows, headers=header, tablefmt="simple", disable_numparse=True))
+    print_table(title, header, rows)
 
 
 def _fmt(value: Any) -> str:

@@ -56,9 +56,12 @@ def table(
     recipes or code versions unless --force."""
     from reproduce.commands.ablate import load_cli_grid
     from reproduce.recipes.grids import list_grids
-    from reproduce.report import tables as tb
+    from reproduce.report.records import discover_seeds
     from reproduce.report.reference import reference_names
     from reproduce.report.reference import tables_dir as default_tables_dir
+    from reproduce.report.reference_columns import reference_table
+    from reproduce.report.render import render_latex, render_markdown, write_table
+    from reproduce.report.tables import report
 
     formats = tuple(f for f, on in (("markdown", markdown or not latex), ("latex", latex)) if on)
     out_dir = (tables_dir or default_tables_dir()) if write else None
@@ -82,18 +85,18 @@ def table(
             refs = []
         if refs:
             for ref in refs:
-                t = tb.reference_table(ref)
+                t = reference_table(ref)
                 for fmt in formats:
-                    text = tb.render_markdown(t) if fmt == "markdown" else tb.render_latex(t)
+                    text = render_markdown(t) if fmt == "markdown" else render_latex(t)
                     print(text)
                     if out_dir is not None:
                         suffix = ".md" if fmt == "markdown" else ".tex"
-                        written.append(tb.write_table(text, Path(out_dir) / f"{t.name}{suffix}"))
+                        written.append(write_table(text, Path(out_dir) / f"{t.name}{suffix}"))
                 printed += 1
             continue
         grid = load_cli_grid(name, preset, seeds, axis, sets, samples)
         if seeds is None:  # every seed that was run, not only the preset's
-            found = tb.discover_seeds(grid, runs_dir)
+            found = discover_seeds(grid, runs_dir)
             if found != grid.seeds:
                 grid = load_cli_grid(name, preset, ",".join(map(str, found)), axis, sets,
                                      samples)
@@ -106,8 +109,8 @@ def table(
                                f"{runs_dir}: run 'srv ablate {grid.name} --preset "
                                f"{grid.preset}' first (or give --runs-dir)")
             continue
-        rep = tb.report(grid, runs_dir, out_dir, formats=formats, states=states, metric=metric,
-                        force=force, flops=flops, plot=plot, baseline=baseline)
+        rep = report(grid, runs_dir, out_dir, formats=formats, states=states, metric=metric,
+                     force=force, flops=flops, plot=plot, baseline=baseline)
         for fmt in formats:
             print(rep.texts[fmt])
         written += rep.paths
@@ -123,7 +126,7 @@ def _complexity(formats: tuple[str, ...], out_dir: Path | None) -> list[Path]:
     """The complexity table of the whole catalogue: the same files as ``srv flops --write``."""
     from reproduce.models import CATALOGUE
     from reproduce.models import flops as fl
-    from reproduce.report.tables import write_table
+    from reproduce.report.render import write_table
 
     records = fl.count_many(list(CATALOGUE))
     paths = []

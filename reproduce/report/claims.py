@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reproduce.errors import SrvError
-from reproduce.training.runs import read_json
+from reproduce.report.records import RunIndex
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -201,49 +201,10 @@ def _seed_text(seeds: list[int]) -> str:
     return ",".join(map(str, seeds))
 
 
-class RunIndex:
-    """The runs of a runs directory, read once; a grid at a preset as a DataFrame, cached."""
-
-    def __init__(self, runs_root: Path | str) -> None:
-        self.runs_root = Path(runs_root)
-        self.configs = [c for c in (read_json(p) for p in self.runs_root.glob("*/config.json"))
-                        if c]
-        self._frames: dict[tuple[str, str], Any] = {}
-        self._states: dict[tuple[str, str], list[Any]] = {}
-
-    def states(self, grid_name: str, preset: str) -> list[Any]:
-        """The planned cells of a grid at a preset (after :meth:`frame`)."""
-        self.frame(grid_name, preset)
-        return self._states.get((grid_name, preset), [])
-
-    def frame(self, grid_name: str, preset: str) -> tuple[Grid, pd.DataFrame] | None:
-        """The grid at ``preset`` with every seed found for it, and its gathered runs; None when
-        none of its runs finished."""
-        key = (grid_name, preset)
-        if key not in self._frames:
-            self._frames[key] = self._load(grid_name, preset)
-        return self._frames[key]
-
-    def _load(self, grid_name: str, preset: str) -> tuple[Grid, pd.DataFrame] | None:
-        from reproduce.experiments.cells import plan
-        from reproduce.recipes.grids import load_grid
-        from reproduce.report.tables import gather, run_seeds
-
-        seeds = sorted(run_seeds(load_grid(grid_name, preset=preset), self.configs))
-        if not seeds:
-            return None
-        grid = load_grid(grid_name, preset=preset, seeds=seeds)
-        states = plan(grid, self.runs_root)
-        self._states[(grid_name, preset)] = states
-        if not any(s.status in ("done", "diverged") for s in states):
-            return None
-        return grid, gather(grid, self.runs_root, states)
-
-
 def _arm(grid: Grid, df: pd.DataFrame, sel: dict[str, str]) -> tuple[pd.DataFrame, str] | None:
     """The rows of one arm and its display name; None when this preset lacks a label. The
     axis names were checked against the grid by :func:`_find_evidence`."""
-    from reproduce.report.tables import _match
+    from reproduce.report.records import _match
 
     labels, names = [], []
     for axis_name, label in sel.items():
@@ -260,7 +221,7 @@ def _arm(grid: Grid, df: pd.DataFrame, sel: dict[str, str]) -> tuple[pd.DataFram
 
 def _chance(sub: pd.DataFrame) -> float:
     """Top-1 (%) of a guess: what a diverged run is worth on a spread."""
-    from reproduce.report.tables import _num_classes
+    from reproduce.report.records import _num_classes
 
     return 100.0 / _num_classes(sub.iloc[0]) if len(sub) else 0.0
 
@@ -274,7 +235,7 @@ def _per_seed(claim: Claim, grid: Grid, rows: pd.DataFrame) -> tuple[list[float]
         return ([float(v) for v in done[claim.metric]], [int(s) for s in done["seed"]],
                 list(done["run"]))
     # spread: every value of the axis finished (or diverged) for the seed
-    from reproduce.report.tables import axis_column
+    from reproduce.report.records import axis_column
 
     col = axis_column(claim.axis or "")  # the axis was checked by _find_evidence
     width = len(grid.axis(claim.axis or "").labels)
@@ -298,7 +259,7 @@ def _find_evidence(claim: Claim, index: RunIndex, presets: list[str] | None,
                    force: bool) -> tuple[Evidence | None, str]:
     """The evidence with the most seeds in its smaller arm over the grid's presets."""
     from reproduce.recipes.grids import load_grid
-    from reproduce.report.tables import check_consistent
+    from reproduce.report.records import check_consistent
 
     grid0 = load_grid(claim.grid)
     names = {a.name for a in grid0.axes}
@@ -365,7 +326,7 @@ def _last_block_erank(targets: list[Any], n_images: int = 256) -> tuple[list[flo
     measured here, which is what the claim reads)."""
     import torch
 
-    from reproduce.report.analysis import _image_key, effective_rank, fixed_images, token_layers
+    from reproduce.report.diversity import _image_key, effective_rank, fixed_images, token_layers
 
     cache: dict[Any, Any] = {}
     out: list[float] = []
@@ -395,7 +356,8 @@ def _last_block_erank(targets: list[Any], n_images: int = 256) -> tuple[list[flo
 
 def _measure_diversity(claim: Claim, ev: Evidence, index: RunIndex) -> None:
     """Replace the evidence's values by each run's effective rank after the last block."""
-    from reproduce.report.analysis import DEFAULT_IMAGES, grid_targets
+    from reproduce.report.diversity import DEFAULT_IMAGES
+    from reproduce.report.targets import grid_targets
 
     grid, _ = index.frame(claim.grid, ev.preset)  # type: ignore[misc]
     wanted = set(ev.runs_a) | set(ev.runs_b)
@@ -616,7 +578,7 @@ def evaluate(runs_root: Path | str = "runs", claims: ClaimSet | None = None,
 
 def _p(p: float | None) -> str:
     """``= 0.034`` or ``< 0.001``."""
-    from reproduce.report.tables import fmt_p
+    from reproduce.report.stat_columns import fmt_p
 
     text = fmt_p(p)
     return text.replace("<", "< ") if text.startswith("<") else f"= {text}"

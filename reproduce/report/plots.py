@@ -19,7 +19,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["plot_curves", "plot_edf", "read_metrics"]
+__all__ = ["SEED_STYLES", "plot_curves", "plot_edf", "read_metrics"]
+
+#: one line style per seed, in every plot that draws several seeds of a cell
+SEED_STYLES = ["-", "--", ":", "-."]
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -54,7 +57,7 @@ def _save(fig: Any, path: Path) -> Path:
 def plot_curves(df: pd.DataFrame, runs_root: Path | str, labels: list[str], path: Path | str,
                 title: str = "") -> Path | None:
     """Train loss and val top-1 per epoch of every run in ``df`` (from
-    :func:`reproduce.report.tables.gather`); ``labels[i]`` names the cell of row ``i`` (its axis
+    :func:`reproduce.report.records.gather`); ``labels[i]`` names the cell of row ``i`` (its axis
     values, without the seed). Returns the PNG path, or None when no run has logged an epoch."""
     runs_root = Path(runs_root)
     curves = []
@@ -69,10 +72,9 @@ def plot_curves(df: pd.DataFrame, runs_root: Path | str, labels: list[str], path
     labels = list(dict.fromkeys(c[0] for c in curves))
     cmap = _colors(len(labels))
     seeds = sorted({c[1] for c in curves})
-    styles = ["-", "--", ":", "-."]
     for label, seed, status, metrics in curves:
         color = cmap[labels.index(label)]
-        style = styles[seeds.index(seed) % len(styles)]
+        style = SEED_STYLES[seeds.index(seed) % len(SEED_STYLES)]
         epochs = [m["epoch"] for m in metrics]
         first = seed == seeds[0] or label not in {c[0] for c in curves if c[1] == seeds[0]}
         for ax, key in ((ax_loss, "train_loss"), (ax_top1, "val_top1")):
@@ -87,7 +89,7 @@ def plot_curves(df: pd.DataFrame, runs_root: Path | str, labels: list[str], path
     for ax in (ax_loss, ax_top1):
         ax.grid(alpha=0.3)
     ax_top1.legend(fontsize=7, loc="lower right", ncols=1 + len(labels) // 6)
-    note = f"seeds {', '.join(map(str, seeds))} ({', '.join(styles[: len(seeds)])})" \
+    note = f"seeds {', '.join(map(str, seeds))} ({', '.join(SEED_STYLES[: len(seeds)])})" \
         if len(seeds) > 1 else f"seed {seeds[0]}"
     if any(c[2] == "diverged" for c in curves):
         note += "; x = diverged"

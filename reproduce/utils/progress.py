@@ -6,15 +6,12 @@ in SLURM logs: off a terminal, a line is printed at most every ``interval_s`` se
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
-__all__ = ["Reporter", "is_terminal"]
+from reproduce.utils.console import is_terminal
 
-
-def is_terminal() -> bool:
-    return sys.stdout.isatty()
+__all__ = ["Reporter"]
 
 
 class Reporter:

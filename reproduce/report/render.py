@@ -1,0 +1,178 @@
+"""A table as data (:class:`Table` of :class:`Entry` cells) and its renderings: Markdown
+(tabulate via pandas), booktabs LaTeX and a rich table for the terminal.
+
+Every table srv prints or writes (a grid's results, the statistics, the published numbers, the
+analyses of :mod:`reproduce.report.diversity`, :mod:`reproduce.report.stem_bn` and
+:mod:`reproduce.report.stability_summary`) is built as a :class:`Table` and rendered here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Entry",
+    "Table",
+    "render_markdown",
+    "render_latex",
+    "latex_escape",
+    "write_table",
+    "to_rich",
+]
+
+
+@dataclass
+class Entry:
+    """One table cell: text, or a number (mean ± std over n) with notes such as ``div@e3``."""
+
+    text: str | None = None
+    mean: float | None = None
+    std: float | None = None
+    n: int = 0
+    notes: list[str] = field(default_factory=list)
+    show_n: bool = False
+    bold: bool = False
+    fmt: str = ".1f"
+
+    @property
+    def is_number(self) -> bool:
+        return self.mean is not None
+
+    def _parts(self, pm: str, bold: tuple[str, str], esc: Any) -> str:
+        if self.text is not None:
+            return esc(self.text)
+        out = ""
+        if self.mean is not None:
+            mean = format(self.mean, self.fmt)
+            out = f"{bold[0]}{mean}{bold[1]}" if self.bold else mean
+            if self.std is not None and not math.isnan(self.std):
+                out += f" {pm} {format(self.std, self.fmt)}"
+            if self.show_n:
+                out += f" (n={self.n})"
+        if self.notes:
+            out = "; ".join([out, *map(esc, self.notes)] if out else list(map(esc, self.notes)))
+        return out
+
+    def markdown(self) -> str:
+        return self._parts("±", ("**", "**"), lambda s: s.replace("|", "\\|"))
+
+    def latex(self) -> str:
+        return self._parts(r"$\pm$", (r"\textbf{", "}"), latex_escape)
+
+
+@dataclass
+class Table:
+    """A rendered-to-be table: headers, rows of entries, notes and the provenance line."""
+
+    name: str
+    title: str
+    caption: str
+    header: list[str]
+    rows: list[list[Entry]]
+    align: list[str]  # "l" or "r" per column
+    group: tuple[str, int, int] | None = None  # spanning header (text, first column, count)
+    notes: list[str] = field(default_factory=list)
+    provenance: str = ""
+    label: str = ""
+    kind: str = "grid"
+    extra: list[Table] = field(default_factory=list)  # rendered after this one (statistics)
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+
+def render_markdown(table: Table, level: int = 2) -> str:
+    """A Markdown section: title, caption, the table (tabulate via pandas), provenance, notes;
+    then its extra tables (statistics) as subsections."""
+    import pandas as pd
+
+    header = list(table.header)
+    if table.group is not None:  # Markdown has no spanning header: "warmup epochs: 0"
+        text, first, count = table.group
+        for j in range(first, first + count):
+            header[j] = f"{text}: {header[j]}"
+    frame = pd.DataFrame([[e.markdown() for e in row] for row in table.rows], columns=header)
+    colalign = ["left" if a == "l" else "right" for a in table.align]
+    body = frame.to_markdown(index=False, colalign=colalign, disable_numparse=True)
+    lines = [f"{'#' * level} {table.title}", ""]
+    if table.caption and table.caption != table.title and level == 2:
+        lines += [table.caption, ""]
+    lines += [body, ""]
+    if level == 2:
+        lines += [table.provenance, ""]
+    lines += [f"- {note}" for note in table.notes]
+    text = "\n".join(lines).rstrip() + "\n"
+    for extra in table.extra:
+        text += "\n" + render_markdown(extra, level + 1)
+    return text
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                  "^": r"\textasciicircum{}", "±": r"$\pm$", "×": r"$\times$", "≤": r"$\le$",
+                  "≥": r"$\ge$", "—": "---", "–": "--", "·": r"$\cdot$", "→": r"$\to$",
+                  "≈": r"$\approx$", "Δ": r"$\Delta$", "’": "'", "“": "``", "”": "''", "²": r"$^2$",
+                  "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters; common non-ASCII symbols become LaTeX commands."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def render_latex(table: Table) -> str:
+    """A booktabs ``table`` float (needs ``\\usepackage{booktabs}``): caption, label, escaped
+    cells, a spanning header over a column axis, provenance and notes below the rule."""
+    cols = "".join(table.align)
+    lines = [
+        f"% Generated by srv table {table.name}; needs \\usepackage{{booktabs}}.",
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{latex_escape(table.caption)}}}",
+        rf"\label{{{latex_escape(table.label)}}}",
+        rf"\begin{{tabular}}{{{cols}}}",
+        r"\toprule",
+    ]
+    if table.group is not None:
+        text, first, count = table.group
+        cells = [""] * first + [rf"\multicolumn{{{count}}}{{c}}{{{latex_escape(text)}}}"]
+        cells += [""] * (len(table.header) - first - count)
+        lines.append(" & ".join(cells) + r" \\")
+        lines.append(rf"\cmidrule(lr){{{first + 1}-{first + count}}}")
+    lines.append(" & ".join(latex_escape(h) for h in table.header) + r" \\")
+    lines.append(r"\midrule")
+    for row in table.rows:
+        lines.append(" & ".join(e.latex() for e in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    foot = [latex_escape(table.provenance), *(latex_escape(n) for n in table.notes)]
+    lines.append(r"\par\smallskip")
+    lines.append(r"\parbox{\linewidth}{\footnotesize " + r" \\ ".join(foot) + "}")
+    lines.append(r"\end{table}")
+    text = "\n".join(lines) + "\n"
+    for extra in table.extra:
+        text += "\n" + render_latex(extra)
+    return text
+
+
+def write_table(text: str, path: Path) -> Path:
+    """Write a table file atomically, readable like any file (:mod:`reproduce.utils.atomic`)."""
+    from reproduce.utils.atomic import atomic_write_text
+
+    return atomic_write_text(path, text)
+
+
+def to_rich(table: Table) -> Any:
+    """A :class:`Table` as a rich table (bold markers dropped)."""
+    from rich.table import Table as RichTable
+
+    out = RichTable(title=table.title, caption=table.provenance or None, title_justify="left")
+    for j, (head, align) in enumerate(zip(table.header, table.align, strict=True)):
+        width = max([len(head)] + [len(row[j].markdown()) for row in table.rows])
+        out.add_column(head, justify="left" if align == "l" else "right",
+                       min_width=min(width, 40) if align == "l" else None)
+    for row in table.rows:
+        out.add_row(*[e.markdown().replace("**", "").replace("\\|", "|") for e in row])
+    return out
