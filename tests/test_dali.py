@@ -342,6 +342,61 @@ def test_bad_input_is_one_clear_error(jpegs: Path, tmp_path: Path) -> None:
     assert dali.available()
 
 
+def _check_worker(rank: int, world: int, init_file: str, root: str, out: str) -> None:
+    """One rank of a node: builds the image list with the up-front check, counting the files
+    it decodes itself."""
+    import json
+
+    import torch.distributed as dist
+
+    from reproduce.data import images
+    from reproduce.data.dali.files import image_list
+
+    real = images.readable
+
+    def counted(path: str) -> bool:
+        with open(f"{out}.decoded.{rank}", "a") as f:
+            f.write(path + "\n")
+        return real(path)
+
+    images.readable = counted  # find_unreadable's sequential path calls it per file
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    try:
+        listed = image_list(Path(root), "train", check_files=1,
+                            info=DistInfo(rank, world, rank, torch.device("cpu")))
+        Path(f"{out}.{rank}").write_text(json.dumps(
+            {"paths": list(listed.paths), "stand_in": sorted(listed.stand_in.items())}))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_one_rank_per_node_decodes_the_split_up_front(jpegs: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """2 gloo ranks on one node: local rank 0 decodes every train file once, rank 1 waits at
+    the barrier and reads its cache; both get the same list and the same stand-in."""
+    import json
+    import shutil
+
+    import torch.multiprocessing as mp
+
+    data = Path(shutil.copytree(jpegs, tmp_path / "data"))
+    cut = sorted((data / "train").rglob("*.JPEG"))[5]
+    cut.write_bytes(cut.read_bytes()[:200])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = str(tmp_path / "rank")
+    mp.spawn(_check_worker, args=(2, str(tmp_path / "init"), str(data), out), nprocs=2,
+             join=True)
+    decoded = Path(f"{out}.decoded.0").read_text().split()
+    assert len(decoded) == len(set(decoded)) == 24  # every file once, by local rank 0
+    assert not Path(f"{out}.decoded.1").exists()  # rank 1 decoded nothing
+    a, b = (json.loads(Path(f"{out}.{rank}").read_text()) for rank in (0, 1))
+    assert a == b and len(a["paths"]) == 24
+    assert a["stand_in"] == [[5, 6]]  # the cut file, replaced by the next one in folder order
+    assert len(list((tmp_path / "cache" / "srv" / "image-checks").glob("*.json"))) == 1
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_pipeline_matches_the_cpu_one(jpegs: Path) -> None:
     """nvJPEG decode, GPU resize / RandAugment / normalise: batches on the GPU; evaluation

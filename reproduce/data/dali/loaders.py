@@ -267,7 +267,7 @@ def build_train_loader(root: Path, recipe: Recipe, info: DistInfo, **kwargs: Any
                        ) -> DaliTrainLoader:
     """The DALI training loader of the ImageNet-layout folder ``root`` for this rank."""
     images = image_list(Path(root).expanduser(), "train", recipe.train_subset,
-                        check_files=_check_processes(recipe))
+                        check_files=_check_processes(recipe), info=info)
     return DaliTrainLoader(images, recipe, info, **kwargs)
 
 
@@ -275,5 +275,5 @@ def build_val_loader(root: Path, recipe: Recipe, info: DistInfo, **kwargs: Any
                      ) -> DaliValLoader:
     """The DALI evaluation loader of ``root``'s val split, this rank's shard."""
     images = image_list(Path(root).expanduser(), "val", recipe.val_subset,
-                        check_files=_check_processes(recipe))
+                        check_files=_check_processes(recipe), info=info)
     return DaliValLoader(images, recipe, info, **kwargs)
