@@ -285,6 +285,22 @@ def test_eval_counts_every_image_once(jpegs: Path, world: int) -> None:
     assert sorted(seen) == list(range(15))
 
 
+def test_eval_pipeline_is_built_once_per_run(jpegs: Path) -> None:
+    """Evaluations after the first reuse the pipeline and see the same batches; one stopped
+    part-way drops it, and the next evaluation is complete again (a fresh pipeline)."""
+    loader = dali.build_val_loader(jpegs, _recipe(jpegs, batch_size=4), DistInfo())
+    passes = [[(x.clone(), y.clone()) for x, y in loader] for _ in range(3)]
+    assert loader.builds == 1 and len(passes[0]) == len(loader) == 4
+    for again in passes[1:]:
+        assert all(torch.equal(xa, xb) and torch.equal(ya, yb)
+                   for (xa, ya), (xb, yb) in zip(passes[0], again, strict=True))
+    for _batch in loader:
+        break
+    after = [y for _, y in loader]
+    assert loader.builds == 2
+    assert torch.equal(torch.cat(after), torch.cat([y for _, y in passes[0]]))
+
+
 def test_epochs_replay_exactly_with_augmentation_and_erasing(jpegs: Path) -> None:
     """DeiT's transform (RandAugment, erasing): an epoch replays after a restart, whatever the
     number of threads; the next epoch differs."""
