@@ -285,6 +285,22 @@ def test_eval_counts_every_image_once(jpegs: Path, world: int) -> None:
     assert sorted(seen) == list(range(15))
 
 
+def test_eval_pipeline_is_built_once_per_run(jpegs: Path) -> None:
+    """Evaluations after the first reuse the pipeline and see the same batches; one stopped
+    part-way drops it, and the next evaluation is complete again (a fresh pipeline)."""
+    loader = dali.build_val_loader(jpegs, _recipe(jpegs, batch_size=4), DistInfo())
+    passes = [[(x.clone(), y.clone()) for x, y in loader] for _ in range(3)]
+    assert loader.builds == 1 and len(passes[0]) == len(loader) == 4
+    for again in passes[1:]:
+        assert all(torch.equal(xa, xb) and torch.equal(ya, yb)
+                   for (xa, ya), (xb, yb) in zip(passes[0], again, strict=True))
+    for _batch in loader:
+        break
+    after = [y for _, y in loader]
+    assert loader.builds == 2
+    assert torch.equal(torch.cat(after), torch.cat([y for _, y in passes[0]]))
+
+
 def test_epochs_replay_exactly_with_augmentation_and_erasing(jpegs: Path) -> None:
     """DeiT's transform (RandAugment, erasing): an epoch replays after a restart, whatever the
     number of threads; the next epoch differs."""
@@ -340,6 +356,61 @@ def test_bad_input_is_one_clear_error(jpegs: Path, tmp_path: Path) -> None:
     with pytest.raises(SrvError, match="no data at"):
         dali.build_val_loader(tmp_path / "missing", _recipe(jpegs), DistInfo())
     assert dali.available()
+
+
+def _check_worker(rank: int, world: int, init_file: str, root: str, out: str) -> None:
+    """One rank of a node: builds the image list with the up-front check, counting the files
+    it decodes itself."""
+    import json
+
+    import torch.distributed as dist
+
+    from reproduce.data import images
+    from reproduce.data.dali.files import image_list
+
+    real = images.readable
+
+    def counted(path: str) -> bool:
+        with open(f"{out}.decoded.{rank}", "a") as f:
+            f.write(path + "\n")
+        return real(path)
+
+    images.readable = counted  # find_unreadable's sequential path calls it per file
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    try:
+        listed = image_list(Path(root), "train", check_files=1,
+                            info=DistInfo(rank, world, rank, torch.device("cpu")))
+        Path(f"{out}.{rank}").write_text(json.dumps(
+            {"paths": list(listed.paths), "stand_in": sorted(listed.stand_in.items())}))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_one_rank_per_node_decodes_the_split_up_front(jpegs: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """2 gloo ranks on one node: local rank 0 decodes every train file once, rank 1 waits at
+    the barrier and reads its cache; both get the same list and the same stand-in."""
+    import json
+    import shutil
+
+    import torch.multiprocessing as mp
+
+    data = Path(shutil.copytree(jpegs, tmp_path / "data"))
+    cut = sorted((data / "train").rglob("*.JPEG"))[5]
+    cut.write_bytes(cut.read_bytes()[:200])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = str(tmp_path / "rank")
+    mp.spawn(_check_worker, args=(2, str(tmp_path / "init"), str(data), out), nprocs=2,
+             join=True)
+    decoded = Path(f"{out}.decoded.0").read_text().split()
+    assert len(decoded) == len(set(decoded)) == 24  # every file once, by local rank 0
+    assert not Path(f"{out}.decoded.1").exists()  # rank 1 decoded nothing
+    a, b = (json.loads(Path(f"{out}.{rank}").read_text()) for rank in (0, 1))
+    assert a == b and len(a["paths"]) == 24
+    assert a["stand_in"] == [[5, 6]]  # the cut file, replaced by the next one in folder order
+    assert len(list((tmp_path / "cache" / "srv" / "image-checks").glob("*.json"))) == 1
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -40,8 +40,9 @@ def bench(
     = None,
 ) -> None:
     """Train-step img/s (synthetic data on the device) in eager and compiled mode, with the
-    ratio to the first model measured in the same run; with --pipelines, the engine too, each
-    as a ratio to the bare step of the same model."""
+    ratio to the first model measured in the same run; with --pipelines, the engine too, in
+    steady state after a warm-up epoch (the epoch's start-up shown apart), each as a ratio to
+    the bare step of the same model and settings."""
     import json
 
     from rich.console import Console
@@ -124,17 +125,19 @@ def _bench_engine(names: list[str], modes: list[str], pipelines: list[str], batc
                                         warmup, jpeg_folder, workers, device, channels_last)
     env = environment_line()
     table = Table("model", "mode", "pipeline", "img/s", "data wait", "x bare step",
-                  title=f"training, batch {batch}, {img_size}px, amp {amp}"
+                  "epoch start s", "img/s with start",
+                  title=f"training (steady state), batch {batch}, {img_size}px, amp {amp}"
                         f"{', channels-last' if channels_last else ''} ({env}; "
                         f"{workers} loader workers)")
     for r in bare:
-        table.add_row(r.model, r.mode, "bare", f"{r.img_per_s:,.0f}", "-", "1.000")
+        table.add_row(r.model, r.mode, "bare", f"{r.img_per_s:,.0f}", "-", "1.000", "-", "-")
     for e in engine:
         if e.error:
-            table.add_row(e.model, e.mode, e.pipeline, "failed", "-", "-")
+            table.add_row(e.model, e.mode, e.pipeline, "failed", "-", "-", "-", "-")
             continue
         table.add_row(e.model, e.mode, e.pipeline, f"{e.img_per_s:,.0f}",
-                      f"{100 * e.data_wait_frac:.0f}%", f"{e.ratio_to_bare:.3f}")
+                      f"{100 * e.data_wait_frac:.0f}%", f"{e.ratio_to_bare:.3f}",
+                      f"{e.first_batch_s:.2f}", f"{e.epoch_img_per_s:,.0f}")
     Console().print(table)
     for e in engine:
         if e.error:

@@ -2,7 +2,10 @@
 
 **The bare model step** (``bench_model``): each model trains on synthetic data that is already on
 the device (no data loading), with AdamW (fused on CUDA), label-smoothing cross-entropy and the
-chosen AMP mode, in eager mode and under ``torch.compile``. The timing follows timm's
+chosen AMP mode, in eager mode and under ``torch.compile``, with the engine's settings: its
+device defaults (cuDNN autotuning and TF32 on CUDA, :func:`reproduce.training.engine.
+configure_device`), a ``GradScaler`` under fp16, the same memory format and ``torch.compile`` of
+the whole model. The timing follows timm's
 ``benchmark.py``: warm-up steps, then timed steps between device synchronisations. Results are
 reported as img/s and as a ratio to the baseline (the first model) in the same mode and run, so
 numbers from different machines are never compared directly.
@@ -15,8 +18,13 @@ statistics, the schedule, the non-finite-step guard) fed by one of three pipelin
 * ``timm``: a JPEG folder through timm's DataLoader path with the full DeiT transform;
 * ``dali``: the same folder through the DALI pipeline (:mod:`reproduce.data.dali`).
 
-Each is reported as img/s, the share of time spent waiting for data, and a ratio to the bare
-model step of the same model and mode measured in the same run.
+Each is timed in **steady state**: one untimed epoch warms everything up (compilation, cuDNN
+autotuning, the timm loader's persistent workers, the file cache, DALI's decoders), then the timed
+epoch is clocked from the moment its first batch is in hand. What an epoch start costs before
+that (the DALI loader builds its training pipeline per epoch, docs/dali.md; timm's workers
+refill their prefetch queue) is reported apart as ``first_batch_s``, and ``epoch_img_per_s``
+is the whole epoch with it. Each is reported as img/s, the share of time spent waiting for
+data, and a ratio to the bare model step of the same model and mode measured in the same run.
 """
 
 from __future__ import annotations
@@ -64,6 +72,9 @@ def bench_model(name: str, mode: str, batch: int, img_size: int, amp: str, steps
     import torch
     from torch import nn
 
+    from reproduce.training.engine import configure_device
+
+    configure_device(device)  # as the engine: cuDNN autotuning, TF32
     torch.manual_seed(0)
     model = _build(name, img_size, 1000).to(device).train()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -75,12 +86,19 @@ def bench_model(name: str, mode: str, batch: int, img_size: int, amp: str, steps
     y = torch.randint(0, 1000, (batch,), device=device)
     net = torch.compile(model) if mode == "compile" else model
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    # the engine's fp16 runs scale the loss (DeiT's NativeScaler); bf16 and fp32 do not
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
 
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             loss = loss_fn(net(x), y)
-        loss.backward()
-        opt.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
         opt.zero_grad(set_to_none=True)
 
     def sync() -> None:
@@ -117,9 +135,6 @@ def run_bench(models: list[str], modes: list[str], batch: int, img_size: int, am
     if device_name == "auto":
         device_name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device_name)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     results = []
     for mode in modes:
         base = None
@@ -141,11 +156,13 @@ class EngineResult:
     pipeline: str  # engine | timm | dali
     batch: int
     amp: str
-    img_per_s: float
-    data_wait_frac: float
+    img_per_s: float  # steady state: from the timed epoch's first batch in hand to its end
+    data_wait_frac: float  # share of that time spent waiting for batches
     steps: int
     ratio_to_bare: float | None = None
     error: str | None = None  # the pipeline failed: why (the other pipelines still ran)
+    first_batch_s: float | None = None  # the epoch start until the first batch is in hand
+    epoch_img_per_s: float | None = None  # the whole timed epoch, its start included
 
 
 class DeviceBatches:
@@ -175,8 +192,9 @@ def bench_engine(name: str, mode: str, pipeline: str, batch: int, img_size: int,
                  steps: int, jpeg_folder: Any = None, workers: int = 8,
                  device_name: str = "auto", channels_last: bool = False) -> EngineResult:
     """Time the engine's training epochs on ``pipeline``: one epoch to warm up (compilation,
-    cuDNN autotuning, loader workers), then one timed epoch (``steps`` steps for ``engine``; a
-    pass over the folder for ``timm`` / ``dali``)."""
+    cuDNN autotuning, loader workers, decoders), then one timed epoch (``steps`` steps for
+    ``engine``; a pass over the folder for ``timm`` / ``dali``), clocked in steady state from its
+    first batch in hand (the epoch's start-up is ``first_batch_s``)."""
     import tempfile
     from pathlib import Path
 
@@ -212,13 +230,29 @@ def bench_engine(name: str, mode: str, pipeline: str, batch: int, img_size: int,
 
         trainer.train_epoch()  # warm-up: compilation, autotuning, workers, file cache
         trainer.epoch += 1
+        # the first batch in hand: the engine calls train_step on it (after Mixup)
+        first: list[float] = []
+        train_step = trainer.train_step
+
+        def clocked_step(x: Any, y: Any) -> Any:
+            if not first:
+                sync()
+                first.append(time.perf_counter())
+            return train_step(x, y)
+
+        trainer.train_step = clocked_step  # type: ignore[method-assign]
         sync()
         t0 = time.perf_counter()
         stats = trainer.train_epoch()
         sync()
-        elapsed = time.perf_counter() - t0
-    return EngineResult(name, mode, pipeline, batch, amp, stats.images / elapsed,
-                        stats.data_time / elapsed, stats.steps + stats.skipped_steps)
+        t1 = time.perf_counter()
+    start = first[0] - t0 if first else 0.0
+    steady = t1 - (first[0] if first else t0)
+    # the first batch's wait is the start-up; what is left is the steady-state waiting
+    waited = max(stats.data_time - start, 0.0)
+    return EngineResult(name, mode, pipeline, batch, amp, stats.images / steady,
+                        waited / steady, stats.steps + stats.skipped_steps,
+                        first_batch_s=start, epoch_img_per_s=stats.images / (t1 - t0))
 
 
 def run_engine_bench(models: list[str], modes: list[str], pipelines: list[str], batch: int,

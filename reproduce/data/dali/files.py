@@ -15,8 +15,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["ImageList", "image_list", "write_file_list"]
+if TYPE_CHECKING:
+    from reproduce.utils.distributed import DistInfo
+
+__all__ = ["ImageList", "image_list", "unreadable_once_per_node", "write_file_list"]
 
 
 @dataclass(frozen=True)
@@ -38,13 +42,52 @@ class ImageList:
         return str(self.root / self.paths[index])
 
 
-def image_list(root: Path, split: str, subset: int = 0, check_files: int = 0) -> ImageList:
+def unreadable_once_per_node(split_root: Path, paths: list[str], processes: int,
+                             info: DistInfo | None = None) -> list[int]:
+    """The unreadable files among ``paths``, decoded by one process per node.
+
+    Local rank 0 runs the check (:func:`reproduce.data.images.find_unreadable`, ``processes``
+    parallel decoders) and writes its cache; the other ranks wait at a barrier, then read that
+    cache, so an 8-GPU node decodes the split once, not 8 times (issue 21). A rank that finds
+    no cache (an unwritable cache folder, a cache folder private to each rank) checks by itself,
+    as every rank did before. An error of the check is raised after the barrier, on local rank
+    0, so the other ranks are not left waiting for it.
+    """
+    import torch.distributed as dist
+
+    from reproduce.data.images import find_unreadable
+    from reproduce.utils.distributed import barrier
+
+    if info is None or not info.distributed or not dist.is_initialized():
+        return find_unreadable(str(split_root), paths, processes)  # no group to wait in
+    bad: list[int] = []
+    failed: BaseException | None = None
+    if info.local_rank == 0:
+        try:
+            bad = find_unreadable(str(split_root), paths, processes)
+        except Exception as err:  # raised below, once every rank has passed the barrier
+            failed = err
+    barrier(info)
+    if failed is not None:
+        raise failed
+    if info.local_rank != 0:
+        bad = find_unreadable(str(split_root), paths, processes, say=_quiet)
+    return bad
+
+
+def _quiet(line: str) -> None:
+    """Ranks other than local rank 0 read the cache silently (local rank 0 said it)."""
+
+
+def image_list(root: Path, split: str, subset: int = 0, check_files: int = 0,
+               info: DistInfo | None = None) -> ImageList:
     """The samples of ``root/split`` in ``ImageFolder`` order (optionally the recipe's subset).
 
     The folder is checked first (:func:`reproduce.data.datasets.check_imagefolder`), so a bad layout
     gives the same one-line error on both loaders. With ``check_files`` (a number of
-    processes) every file is decoded once up front (:func:`reproduce.data.images.find_unreadable`,
-    cached): DALI cannot skip a file inside its pipeline, so unreadable ones get a stand-in.
+    processes) every file is decoded once up front (:func:`unreadable_once_per_node`, cached,
+    by local rank 0 of each node under ``info``): DALI cannot skip a file inside its pipeline,
+    so unreadable ones get a stand-in.
     """
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
@@ -62,9 +105,7 @@ def image_list(root: Path, split: str, subset: int = 0, check_files: int = 0) ->
     paths = tuple(p.removeprefix(prefix) for p, _ in picked)
     stand_in: dict[int, int] = {}
     if check_files:
-        from reproduce.data.images import find_unreadable
-
-        bad = set(find_unreadable(str(split_root), list(paths), check_files))
+        bad = set(unreadable_once_per_node(split_root, list(paths), check_files, info))
         if len(bad) == len(paths):
             from reproduce.errors import SrvError
 

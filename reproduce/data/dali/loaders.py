@@ -209,7 +209,14 @@ class DaliTrainLoader(_NamesUnreadable):
 
 
 class DaliValLoader(_NamesUnreadable):
-    """This rank's shard of the val set, each image once, in ``iter()`` order."""
+    """This rank's shard of the val set, each image once, in ``iter()`` order.
+
+    The pipeline is built on the first ``iter()`` and kept for the run: evaluation reads the
+    same files in the same order every time and draws nothing at random, so each evaluation
+    after the first starts from a warm pipeline (decoder initialised, prefetch queue filled while
+    the model trains) instead of building one (issue 21). An evaluation stopped part-way drops
+    the pipeline (DALI cannot reset mid-epoch); the next one builds it again.
+    """
 
     def __init__(self, images: ImageList, recipe: Recipe, info: DistInfo, *,
                  prefetch: int = 2, num_threads: int | None = None,
@@ -228,33 +235,45 @@ class DaliValLoader(_NamesUnreadable):
         self.hw_decoder_load = hw_decoder_load
         self.spec = eval_spec(recipe)
         self.device_id = _device_id(info)
+        self._batches: Any = None  # the DALI iterator over the kept pipeline
+        self.builds = 0  # pipelines built (one per run unless an evaluation stops part-way)
 
     def __len__(self) -> int:
         return -(-len(self.indices) // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _iterator(self) -> Any:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
         from reproduce.data.dali.pipeline import READER, eval_pipeline
 
-        if not self.indices:  # more ranks than val images
-            return
-        self.bad_indices += self._unreadable
         file_list = write_file_list(_list_path("val"), self.images, self.indices)
-        pipe = batches = None
-        try:
+        try:  # the reader parses its file list when the pipeline is built
             pipe = eval_pipeline(file_list, self.images.root, self.spec,
                                  batch_size=self.batch_size, num_threads=self.num_threads,
                                  device_id=self.device_id, prefetch=self.prefetch,
                                  hw_decoder_load=self.hw_decoder_load)
-            batches = DALIGenericIterator(pipe, ["x", "y"], reader_name=READER,
-                                          last_batch_policy=LastBatchPolicy.PARTIAL)
-            for out in batches:
+        finally:
+            file_list.unlink(missing_ok=True)
+        self.builds += 1
+        # auto_reset: a finished pass rewinds the reader and refills the prefetch queue
+        return DALIGenericIterator(pipe, ["x", "y"], reader_name=READER,
+                                   last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=True)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if not self.indices:  # more ranks than val images
+            return
+        self.bad_indices += self._unreadable
+        if self._batches is None:
+            self._batches = self._iterator()
+        finished = False
+        try:
+            for out in self._batches:
                 x, y = out[0]["x"], out[0]["y"].reshape(-1).long()
                 yield x.to(self.info.device), y.to(self.info.device)
+            finished = True
         finally:
-            batches = pipe = None
-            file_list.unlink(missing_ok=True)
+            if not finished:  # stopped part-way: DALI cannot rewind mid-epoch
+                self._batches = None
 
 
 def _check_processes(recipe: Recipe) -> int:
@@ -267,7 +286,7 @@ def build_train_loader(root: Path, recipe: Recipe, info: DistInfo, **kwargs: Any
                        ) -> DaliTrainLoader:
     """The DALI training loader of the ImageNet-layout folder ``root`` for this rank."""
     images = image_list(Path(root).expanduser(), "train", recipe.train_subset,
-                        check_files=_check_processes(recipe))
+                        check_files=_check_processes(recipe), info=info)
     return DaliTrainLoader(images, recipe, info, **kwargs)
 
 
@@ -275,5 +294,5 @@ def build_val_loader(root: Path, recipe: Recipe, info: DistInfo, **kwargs: Any
                      ) -> DaliValLoader:
     """The DALI evaluation loader of ``root``'s val split, this rank's shard."""
     images = image_list(Path(root).expanduser(), "val", recipe.val_subset,
-                        check_files=_check_processes(recipe))
+                        check_files=_check_processes(recipe), info=info)
     return DaliValLoader(images, recipe, info, **kwargs)
