@@ -43,6 +43,10 @@ def train(
     dataset: Annotated[str | None, typer.Option(
         help="digits, imagefolder, synthetic, cifar10, cifar100.")] = None,
     amp: Annotated[str | None, typer.Option(help="off, bf16 or fp16.")] = None,
+    deterministic: Annotated[bool, typer.Option(
+        "--deterministic", help="Deterministic GPU kernels (no cuDNN autotuning, no TF32): "
+                                "a resumed GPU run is then bitwise equal, at some speed "
+                                "cost (--set deterministic=true).")] = False,
     sets: Annotated[list[str] | None, typer.Option(
         "--set", help="Any recipe key: --set drop_path=0.2 (repeatable).")] = None,
     runs_dir: RunsDirOpt = Path("runs"),
@@ -67,7 +71,7 @@ def train(
     overrides = collect_overrides(
         sets, epochs=epochs, lr=lr, warmup_epochs=warmup_epochs, batch_size=batch_size, opt=opt,
         weight_decay=weight_decay, seed=seed, img_size=img_size, data_path=data,
-        dataset=dataset, amp=amp)
+        dataset=dataset, amp=amp, deterministic=True if deterministic else None)
     cfg = resolve_config(model, recipe, overrides, name=name)
     if dry_run:
         import os

@@ -121,6 +121,9 @@ class Recipe:
     amp: str = _key("off", "mixed precision: off, bf16, fp16 (with a loss scaler)")
     channels_last: bool = _key(False, "channels-last memory format")
     compile: bool = _key(False, "torch.compile the model")
+    deterministic: bool = _key(False, "deterministic kernels (torch.use_deterministic_algorithms, "
+                               "no cuDNN autotuning or TF32): bitwise resume on GPU, slower "
+                               "(not part of the run's identity)")
     sync_bn: bool = _key(False, "SyncBatchNorm for the stem under DDP (CUDA)")
     ema_decay: float = _key(0.0, "EMA decay per EMA update (timm / DeiT); 0: no EMA unless "
                             "ema_alpha is set")

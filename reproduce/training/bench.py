@@ -84,7 +84,9 @@ def bench_model(name: str, mode: str, batch: int, img_size: int, amp: str, steps
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
     x = torch.randn(batch, 3, img_size, img_size, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 1000, (batch,), device=device)
-    net = torch.compile(model) if mode == "compile" else model
+    from reproduce.training.step import compile_model  # resets dynamo: many models, one process
+
+    net = compile_model(model) if mode == "compile" else model
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     # the engine's fp16 runs scale the loss (DeiT's NativeScaler); bf16 and fp32 do not
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
@@ -201,8 +203,8 @@ def bench_engine(name: str, mode: str, pipeline: str, batch: int, img_size: int,
     import torch
 
     from reproduce.training.config import resolve_config
-    from reproduce.training.engine import Trainer
     from reproduce.training.runs import RunDir
+    from reproduce.training.trainer import Trainer
     from reproduce.utils.distributed import init_distributed
     from reproduce.utils.progress import Reporter
 

@@ -36,6 +36,11 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 #: timm optimizer names backed by a torch optimizer with a fused (single-kernel) step
 FUSED_OPTIMIZERS = ("adamw", "adam", "sgd", "momentum")
+#: ... whose fused step is not safe under fp16's skipped steps: torch's ``_fused_sgd``
+#: (torch/optim/sgd.py) allocates the momentum buffers with ``torch.empty_like`` on the first
+#: step and hands the kernel ``found_inf``; when GradScaler skips that step (fp16 overflows in
+#: its first steps by design) the buffers are left uninitialised and the next step uses them
+NOT_FUSED_UNDER_FP16 = ("sgd", "momentum")
 
 
 def build_optimizer(model: nn.Module, r: Recipe, lr: float,
@@ -44,14 +49,16 @@ def build_optimizer(model: nn.Module, r: Recipe, lr: float,
     ``opt = sam*`` (the SAM steps are the engine's).
 
     ``fused`` (the engine asks for it on CUDA) picks torch's fused step where the optimizer
-    has one: one kernel per step, and it skips a non-finite step on the device."""
+    has one: one kernel per step, and it skips a non-finite step on the device. SGD stays on
+    the foreach path under fp16 (:data:`NOT_FUSED_UNDER_FP16`)."""
     from timm.optim import create_optimizer_v2
 
     name = sam.base_optimizer(r.opt) or r.opt
     kwargs: dict[str, Any] = {}
     if name in _ADAM_LIKE:
         kwargs["eps"] = r.opt_eps
-    if fused and name in FUSED_OPTIMIZERS:
+    if fused and name in FUSED_OPTIMIZERS and not (
+            r.amp == "fp16" and name in NOT_FUSED_UNDER_FP16):
         kwargs["fused"] = True
     if r.wd_pos_cls:
         kwargs["param_group_fn"] = lambda m: decay_groups(m, r.weight_decay)

@@ -24,8 +24,13 @@ def base_optimizer(opt: str) -> str | None:
 
 
 @torch.no_grad()
-def perturb(params: list[torch.nn.Parameter], rho: float) -> list[torch.Tensor | None]:
-    """Move each parameter by ``rho * g / ||g||`` (global norm); return the moves."""
+def perturb(params: list[torch.nn.Parameter], rho: float,
+            skip: torch.Tensor | None = None) -> list[torch.Tensor | None]:
+    """Move each parameter by ``rho * g / ||g||`` (global norm); return the moves.
+
+    ``skip`` (a device flag: the first pass was not finite) makes every move exactly zero,
+    decided on the device, so the weights are never moved along a non-finite gradient and the
+    host does not wait for the flag."""
     grads = [p.grad for p in params if p.grad is not None]
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
     scale = rho / (norm + 1e-12)
@@ -35,6 +40,8 @@ def perturb(params: list[torch.nn.Parameter], rho: float) -> list[torch.Tensor |
             moves.append(None)
             continue
         e = p.grad * scale.to(p.grad.dtype)
+        if skip is not None:
+            e = torch.where(skip, torch.zeros((), dtype=e.dtype, device=e.device), e)
         p.add_(e)
         moves.append(e)
     return moves

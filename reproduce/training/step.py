@@ -1,0 +1,262 @@
+"""One optimizer step, as DeiT's ``engine.py`` ``train_one_epoch`` takes it: autocast, the loss
+scaler, clipping, SAM, and a skip that never stalls the host.
+
+* A step with a non-finite loss or gradient never reaches the weights: the flag is computed on
+  the device, reduced (MAX) over the ranks so that every rank skips the same steps, and handed to
+  the optimizer the way GradScaler hands it ``found_inf``. The host reads it at the next flush of
+  the step window (:mod:`reproduce.training.stability`).
+* On CUDA the step's device work is timed with CUDA events (:class:`EpochClock`), so img/s and
+  the data-wait fraction are the GPU's, not the host's view of an asynchronous queue.
+* Device set-up: cuDNN autotuning and TF32 by default (timm's ``train.py``), or deterministic
+  kernels (``deterministic = true``), and the AMP refusals torch would otherwise pass over.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from reproduce.errors import SrvError
+from reproduce.recipes.recipe import Recipe
+from reproduce.training import sam
+from reproduce.utils.distributed import DistInfo
+
+__all__ = ["TrainStep", "EpochClock", "HostEvent", "autocast", "check_amp", "compile_model",
+           "configure_device", "step_unless_skipped", "any_rank"]
+
+
+def configure_device(device: torch.device, deterministic: bool = False) -> None:
+    """Fast defaults on CUDA: cuDNN autotuning (fixed input shapes) and TF32 for the fp32
+    matmuls and convolutions that remain under AMP (as timm's train.py allows).
+
+    ``deterministic``: torch's reproducibility recipe instead (docs "Reproducibility"):
+    ``torch.use_deterministic_algorithms(True)``, cuDNN autotuning and TF32 off, and
+    ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (needed by cuBLAS >= 10.2 for deterministic matmuls;
+    set before the first cuBLAS call, i.e. here, before the model is built). Slower, and it makes
+    a resumed GPU run bitwise equal to an uninterrupted one; without it resume on GPU is
+    statistically, not bitwise, equal (autotuned kernels and atomics vary run to run)."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def check_amp(amp: str, device: torch.device) -> None:
+    """Refuse bf16 on a GPU without bf16 support (e.g. V100): torch's autocast would only warn
+    and run fp32 while the run records ``amp = bf16``."""
+    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise SrvError("amp=bf16 needs a GPU with bf16 support (compute capability 8.0 or newer) "
+                       "and this one has none: use --set amp=fp16 (with its loss scaler)")
+
+
+def autocast(r: Recipe, device: torch.device) -> Any:
+    """The recipe's autocast context (a no-op for ``amp = off``)."""
+    if r.amp == "off":
+        return nullcontext()
+    dtype = torch.bfloat16 if r.amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def compile_model(net: nn.Module) -> nn.Module:
+    """``torch.compile(net)`` after ``torch._dynamo.reset()``: every model a process compiles
+    (grid cells run one after another, ``srv bench``'s models) would otherwise count against
+    dynamo's recompile limit (``torch._dynamo.config.recompile_limit``, 8) for the same
+    ``forward`` code, and past it dynamo falls back to eager with only a log line."""
+    torch._dynamo.reset()
+    return torch.compile(net)  # type: ignore[return-value]
+
+
+def any_rank(flag: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """``flag`` OR-ed over all ranks (an all-reduce MAX on the device: no host sync on NCCL),
+    so that a step one rank finds non-finite is skipped by every rank."""
+    if not info.distributed:
+        return flag
+    value = flag.to(torch.float32).reshape(1)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return value[0] > 0
+
+
+def step_unless_skipped(opt: torch.optim.Optimizer, skipped: torch.Tensor,
+                        scaler: torch.amp.GradScaler | None, fused: bool) -> None:
+    """Step ``opt`` unless ``skipped`` (a device flag), without a host sync on CUDA.
+
+    * fp16: ``GradScaler.step`` skips overflow steps and backs the scale off (as in DeiT). It
+      passes ``found_inf`` into a fused optimizer's kernel; for a non-fused one GradScaler itself
+      reads the flag on the host (torch's design), so fp16 runs use fused AdamW / Adam.
+    * fused optimizers (torch's fused AdamW / Adam, and SGD outside fp16; used on CUDA) take the
+      flag the way they take GradScaler's ``found_inf``: the kernel leaves weights, moments and
+      step count alone.
+    * on the CPU the host reads the flag, which costs nothing there.
+    * otherwise (a non-fused optimizer on CUDA without a loss scaler) the optimizer steps: a
+      non-finite step without a loss scaler ends the run as ``diverged`` at the next read-back
+      of the step window, and the weights it leaves are never saved (the last checkpoint is
+      the epoch before), so reading the flag every step would only stall the GPU.
+    """
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    elif fused:
+        opt.found_inf = skipped.float()  # type: ignore[attr-defined]
+        opt.grad_scale = None  # type: ignore[attr-defined]
+        try:
+            opt.step()
+        finally:
+            del opt.found_inf, opt.grad_scale  # type: ignore[attr-defined]
+    elif skipped.device.type != "cpu" or not bool(skipped):
+        opt.step()
+
+
+class HostEvent:
+    """``torch.cuda.Event``'s timing interface on the host clock (``time.perf_counter``)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def record(self) -> None:
+        self.t = time.perf_counter()
+
+    def synchronize(self) -> None:
+        pass
+
+    def elapsed_time(self, end: HostEvent) -> float:
+        """Milliseconds from this event to ``end``."""
+        return 1000.0 * (end.t - self.t)
+
+
+class EpochClock:
+    """An epoch's time and the part of it the device waited for the host (mostly for data).
+
+    Two events per step: *ready* when the batch has arrived (recorded before the step's work is
+    queued) and *done* after it. On CUDA they are CUDA events, timed on the GPU's stream, so the
+    gap from one step's *done* to the next step's *ready* is how long the GPU sat idle waiting
+    for the host (data loading, host overhead): the data-wait figure means what the metrics
+    table says, and the host's waits at the sync points do not land in it. On the CPU they are
+    host timestamps (:class:`HostEvent`), which is the same thing there. Events are read at the
+    existing sync points (:meth:`settle` after a flush of the step window) and at the end.
+    """
+
+    def __init__(self, device: torch.device, event: Any = None) -> None:
+        self.make = event or (
+            (lambda: torch.cuda.Event(enable_timing=True)) if device.type == "cuda"
+            else HostEvent)
+        self.start = self._now()
+        self.last_done = self.start
+        self.pending: list[tuple[Any, Any]] = []
+        self._ready: Any = None
+        self.data_time = 0.0
+
+    def _now(self) -> Any:
+        event = self.make()
+        event.record()
+        return event
+
+    def batch_ready(self) -> None:
+        self._ready = self._now()
+
+    def step_done(self) -> None:
+        self.pending.append((self._ready, self._now()))
+
+    def settle(self) -> None:
+        """Account the steps recorded so far (call where the host has synced anyway)."""
+        for ready, done in self.pending:
+            done.synchronize()
+            self.data_time += max(self.last_done.elapsed_time(ready), 0.0) / 1000.0
+            self.last_done = done
+        self.pending.clear()
+
+    def finish(self) -> tuple[float, float]:
+        """``(epoch seconds, data-wait seconds)``."""
+        end = self._now()
+        self.settle()
+        end.synchronize()
+        return self.start.elapsed_time(end) / 1000.0, self.data_time
+
+
+class TrainStep:
+    """Forward, backward, clipping, SAM and the (possibly skipped) update of one batch."""
+
+    def __init__(self, net: nn.Module, params: list[nn.Parameter], optimizer: torch.optim.Optimizer,
+                 criterion: nn.Module, r: Recipe, info: DistInfo,
+                 scaler: torch.amp.GradScaler | None = None) -> None:
+        self.net, self.params, self.optimizer, self.criterion = net, params, optimizer, criterion
+        self.r, self.info, self.scaler = r, info, scaler
+        # fused optimizers take GradScaler's found_inf and skip a bad step on the device
+        self.fused = bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+        self.sam = bool(sam.base_optimizer(r.opt))
+        self._prev: list[torch.Tensor] | None = None  # weights before a measured update
+
+    def forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with autocast(self.r, self.info.device):
+            out = self.net(x)
+            return self.criterion(out.float(), y)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def _grad_norm(self) -> torch.Tensor:
+        """The global gradient norm (before clipping), as a tensor (no device sync)."""
+        if self.r.clip_grad > 0:
+            return torch.nn.utils.clip_grad_norm_(self.params, self.r.clip_grad)
+        return torch.nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
+
+    def _sam_second_pass(self, x: torch.Tensor, y: torch.Tensor,
+                         skipped: torch.Tensor) -> torch.Tensor:
+        """The gradient at the perturbed weights (none when the first pass was not finite);
+        returns whether the second pass is non-finite (its loss or its gradient)."""
+        moves = sam.perturb(self.params, self.r.sam_rho, skip=skipped)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.forward_loss(x, y)
+        self._backward(loss)
+        sam.restore(self.params, moves)
+        norm = self._grad_norm()
+        return ~(torch.isfinite(norm) & torch.isfinite(loss.detach()))
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, measure_ratio: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One optimizer step; returns device tensors (loss, grad norm, skipped, update ratio).
+
+        A step with a non-finite loss or gradient on any rank (either SAM pass) never reaches
+        the weights on any rank: the optimizer skips it on the device.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.forward_loss(x, y)
+        self._backward(loss)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        grad_norm = self._grad_norm()
+        skipped = any_rank(~(torch.isfinite(grad_norm) & torch.isfinite(loss.detach())),
+                           self.info)
+        if self.sam:  # SAM never runs with a loss scaler (refused): the flag is the skip
+            skipped = skipped | any_rank(self._sam_second_pass(x, y, skipped), self.info)
+        ratio = None
+        if measure_ratio:
+            with torch.no_grad():
+                if self._prev is None:
+                    self._prev = [torch.empty_like(p) for p in self.params]
+                torch._foreach_copy_(self._prev, [p.detach() for p in self.params])
+                w = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self._prev)))
+        step_unless_skipped(self.optimizer, skipped, self.scaler, self.fused)
+        if measure_ratio:
+            assert self._prev is not None
+            with torch.no_grad():
+                torch._foreach_sub_(self._prev, [p.detach() for p in self.params])
+                d = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self._prev)))
+                ratio = d / w.clamp_min(1e-12)
+        return loss, grad_norm, skipped, ratio
+
