@@ -1,5 +1,5 @@
 #!/usr/bin/env -S python3 -m nox -f
-"""Nox sessions for srv: ``tests`` (default, CI), ``lint``, ``smoke`` and ``bench``.
+"""Nox sessions for srv: ``tests`` (default, CI), ``lint``, ``smoke``, ``bench`` and ``gpu``.
 
 pip/virtualenv only: torch 2.14.1 and torchvision 0.29.1 come from the machine's local wheel
 cache; uv would ignore it and download several GB. No interpreter downloads.
@@ -46,6 +46,15 @@ def bench(session: nox.Session) -> None:
     """Training-throughput benchmark (GPU when present): srv models against plain timm."""
     session.install("-e", ".")
     session.run("srv", "bench", *session.posargs)
+
+
+@nox.session(python=PYTHON, reuse_venv=True, default=False)
+def gpu(session: nox.Session) -> None:
+    """The GPU check (scripts/gpu_check.py, under 10 minutes on one GPU): 2-epoch bf16 and fp16
+    runs on synthetic JPEGs, a SIGKILL mid-epoch and its resume, srv bench's pipelines; figures
+    to tables/benchmarks/gpu-check-<card>.json. ``-- --cpu`` is its tiny CPU dry run."""
+    session.install("-e", ".")
+    session.run("python", "scripts/gpu_check.py", *session.posargs)
 
 
 if __name__ == "__main__":

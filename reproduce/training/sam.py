@@ -26,7 +26,9 @@ def base_optimizer(opt: str) -> str | None:
 @torch.no_grad()
 def perturb(params: list[torch.nn.Parameter], rho: float,
             skip: torch.Tensor | None = None) -> list[torch.Tensor | None]:
-    """Move each parameter by ``rho * g / ||g||`` (global norm); return the moves.
+    """Move each parameter by ``rho * g / ||g||`` (global norm); return the weights before the
+    move, which :func:`restore` copies back (exact, as the reference implementation
+    davda54/sam restores ``old_p``; ``w + e - e`` is not ``w`` in floating point).
 
     ``skip`` (a device flag: the first pass was not finite) makes every move exactly zero,
     decided on the device, so the weights are never moved along a non-finite gradient and the
@@ -42,14 +44,14 @@ def perturb(params: list[torch.nn.Parameter], rho: float,
         e = p.grad * scale.to(p.grad.dtype)
         if skip is not None:
             e = torch.where(skip, torch.zeros((), dtype=e.dtype, device=e.device), e)
+        moves.append(p.detach().clone())
         p.add_(e)
-        moves.append(e)
     return moves
 
 
 @torch.no_grad()
 def restore(params: list[torch.nn.Parameter], moves: list[torch.Tensor | None]) -> None:
-    """Undo :func:`perturb`."""
-    for p, e in zip(params, moves, strict=True):
-        if e is not None:
-            p.sub_(e)
+    """Undo :func:`perturb`: the weights it saved, copied back."""
+    for p, old in zip(params, moves, strict=True):
+        if old is not None:
+            p.copy_(old)

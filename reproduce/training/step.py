@@ -70,13 +70,13 @@ def autocast(r: Recipe, device: torch.device) -> Any:
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def compile_model(net: nn.Module) -> nn.Module:
+def compile_model(net: nn.Module, **options: Any) -> nn.Module:
     """``torch.compile(net)`` after ``torch._dynamo.reset()``: every model a process compiles
     (grid cells run one after another, ``srv bench``'s models) would otherwise count against
     dynamo's recompile limit (``torch._dynamo.config.recompile_limit``, 8) for the same
     ``forward`` code, and past it dynamo falls back to eager with only a log line."""
     torch._dynamo.reset()
-    return torch.compile(net)  # type: ignore[return-value]
+    return torch.compile(net, **options)  # type: ignore[return-value]
 
 
 def any_rank(flag: torch.Tensor, info: DistInfo) -> torch.Tensor:
