@@ -156,6 +156,7 @@ def test_bf16_on_a_gpu_without_bf16_is_refused(monkeypatch: pytest.MonkeyPatch,
     # the whole command, on a machine that looks like a V100 to srv
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     result = CliRunner().invoke(app, ["train", "vit-mini-conv", "--runs-dir", str(runs_root),
                                       *tiny_args(amp="bf16", device="cuda")])
     assert result.exit_code == 2, result.output
