@@ -52,3 +52,20 @@ def subprocess_env() -> dict[str, str]:
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """srv's caches (the DALI loader's image checks) go to a temporary folder, not ~/.cache."""
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def imagenet_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ImageNet-layout folder big enough for a full-scale dry run (2,560 training images in
+    2 classes, more than the largest global batch of a recipe, 2,048): one real JPEG written by
+    :func:`~reproduce.data.jpeg_folder.write_jpeg_folder`, hard-linked under every name (a dry
+    run lists the files and never decodes them)."""
+    from reproduce.data.jpeg_folder import JpegFolderSpec, write_jpeg_folder
+
+    root = write_jpeg_folder(tmp_path_factory.mktemp("imagenet") / "data", JpegFolderSpec(
+        classes=2, train_per_class=1, val_per_class=1, sizes=((16, 16),)))
+    for cls in sorted((root / "train").iterdir()):
+        (first,) = cls.iterdir()
+        for i in range(1, 1280):
+            os.link(first, cls / f"copy{i:05d}{first.suffix}")
+    return root

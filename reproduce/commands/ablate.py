@@ -24,14 +24,26 @@ class Backend(StrEnum):
 SLURM = "SLURM (--backend slurm)"
 
 
+#: the --preset help of srv ablate and srv table: the scales recipes/grids/*.toml define
+PRESET_HELP = ("Scale: mini (digits on CPU, minutes), quick (the stem grid's main job: 4 stems "
+               "x 3 seeds, 8 epochs on digits) or full (ImageNet, the paper's recipe; one "
+               "seed, so srv claims gives no verdict from it: add --seeds 0-2); default: the "
+               "grid's default (mini).")
+
+
 def load_cli_grid(name: str, preset: str | None, seeds: str | None, axis: list[str] | None,
-                  sets: list[str] | None, samples: int | None):  # noqa: ANN201
-    """The grid with the command line's changes (shared by ``srv ablate`` and ``srv table``)."""
+                  sets: list[str] | None, samples: int | None,
+                  **flags: object):  # noqa: ANN201
+    """The grid with the command line's changes (shared by ``srv ablate`` and ``srv table``);
+    ``flags`` (``data_path=``, ``dataset=``, ``batch_size=``) override every cell, after
+    ``--set``."""
     from reproduce.recipes.grids import load_grid, parse_axis_option, parse_seeds
     from reproduce.recipes.recipe import parse_overrides
 
+    overrides = parse_overrides(sets or [])
+    overrides.update({k: v for k, v in flags.items() if v is not None})
     return load_grid(name, preset=preset, seeds=parse_seeds(seeds) if seeds else None,
-                     axes=parse_axis_option(axis or []), overrides=parse_overrides(sets or []),
+                     axes=parse_axis_option(axis or []), overrides=overrides,
                      samples=samples)
 
 
@@ -69,9 +81,7 @@ def ablate(
     name: Annotated[str, typer.Argument(
         help="Grid name in recipes/grids/ (stem, warmup, lr, optimizer, stride, epochs, "
              "lr-wd-edf) or a .toml path.")],
-    preset: Annotated[str | None, typer.Option(
-        help="Scale: mini (digits on CPU, minutes) or full (ImageNet, the paper's recipe); "
-             "default: the grid's default (mini).")] = None,
+    preset: Annotated[str | None, typer.Option(help=PRESET_HELP)] = None,
     seeds: Annotated[str | None, typer.Option(
         help="Seeds, comma-separated or a range: 0,1,2 or 0-4 (default: the preset's).")] = None,
     axis: Annotated[list[str] | None, typer.Option(
@@ -79,13 +89,26 @@ def ablate(
                        "axis: --axis stem=patch,conv --axis lr=1e-3,3e-3 (repeatable).")] = None,
     samples: Annotated[int | None, typer.Option(
         min=1, help="Number of random (lr, wd) samples of lr-wd-edf.")] = None,
+    data: Annotated[str | None, typer.Option(
+        help="Data folder for every cell (ImageNet layout: train/ and val/ with a folder per "
+             "class); the full presets need it. Checked before anything is launched.")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="digits, imagefolder, synthetic, cifar10, cifar100 (every cell).")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        min=1, help="GLOBAL batch size of every cell.")] = None,
     sets: Annotated[list[str] | None, typer.Option(
         "--set", help="Recipe override for every cell: --set epochs=5 (repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="List every cell and its status (pending / partial / running / "
-                          "done / diverged / failed) and check that each unfinished cell can "
-                          "start (model, optimizer, schedule, EMA, transforms, the engine's "
-                          "refusals); train nothing.")] = False,
+        "--dry-run", help="List every cell, its status (pending / partial / running / done / "
+                          "diverged / failed) and run folder; check that each unfinished cell "
+                          "can start as srv train --dry-run does (data, model, optimizer, "
+                          "schedule, EMA, transforms, the engine's refusals); print what the "
+                          "backend would launch (torchrun commands, SLURM parameters) and the "
+                          "cost (images, GPU-hours, seeds for a verdict); train nothing.")
+    ] = False,
+    img_per_s: Annotated[float | None, typer.Option(
+        min=0.001, help="Training img/s per GPU for the dry run's GPU-hours (default: the srv "
+                        "bench figure for the model in tables/benchmarks/*.json).")] = None,
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="Rerun failed cells (resuming from their checkpoint).")] = False,
     retry_diverged: Annotated[bool, typer.Option(
@@ -100,7 +123,16 @@ def ablate(
         "torchrun launch per cell (--nproc GPUs); slurm: a submitit job array.")
     ] = Backend.local,
     nproc: Annotated[int, typer.Option(
-        min=1, help="Processes (GPUs) per cell for torchrun / slurm.")] = 1,
+        min=1, help="Processes (GPUs) per node of a cell for torchrun / slurm.")] = 1,
+    nnodes: Annotated[int, typer.Option(
+        min=1, help="Nodes per cell: torchrun (run the same srv ablate on every node, with "
+                    "--node-rank and --rdzv-endpoint) or slurm (an array of multi-node jobs).")
+    ] = 1,
+    node_rank: Annotated[int, typer.Option(
+        min=0, help="torchrun: this node's rank (0 holds the cells' locks).")] = 0,
+    rdzv_endpoint: Annotated[str | None, typer.Option(
+        help="torchrun: HOST:PORT of the c10d rendezvous (on node 0), the same on every node; "
+             "needed with --nnodes > 1.")] = None,
     jobs: Annotated[int, typer.Option(
         min=1, help="local: cells trained at once, each an srv train process with CPUs / "
                     "jobs threads (on a CPU, --jobs 2 on 2 cores trains small models faster "
@@ -143,30 +175,44 @@ def ablate(
     Rerunning skips finished cells and resumes partial ones; a lock per cell lets several
     workers share a grid. Exits 1 if any cell failed (after running all the others).
     """
-    from reproduce import experiments as ab
+    import os
 
-    grid = load_cli_grid(name, preset, seeds, axis, sets, samples)
+    from reproduce import experiments as ab
+    from reproduce.errors import SrvError
+
+    if backend is Backend.local and nnodes > 1:
+        raise SrvError(f"--nnodes {nnodes} needs --backend torchrun or slurm")
+    nodes = ab.Nodes(nnodes, node_rank, rdzv_endpoint) if backend is Backend.torchrun else None
+    grid = load_cli_grid(name, preset, seeds, axis, sets, samples, data_path=data,
+                         dataset=dataset, batch_size=batch_size)
     states = ab.plan(grid, runs_dir)
     title = (f"grid {grid.name} ({grid.scale}); recipe {grid.recipe}; "
              f"{len(states)} cells")
-    unrunnable = ab.check_cells(states, 1 if backend is Backend.local else nproc)
-    if dry_run:
+    world = 1 if backend is Backend.local else nproc * nnodes
+    unrunnable = ab.check_cells(states, world)
+    options = ab.RunOptions(backend=backend.value, nproc=nproc, jobs=jobs, gpus=(),
+                            share_gpus=share_gpus, retry_failed=retry_failed,
+                            retry_diverged=retry_diverged, fail_fast=fail_fast,
+                            max_failures=max_failures, nodes=nodes)
+    slurm = ab.SlurmOptions(
+        partition=slurm_partition, account=slurm_account, timeout_min=slurm_time,
+        gpus_per_task_node=nproc, nodes=nnodes, cpus_per_task=slurm_cpus, mem_gb=slurm_mem_gb,
+        parallelism=slurm_parallel, cluster=slurm_cluster)
+    if dry_run and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 speaks
         print_plan(grid, states, title)
+        if not unrunnable:
+            print("\n".join(ab.launch_lines(grid, states, runs_dir, options, slurm)))
+            print("\n".join(ab.cost_lines(grid, states, options, _benchmark_folders(),
+                                          img_per_s)))
     if unrunnable:
         _refuse(unrunnable, grid, len(states))
     if dry_run:
         return
-    gpus = ab.local_gpus(states, jobs, share_gpus) if backend is Backend.local else ()
-    options = ab.RunOptions(backend=backend.value, nproc=nproc, jobs=jobs, gpus=gpus,
-                            share_gpus=share_gpus, retry_failed=retry_failed,
-                            retry_diverged=retry_diverged, fail_fast=fail_fast,
-                            max_failures=max_failures)
+    if backend is Backend.local:
+        options.gpus = ab.local_gpus(states, jobs, share_gpus)
     print(title, flush=True)
     if backend is Backend.slurm:
-        _slurm(name, grid, states, runs_dir, options, ab.SlurmOptions(
-            partition=slurm_partition, account=slurm_account, timeout_min=slurm_time,
-            gpus_per_task_node=nproc, cpus_per_task=slurm_cpus, mem_gb=slurm_mem_gb,
-            parallelism=slurm_parallel, cluster=slurm_cluster), wait)
+        _slurm(name, grid, states, runs_dir, options, slurm, wait)
         if not wait:
             return
         summary = ab.Summary([s.refresh() for s in states])
@@ -180,6 +226,8 @@ def ablate(
                   f"resume (srv ablate {name} ... --dry-run shows where each cell stands)")
             raise typer.Exit(EXIT_INTERRUPTED) from None
     _print_summary(summary, name)
+    if options.follower:
+        table = claims = False  # node 0 writes the table
     if table and any(s.status in ("done", "diverged") for s in summary.states):
         from reproduce.report.reference import tables_dir as default_tables_dir
         from reproduce.report.tables import report
@@ -194,6 +242,19 @@ def ablate(
         print("\nwrote " + ", ".join(str(p) for p in written))
     if summary.failures or summary.stopped_early:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _benchmark_folders() -> list[Path]:
+    """Where srv bench figures are looked up: ``benchmarks/`` under the tables folder in use,
+    then the checkout's ``tables/benchmarks/``."""
+    from reproduce.report.reference import tables_dir
+    from reproduce.utils.resources import source_root
+
+    folders = [tables_dir() / "benchmarks"]
+    root = source_root()
+    if root is not None:
+        folders.append(root / "tables" / "benchmarks")
+    return folders
 
 
 def _refuse(unrunnable: list, grid, total: int) -> None:  # noqa: ANN001

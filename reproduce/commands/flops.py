@@ -35,6 +35,12 @@ def flops(
         typer.Option("--img-size", min=1, show_default=False,
                      help="Input size; default: each model's own (224, or 32 for vit-mini-*)."),
     ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", show_default=False,
+                     help="A model argument for every model counted: --set stem_width=32, "
+                          "--set stem=conv-nobn, --set patch_size=8 (repeatable)."),
+    ] = None,
     write: Annotated[
         bool,
         typer.Option("--write", help="Also write complexity.md and complexity.tex to --out."),
@@ -57,11 +63,16 @@ def flops(
     import json
     import sys
 
-    from reproduce.models import CATALOGUE, get_entry
     from reproduce.models import flops as fl
     from reproduce.report.reference import tables_dir
 
-    names = [get_entry(m).name for m in models] if models else list(CATALOGUE)
+    known = fl.catalogue_names()
+    names = list(models) if models else known
+    kwargs = parse_model_sets(sets or [])
+    if any(n not in known for n in names):  # an unknown name fails here, before any count
+        from reproduce.models import get_entry
+
+        names = [get_entry(m).name for m in names]
     records = []
     if fmt is Format.table and sys.stderr.isatty():
         from rich.console import Console
@@ -69,9 +80,11 @@ def flops(
         with Console(stderr=True).status("counting") as status:
             for i, name in enumerate(names, 1):
                 status.update(f"counting {name} ({i}/{len(names)})")
-                records.append(fl.count(name, img_size))
+                records.append(fl.count(name, img_size, **kwargs))
     else:
-        records = [fl.count(name, img_size) for name in names]
+        records = [fl.count(name, img_size, **kwargs) for name in names]
+    if kwargs:
+        print("with " + ", ".join(f"{k}={v}" for k, v in kwargs.items()), file=sys.stderr)
 
     if fmt is Format.json:
         print(json.dumps([r.to_dict() for r in records], indent=2))
@@ -85,6 +98,29 @@ def flops(
     if write:
         paths = fl.write_tables(records, out or tables_dir())
         print("srv: wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+
+
+#: the model arguments ``srv flops --set`` takes (those of :func:`reproduce.models.create` that
+#: change the architecture), with their types
+MODEL_SETS: dict[str, type] = {"stem": str, "stem_width": int, "patch_size": int}
+
+
+def parse_model_sets(sets: list[str]) -> dict[str, object]:
+    """``["stem_width=32"]`` -> ``{"stem_width": 32}``; a bad key or value is one line."""
+    from reproduce.errors import SrvError
+
+    out: dict[str, object] = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in MODEL_SETS:
+            raise SrvError(f"--set {item!r}: srv flops takes {', '.join(MODEL_SETS)} "
+                           f"(e.g. --set stem_width=32)")
+        try:
+            out[key] = MODEL_SETS[key](value.strip())
+        except ValueError:
+            raise SrvError(f"--set {item!r}: {key} takes an integer") from None
+    return out
 
 
 def _print_table(records: list) -> None:

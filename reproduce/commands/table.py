@@ -124,11 +124,10 @@ def table(
 
 def _complexity(formats: tuple[str, ...], out_dir: Path | None) -> list[Path]:
     """The complexity table of the whole catalogue: the same files as ``srv flops --write``."""
-    from reproduce.models import CATALOGUE
     from reproduce.models import flops as fl
     from reproduce.report.render import write_table
 
-    records = fl.count_many(list(CATALOGUE))
+    records = fl.count_many(fl.catalogue_names())
     paths = []
     for fmt in formats:
         text = fl.to_markdown(records) if fmt == "markdown" else fl.to_latex(records)

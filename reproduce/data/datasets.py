@@ -29,6 +29,11 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from reproduce.errors import SrvError
 from reproduce.recipes.recipe import Recipe
 
+#: why a run on an image folder with no folder given cannot start (also srv train / ablate
+#: --dry-run's reason)
+NO_DATA = ("the imagefolder data set needs --data PATH (a folder with train/ and val/), or use "
+           "--dataset digits")
+
 __all__ = ["Datasets", "build_datasets", "check_imagefolder", "digits_tensors"]
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -174,8 +179,7 @@ def build_datasets(r: Recipe, train: bool = True) -> Datasets:
         from reproduce.data.images import TolerantImageFolder
 
         if not r.data_path:
-            raise SrvError("the imagefolder data set needs --data PATH (a folder with train/ "
-                           "and val/), or use --dataset digits")
+            raise SrvError(NO_DATA)
         root = Path(r.data_path).expanduser()
         classes = check_imagefolder(root)
         train_tf, eval_tf, desc = transforms_for(r)

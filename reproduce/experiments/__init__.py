@@ -7,7 +7,8 @@ them (one process, local jobs, torchrun, SLURM through submitit).
 * :mod:`~reproduce.experiments.local`, :mod:`~reproduce.experiments.torchrun`,
   :mod:`~reproduce.experiments.slurm`: the backends;
 * :mod:`~reproduce.experiments.runner`: which cells to train, in what order, under their locks;
-* :mod:`~reproduce.experiments.progress`: the view over a grid while it trains.
+* :mod:`~reproduce.experiments.progress`: the view over a grid while it trains;
+* :mod:`~reproduce.experiments.launch`: what a dry run says it would launch, and its cost.
 
 The names below are the public parts (``srv ablate`` and the report read them here). Nothing
 here imports torch at module level.
@@ -23,6 +24,7 @@ from reproduce.experiments.cells import (
     inspect_run,
     plan,
 )
+from reproduce.experiments.launch import cost_lines, grid_cost, launch_lines
 from reproduce.experiments.local import (
     LOG_DIR,
     Outcome,
@@ -35,13 +37,21 @@ from reproduce.experiments.local import (
 from reproduce.experiments.locks import LOCK_DIR, STALE_AFTER_S, CellLock, process_alive
 from reproduce.experiments.progress import GridProgress
 from reproduce.experiments.runner import RunOptions, Summary, decide, run_grid
-from reproduce.experiments.slurm import SUBMITIT_DIR, CellJob, SlurmOptions, submit_slurm
-from reproduce.experiments.torchrun import run_torchrun, torchrun_command
+from reproduce.experiments.slurm import (
+    SUBMITIT_DIR,
+    CellJob,
+    SlurmOptions,
+    slurm_parameters,
+    submit_slurm,
+    submitit_folder,
+)
+from reproduce.experiments.torchrun import Nodes, run_torchrun, torchrun_command
 
 __all__ = [
     "FAILED_DIR", "LOCK_DIR", "LOG_DIR", "STALE_AFTER_S", "STATUSES", "SUBMITIT_DIR",
-    "CellJob", "CellLock", "CellState", "GridProgress", "Outcome", "RunOptions", "SlurmOptions",
-    "Summary", "check_cells", "decide", "inspect_run", "local_gpus", "plan", "process_alive",
-    "run_child", "run_grid", "run_local", "run_torchrun", "submit_slurm", "torchrun_command",
-    "train_command", "visible_gpus",
+    "CellJob", "CellLock", "CellState", "GridProgress", "Nodes", "Outcome", "RunOptions",
+    "SlurmOptions", "Summary", "check_cells", "cost_lines", "decide", "grid_cost",
+    "inspect_run", "launch_lines", "local_gpus", "plan", "process_alive", "run_child",
+    "run_grid", "run_local", "run_torchrun", "slurm_parameters", "submit_slurm",
+    "submitit_folder", "torchrun_command", "train_command", "visible_gpus",
 ]

@@ -108,6 +108,8 @@ class CellState:
     lock_path: Path
     status: str = "pending"
     info: dict[str, Any] = field(default_factory=dict)
+    #: updates per epoch, known once :func:`check_cells` has checked the cell (for its cost)
+    steps_per_epoch: int | None = None
 
     @property
     def failure_path(self) -> Path:
@@ -194,7 +196,8 @@ def check_cells(states: Sequence[CellState], world_size: int = 1,
         if state.status in ("done", "diverged"):
             continue  # nothing left to start
         try:
-            check_runnable(state.cfg, world_size, models, folders)
+            state.steps_per_epoch = check_runnable(state.cfg, world_size, models,
+                                                   folders).steps_per_epoch
         except Exception as err:  # noqa: BLE001  (any reason the run would not start)
             reason = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
             if not isinstance(err, SrvError):

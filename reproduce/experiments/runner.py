@@ -22,7 +22,7 @@ from reproduce.errors import SrvError
 from reproduce.experiments.cells import CellState
 from reproduce.experiments.local import Outcome, local_gpus, run_local, run_process
 from reproduce.experiments.locks import STALE_AFTER_S
-from reproduce.experiments.torchrun import run_torchrun
+from reproduce.experiments.torchrun import Nodes, run_torchrun
 
 __all__ = ["RunOptions", "Summary", "decide", "run_grid"]
 
@@ -41,6 +41,14 @@ class RunOptions:
     #: :func:`~reproduce.experiments.local.local_gpus` when the grid runs)
     gpus: tuple[str, ...] | None = None
     share_gpus: bool = False  # let jobs exceed the visible GPUs
+    #: torchrun over several nodes (None: one node, --standalone)
+    nodes: Nodes | None = None
+
+    @property
+    def follower(self) -> bool:
+        """A torchrun node other than node 0: it takes no locks and launches every cell node 0
+        launches (a cell node 0 holds shows here as ``running``), in the same order."""
+        return self.nodes is not None and self.nodes.node_rank > 0
 
     def threads(self) -> int:
         """Intra-op threads of each of ``jobs`` child processes: the CPUs shared out."""
@@ -72,6 +80,8 @@ def decide(state: CellState, options: RunOptions) -> str:
     """What to do with a cell: ``run``, ``restart`` or ``skip``."""
     if state.status in ("pending", "partial"):
         return "run"
+    if state.status == "running" and options.follower:  # node 0 is launching it: join
+        return "run"
     if state.status == "failed":
         return "run" if options.retry_failed else "skip"
     if state.status == "diverged":
@@ -80,6 +90,16 @@ def decide(state: CellState, options: RunOptions) -> str:
 
 
 TrainFn = Callable[[CellState, Path, bool], Outcome]
+
+
+class _NoLock:
+    """A torchrun follower node's stand-in for a cell lock (node 0 holds the real one)."""
+
+    def acquire(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
 
 
 def _default_train_fn(options: RunOptions, states: Sequence[CellState]) -> TrainFn:
@@ -103,7 +123,7 @@ def _default_train_fn(options: RunOptions, states: Sequence[CellState]) -> Train
         return run_local
     if options.backend == "torchrun":
         def launch(s: CellState, r: Path, restart: bool) -> Outcome:
-            return run_torchrun(s, r, restart, options.nproc)
+            return run_torchrun(s, r, restart, options.nproc, options.nodes)
         return launch
     raise SrvError(f"backend {options.backend!r} is not local, torchrun or slurm")
 
@@ -131,14 +151,14 @@ def run_grid(states: Sequence[CellState], runs_root: Path | str, options: RunOpt
             return
         state = states[i]
         action = decide(state, options)
-        lock = state.lock(options.stale_after_s)
+        lock = _NoLock() if options.follower else state.lock(options.stale_after_s)
         if not lock.acquire():
             state.refresh(options.stale_after_s)
             summary.actions[i] = "locked"
             return
         try:
             state.refresh(options.stale_after_s, own_lock=True)
-            if state.status == "running":  # `srv train` started by hand, no lock
+            if state.status == "running" and not options.follower:  # `srv train` by hand
                 summary.actions[i] = "locked"
                 return
             if decide(state, options) == "skip":  # another worker finished it meanwhile

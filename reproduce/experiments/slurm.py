@@ -16,7 +16,8 @@ from reproduce.experiments.locks import LOCK_DIR, STALE_AFTER_S, CellLock
 from reproduce.experiments.runner import RunOptions, decide
 from reproduce.recipes.grids import Cell, Grid
 
-__all__ = ["SUBMITIT_DIR", "TORCH_VARS", "export_rank", "CellJob", "SlurmOptions", "submit_slurm"]
+__all__ = ["SUBMITIT_DIR", "TORCH_VARS", "export_rank", "CellJob", "SlurmOptions",
+           "slurm_parameters", "submit_slurm", "submitit_folder"]
 
 SUBMITIT_DIR = ".submitit"
 
@@ -140,13 +141,45 @@ class SlurmOptions:
     partition: str | None = None
     account: str | None = None
     timeout_min: int = 24 * 60
-    gpus_per_task_node: int = 1  # GPUs (= tasks) per cell
+    gpus_per_task_node: int = 1  # GPUs (= tasks) per node of a cell
+    nodes: int = 1  # nodes per cell (a cell's world size: nodes x gpus_per_task_node)
     cpus_per_task: int = 10
     mem_gb: int | None = None
     parallelism: int = 16
     max_num_timeout: int = 10
     cluster: str | None = None  # None: auto (slurm when sbatch exists, else local); or debug
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def submitit_folder(grid: Grid, runs_root: Path | str) -> Path:
+    """Where submitit keeps a grid's job scripts and logs: ``<runs_root>/.submitit/<grid>/``
+    (one folder per job id below it)."""
+    return Path(runs_root).resolve() / SUBMITIT_DIR / grid.name
+
+
+def slurm_parameters(grid: Grid, slurm: SlurmOptions, cluster: str = "slurm"
+                     ) -> dict[str, Any]:
+    """submitit's ``update_parameters`` for the grid's array: per cell ``nodes`` nodes x
+    ``gpus_per_task_node`` tasks (one per GPU) with ``cpus_per_task`` CPUs each; on submitit's
+    ``local`` / ``debug`` clusters (tests, no SLURM) only what they take."""
+    params: dict[str, Any] = dict(
+        name=f"srv-{grid.name}", timeout_min=slurm.timeout_min, nodes=slurm.nodes,
+        tasks_per_node=slurm.gpus_per_task_node, cpus_per_task=slurm.cpus_per_task,
+        slurm_array_parallelism=slurm.parallelism,
+    )
+    if cluster == "slurm":
+        params["gpus_per_node"] = slurm.gpus_per_task_node
+        if slurm.partition:
+            params["slurm_partition"] = slurm.partition
+        if slurm.account:
+            params["slurm_account"] = slurm.account
+        if slurm.mem_gb:
+            params["mem_gb"] = slurm.mem_gb
+        params.update(slurm.extra)
+        return params
+    if cluster == "local":
+        return {"name": params["name"], "timeout_min": slurm.timeout_min, "tasks_per_node": 1}
+    return {"name": params["name"], "timeout_min": slurm.timeout_min}  # debug: in-process
 
 
 def submit_slurm(grid: Grid, states: Sequence[CellState], runs_root: Path | str,
@@ -169,29 +202,10 @@ def submit_slurm(grid: Grid, states: Sequence[CellState], runs_root: Path | str,
     todo = [s for s in states if decide(s, options) != "skip"]
     if not todo:
         return []
-    folder = runs_root / SUBMITIT_DIR / grid.name / "%j"
-    executor = submitit.AutoExecutor(folder=folder, cluster=slurm.cluster,
+    executor = submitit.AutoExecutor(folder=submitit_folder(grid, runs_root) / "%j",
+                                     cluster=slurm.cluster,
                                      slurm_max_num_timeout=slurm.max_num_timeout)
-    params: dict[str, Any] = dict(
-        name=f"srv-{grid.name}", timeout_min=slurm.timeout_min,
-        tasks_per_node=slurm.gpus_per_task_node, cpus_per_task=slurm.cpus_per_task,
-        slurm_array_parallelism=slurm.parallelism,
-    )
-    if executor.cluster == "slurm":
-        params["gpus_per_node"] = slurm.gpus_per_task_node
-        if slurm.partition:
-            params["slurm_partition"] = slurm.partition
-        if slurm.account:
-            params["slurm_account"] = slurm.account
-        if slurm.mem_gb:
-            params["mem_gb"] = slurm.mem_gb
-        params.update(slurm.extra)
-    elif executor.cluster == "local":
-        params = {"name": params["name"], "timeout_min": slurm.timeout_min,
-                  "tasks_per_node": 1}
-    else:  # debug: runs in this process when results are asked for
-        params = {"name": params["name"], "timeout_min": slurm.timeout_min}
-    executor.update_parameters(**params)
+    executor.update_parameters(**slurm_parameters(grid, slurm, executor.cluster))
     job = CellJob(str(runs_root), stale_after_s=options.stale_after_s)
     cells = [s.cell.to_dict() for s in todo]
     flags = [options.retry_diverged] * len(cells)

@@ -32,6 +32,8 @@ The breakdown splits the total by the top-level submodule of timm's ``VisionTran
 embedding and its add, ``norm_pre``). FLOPs and parameters of the four parts sum to the totals.
 
 torch, timm and fvcore are imported inside the functions, so importing this module is cheap.
+Counts are cached on disk (:mod:`reproduce.utils.cache`, keyed by the model, its input size
+and arguments and :func:`models_code_version`), so a second count of a model costs no build.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from reproduce.errors import SrvError
@@ -282,6 +285,12 @@ def count(model_name: str, img_size: int | None = None, **model_kwargs: Any) -> 
         UnknownModelError: ``model_name`` is not in the catalogue (with the closest names).
         FlopCountError: fvcore could not count a heavy op.
     """
+    from reproduce.utils import cache
+
+    key = _cache_key(model_name, img_size, model_kwargs)
+    hit = cache.load("complexity", key)
+    if hit is not None:
+        return Complexity(**hit)
     import torch
 
     from reproduce.models import create, get_entry
@@ -292,15 +301,56 @@ def count(model_name: str, img_size: int | None = None, **model_kwargs: Any) -> 
         model_kwargs["img_size"] = img_size
     with torch.random.fork_rng(devices=[]):  # building the model must not move the caller's RNG
         model = create(entry.name, **model_kwargs)
-    return count_model(model, size, name=entry.name)
+    rec = count_model(model, size, name=entry.name)
+    cache.store("complexity", key, asdict(rec))
+    return rec
+
+
+@lru_cache(maxsize=1)
+def models_code_version() -> str:
+    """The version of everything a count depends on: the sources of :mod:`reproduce.models`
+    (catalogue, stems, init, this counter) and the installed torch, timm and fvcore."""
+    from pathlib import Path
+
+    from reproduce.utils.cache import code_version
+
+    return code_version(Path(__file__).parent.glob("*.py"), ("torch", "timm", "fvcore"))
+
+
+def _cache_key(model_name: str, img_size: int | None, model_kwargs: dict[str, Any]
+               ) -> dict[str, Any]:
+    """The cache key of one count (JSON round-tripped, so it compares equal to a stored one)."""
+    import json
+
+    return json.loads(json.dumps({"code": models_code_version(), "model": model_name,
+                                  "img_size": img_size, "kwargs": model_kwargs},
+                                 sort_keys=True, default=str))
 
 
 def count_many(names: Iterable[str], img_size: int | None = None) -> list[Complexity]:
     """:func:`count` each name, after checking that all of them exist (fail before any work)."""
-    from reproduce.models import get_entry
+    known = set(catalogue_names())
+    names = list(names)
+    if not all(n in known for n in names):
+        from reproduce.models import get_entry
 
-    entries = [get_entry(n) for n in names]
-    return [count(e.name, img_size) for e in entries]
+        names = [get_entry(n).name for n in names]  # the closest names of an unknown one
+    return [count(n, img_size) for n in names]
+
+
+def catalogue_names() -> list[str]:
+    """The catalogue's model names, in order (from the cache when this code version has listed
+    them before: no timm import)."""
+    from reproduce.utils import cache
+
+    key = {"code": models_code_version()}
+    names = cache.load("catalogue", key)
+    if names is None:
+        from reproduce.models import CATALOGUE
+
+        names = list(CATALOGUE)
+        cache.store("catalogue", key, names)
+    return names
 
 
 # --- tables ----------------------------------------------------------------------------------

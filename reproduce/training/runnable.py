@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reproduce.data.datasets import DIGITS_VAL, SYNTHETIC_CLASSES, synthetic_sizes
+from reproduce.data.datasets import DIGITS_VAL, NO_DATA, SYNTHETIC_CLASSES, synthetic_sizes
 from reproduce.errors import SrvError
 from reproduce.recipes.recipe import Recipe
 from reproduce.training import sam
@@ -207,7 +207,7 @@ def build_parts(cfg: RunConfig, world_size: int = 1, device: str = "cpu",
     if r.aug_repeats and world_size == 1:
         notes.append(f"aug_repeats={r.aug_repeats} acts only under DDP (as in DeiT)")
     if r.dataset == "imagefolder" and not r.data_path:
-        notes.append("no --data given: the data checks wait for the run")
+        notes.append("no --data given: ImageNet-1k's size assumed")
     return Parts(cfg, world_size, spe, source, model, optimizer, schedule, rule, ema, train_tf,
                  eval_tf, eval_desc, mixup, criterion, notes)
 
@@ -217,11 +217,14 @@ def check_runnable(cfg: RunConfig, world_size: int = 1,
                    checked_folders: set[str] | None = None) -> Parts:
     """Everything a run would refuse or fail to build, checked without training: the engine's
     refusals, the model (``meta`` device, one forward pass), optimizer, schedule, EMA,
-    transforms, Mixup / loss, and the data layout when ``data_path`` is given. Raises
+    transforms, Mixup / loss, and the data: an image-folder run needs ``data_path`` (the engine
+    refuses to start without it) and its layout is checked. Raises
     :class:`SrvError` (or the model's own error) with the reason. A folder already in
     ``checked_folders`` (shared over a grid's cells) is not listed again."""
     r = cfg.recipe
-    if r.dataset == "imagefolder" and r.data_path:
+    if r.dataset == "imagefolder" and not r.data_path:  # the engine's own refusal
+        raise SrvError(NO_DATA)
+    if r.dataset == "imagefolder":
         from reproduce.data.datasets import check_imagefolder
 
         folder = str(Path(r.data_path).expanduser())
