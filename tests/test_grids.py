@@ -56,22 +56,25 @@ _MODELS: dict = {}  # meta-device models, shared by the checks of every grid
 
 @pytest.mark.parametrize("name", GRIDS)
 @pytest.mark.parametrize("preset", ["mini", "full"])
-def test_every_cell_of_every_grid_can_start(name: str, preset: str, tmp_path: Path) -> None:
+def test_every_cell_of_every_grid_can_start(name: str, preset: str, tmp_path: Path,
+                                            imagenet_layout: Path) -> None:
     """What srv ablate --dry-run checks: each cell's model (meta device, one forward pass),
-    optimizer, schedule, EMA, transforms and the engine's refusals, without training."""
+    optimizer, schedule, EMA, transforms and the engine's refusals, without training (the full
+    presets on an image folder, which they need)."""
     from reproduce.experiments.cells import check_cells, plan
 
-    states = plan(load_grid(name, preset), tmp_path / "runs")
+    data = {"data_path": str(imagenet_layout)} if preset == "full" else None
+    states = plan(load_grid(name, preset, overrides=data), tmp_path / "runs")
     assert check_cells(states, 1, _MODELS) == []
     if preset == "full":  # and under torchrun on 8 GPUs
         assert check_cells(states, 8, _MODELS) == []
 
 
-def test_a_cell_that_cannot_run_fails_the_dry_run(tmp_path: Path) -> None:
+def test_a_cell_that_cannot_run_fails_the_dry_run(tmp_path: Path, imagenet_layout: Path) -> None:
     """SAM cannot run under fp16 loss scaling: the optimizer grid at full scale trains in bf16;
     forcing DeiT's fp16 back is refused at --dry-run, cell by cell, not hours into a job."""
     args = ["ablate", "optimizer", "--preset", "full", "--dry-run", "--runs-dir",
-            str(tmp_path / "runs")]
+            str(tmp_path / "runs"), "--data", str(imagenet_layout)]
     assert runner.invoke(app, args).exit_code == 0
     result = runner.invoke(app, [*args, "--set", "amp=fp16"])
     assert result.exit_code == 2, result.output

@@ -200,23 +200,28 @@ def test_srv_recipes_measures_what_srv_builds() -> None:
     assert mini.exit_code == 0 and "the recipe file" in mini.stdout
 
 
-def test_train_dry_run_shows_the_schedule_and_the_ema() -> None:
+def test_train_dry_run_shows_the_schedule_and_the_ema(imagenet_layout: Path) -> None:
     from typer.testing import CliRunner
 
     from reproduce.cli import app
 
     runner = CliRunner()
-    deit = runner.invoke(app, ["train", "vit-s-conv", "--dry-run"])
+    data = ["--data", str(imagenet_layout)]
+    deit = runner.invoke(app, ["train", "vit-s-conv", "--dry-run", *data])
     assert deit.exit_code == 0, deit.output
     lines = [x.strip() for x in deit.stdout.splitlines()]
     assert "epoch    1  lr 1e-06  (warmup start)" in lines
     assert "epoch    2  lr 1e-06" in lines  # DeiT's one-epoch lag
     assert "epoch  300  lr 1.011e-05  (last)" in lines
     assert "EMA: decay 0.99996 per EMA update after every update" in deit.stdout
-    xiao = runner.invoke(app, ["train", "vitc-4gf", "--dry-run"])
+    xiao = runner.invoke(app, ["train", "vitc-4gf", "--dry-run", *data])
     assert xiao.exit_code == 0
     lines = [x.strip() for x in xiao.stdout.splitlines()]
     assert "epoch    1  lr 0.0001  (warmup start)" in lines
     assert "every 32 updates of an epoch (= 0.99994876 per update)" in xiao.stdout
-    refused = runner.invoke(app, ["train", "vit-s-conv", "--set", "opt=sam-adamw", "--dry-run"])
+    refused = runner.invoke(app, ["train", "vit-s-conv", "--set", "opt=sam-adamw", "--dry-run",
+                                  *data])
     assert refused.exit_code == 2 and "SAM with fp16" in refused.stderr
+    no_data = runner.invoke(app, ["train", "vit-s-conv", "--dry-run"])  # as the run would
+    assert no_data.exit_code == 2 and no_data.stderr.count("\n") == 1
+    assert "needs --data PATH" in no_data.stderr

@@ -30,8 +30,8 @@ def claims(
                          "the preset with the most seeds per arm.")] = None,
     runs_dir: RunsDirOpt = Path("runs"),
     tables_dir: Annotated[Path | None, typer.Option(
-        help="Where claims.md is written; default: the repository's tables/ "
-             "($SRV_TABLES_DIR).")] = None,
+        help="Where claims.md is written; default: ./tables, tables/ in the current "
+             "directory ($SRV_TABLES_DIR).")] = None,
     write: Annotated[bool, typer.Option(
         "--write/--no-write", help="Write tables/claims.md (only when every claim is "
                                    "evaluated).")] = True,
@@ -47,10 +47,12 @@ def claims(
         "--claims", help="A claims file (default: recipes/claims/wang2022.toml, "
                          "$SRV_CLAIMS).")] = None,
 ) -> None:
-    """Check each claim of the paper against the finished runs: the evidence (grid, cells, n),
-    the statistic (Welch's test or an F test, Holm-corrected over the claims) and a verdict,
-    supported / contradicted / inconclusive (with the seeds needed to decide). Writes
-    tables/claims.md; docs/claims.md says how each claim is made testable."""
+    """Check each claim of the paper against the finished runs, with a verdict.
+
+    For each claim: the evidence (grid, cells, n), the statistic (Welch's test or an F test,
+    Holm-corrected over the claims) and a verdict, supported / contradicted / inconclusive
+    (with the seeds needed to decide). Writes tables/claims.md; docs/claims.md says how each
+    claim is made testable."""
     import json
 
     from reproduce.report import claims as cl

@@ -8,17 +8,23 @@ import typer
 
 from reproduce.errors import handle_errors
 
+#: the width ``srv models`` keeps to (a standard terminal): one line per model, nothing cut
+WIDTH = 80
+
 
 @handle_errors
 def models(
     pattern: Annotated[str, typer.Argument(help="Only names containing this text.")] = "",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print JSON instead (with each model's full description and heads).")
+    ] = False,
 ) -> None:
-    """List the catalogue models (name, timm name, stem, size) with a one-line description."""
-    import json
+    """List the catalogue: model, body, width x depth, input / total stride and stem.
 
-    from rich.console import Console
-    from rich.table import Table
+    One line per model within 80 columns; the stems and the ViT_C stem specs are spelled out
+    below the table.
+    """
+    import json
 
     from reproduce.models import CATALOGUE
 
@@ -26,13 +32,50 @@ def models(
     if as_json:
         print(json.dumps([{"model": e.name, "timm_name": e.timm_name, "stem": e.stem,
                            "img_size": e.img_size, "stride": e.stride, "embed_dim": e.embed_dim,
-                           "depth": e.depth, "description": e.description} for e in entries],
-                         indent=2))
+                           "depth": e.depth, "num_heads": e.num_heads,
+                           "description": e.description} for e in entries], indent=2))
         return
-    table = Table("model", "timm name", "description", title="srv model catalogue")
+    print("\n".join(catalogue_lines(entries)))
+
+
+def catalogue_lines(entries: list) -> list[str]:
+    """The catalogue as plain lines of at most :data:`WIDTH` characters."""
+    import textwrap
+
+    from reproduce.models import STEM_KINDS
+
+    def body(e) -> str:  # noqa: ANN001
+        return e.description.split(" (")[0].split(":")[0].removeprefix("Xiao et al. ")
+
+    specs: dict[str, list[str]] = {}  # a ViT_C stem spec -> its models
+    rows = [("model", "body", "width x depth", "input/stride", "stem")]
     for e in entries:
-        table.add_row(e.name, e.timm_name, e.description)
-    Console().print(table)
+        stem = e.stem
+        if e.stem not in STEM_KINDS:
+            specs.setdefault(e.stem, []).append(e.name)
+            stem = f"spec {list(specs).index(e.stem) + 1} (below)"
+        rows.append((e.name, body(e), f"{e.embed_dim} x {e.depth}",
+                     f"{e.img_size}/{e.stride}", stem))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in rows]
+    lines.insert(1, "-" * min(WIDTH, max(len(line) for line in lines)))
+    used = {e.stem for e in entries if e.stem in STEM_KINDS}
+    if used:
+        lines += ["", "stems (srv train MODEL --set stem=... takes these or a spec):"]
+        pad = max(len(k) for k in used) + 4
+        for kind, desc in STEM_KINDS.items():
+            if kind in used:
+                lines += textwrap.wrap(desc, WIDTH, initial_indent=f"  {kind}".ljust(pad),
+                                       subsequent_indent=" " * pad)
+    if specs:
+        lines.append("")
+    for i, (spec, names) in enumerate(specs.items(), 1):
+        convs, _, rest = spec.partition(";")  # a spec fits 80 columns on two lines
+        lines += [f"spec {i} ({', '.join(names)}): {rest}", f"  {convs}"]
+    if specs:
+        lines.append("(KsSc: a KxK conv of stride S to C channels; 1s1: the 1x1 projection)")
+    return lines
 
 
 def register(app: typer.Typer) -> None:

@@ -20,7 +20,8 @@ def table(
              "'reference' or a reference CSV name (published numbers); default: every grid "
              "with results.", show_default=False)] = None,
     preset: Annotated[str | None, typer.Option(
-        help="Scale of the grid's runs: mini or full (default: the grid's default).")] = None,
+        help="Scale of the grid's runs: mini, quick (the stem grid) or full (default: the "
+             "grid's default, mini).")] = None,
     seeds: Annotated[str | None, typer.Option(
         help="Only these seeds (default: every seed found in the runs directory).")] = None,
     axis: Annotated[list[str] | None, typer.Option(
@@ -49,10 +50,12 @@ def table(
         help="The reference row every other row is compared with (a value of the first row "
              "axis, e.g. patch); auto: the grid's first row; none: no comparisons.")] = "auto",
 ) -> None:
-    """Print (and write to tables/) the table of each named grid: mean ± std over seeds with n,
-    the 95% t-interval of each mean, each row's difference from the --baseline row with Welch's
-    interval and test (Holm-corrected), divergence rates with Wilson intervals, diverged runs as
-    div@eN, published numbers beside ours, params/FLOPs and a provenance line. Refuses to mix
+    """Print (and write to tables/) the table of each named grid, with its statistics.
+
+    Mean ± std over seeds with n, the 95% t-interval of each mean, each row's difference from
+    the --baseline row with Welch's interval and test (Holm-corrected), divergence rates with
+    Wilson intervals, diverged runs as div@eN, published numbers beside ours, params/FLOPs and
+    a provenance line. Refuses to mix
     recipes or code versions unless --force."""
     from reproduce.commands.ablate import load_cli_grid
     from reproduce.recipes.grids import list_grids

@@ -62,8 +62,9 @@ def train(
                           "EMA's decay, the resolved config and run directory; train "
                           "nothing.")] = False,
 ) -> None:
-    """Train MODEL with a recipe. Running the same command again resumes the run (or does
-    nothing if it finished); a diverged run exits with code 3."""
+    """Train MODEL with a recipe; running the same command again resumes the run.
+
+    A finished run is not retrained; a diverged run exits with code 3."""
     import json
 
     from reproduce.training.config import resolve_config
