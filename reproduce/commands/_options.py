@@ -9,3 +9,17 @@ import typer
 
 #: where run directories live (``srv train``, ``ablate``, ``table``, ``analyze``)
 RunsDirOpt = Annotated[Path, typer.Option(help="Where run directories live.", envvar="SRV_RUNS")]
+
+
+def benchmark_folders() -> list[Path]:
+    """Where srv bench figures (``*.json``) are looked up for a dry run's cost:
+    ``benchmarks/`` under the tables folder in use, then the checkout's
+    ``tables/benchmarks/``."""
+    from reproduce.report.reference import tables_dir
+    from reproduce.utils.resources import source_root
+
+    folders = [tables_dir() / "benchmarks"]
+    root = source_root()
+    if root is not None:
+        folders.append(root / "tables" / "benchmarks")
+    return folders

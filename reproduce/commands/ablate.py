@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from reproduce.commands._options import RunsDirOpt
+from reproduce.commands._options import RunsDirOpt, benchmark_folders
 from reproduce.errors import handle_errors
 
 EXIT_FAILED = 1
@@ -202,7 +202,7 @@ def ablate(
         print_plan(grid, states, title)
         if not unrunnable:
             print("\n".join(ab.launch_lines(grid, states, runs_dir, options, slurm)))
-            print("\n".join(ab.cost_lines(grid, states, options, _benchmark_folders(),
+            print("\n".join(ab.cost_lines(grid, states, options, benchmark_folders(),
                                           img_per_s)))
     if unrunnable:
         _refuse(unrunnable, grid, len(states))
@@ -242,19 +242,6 @@ def ablate(
         print("\nwrote " + ", ".join(str(p) for p in written))
     if summary.failures or summary.stopped_early:
         raise typer.Exit(EXIT_FAILED)
-
-
-def _benchmark_folders() -> list[Path]:
-    """Where srv bench figures are looked up: ``benchmarks/`` under the tables folder in use,
-    then the checkout's ``tables/benchmarks/``."""
-    from reproduce.report.reference import tables_dir
-    from reproduce.utils.resources import source_root
-
-    folders = [tables_dir() / "benchmarks"]
-    root = source_root()
-    if root is not None:
-        folders.append(root / "tables" / "benchmarks")
-    return folders
 
 
 def _refuse(unrunnable: list, grid, total: int) -> None:  # noqa: ANN001

@@ -59,8 +59,12 @@ def train(
         "--progress/--no-progress", help="Progress bar (default: only on a terminal).")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check that the run can start and print its lr at a few epochs, the "
-                          "EMA's decay, the resolved config and run directory; train "
-                          "nothing.")] = False,
+                          "EMA's decay, its cost (training images, GPU-hours), the resolved "
+                          "config and run directory; train nothing. Under torchrun only rank "
+                          "0 prints.")] = False,
+    img_per_s: Annotated[float | None, typer.Option(
+        min=0.001, help="Training img/s per GPU for the dry run's GPU-hours (default: the srv "
+                        "bench figure for the model in tables/benchmarks/*.json).")] = None,
 ) -> None:
     """Train MODEL with a recipe; running the same command again resumes the run.
 
@@ -77,14 +81,23 @@ def train(
     if dry_run:
         import os
 
+        from reproduce.commands._options import benchmark_folders
+        from reproduce.training.cost import Throughput, measured_throughput, run_cost
         from reproduce.training.runnable import check_runnable, summary
 
         world = int(os.environ.get("WORLD_SIZE", "1"))
         parts = check_runnable(cfg, world)  # the refusals a launched run would apply
+        if os.environ.get("RANK", "0") != "0":
+            return  # under torchrun every rank checks, rank 0 speaks
         where = run_dir or runs_dir / cfg.run_name
+        rate = (Throughput(img_per_s, "--img-per-s") if img_per_s
+                else measured_throughput(cfg.model, cfg.recipe, benchmark_folders()))
+        cost = run_cost(cfg.recipe, parts.steps_per_epoch, rate)
         print(f"{cfg.model} with recipe {cfg.recipe_name} ({parts.params_m:.2f}M params, "
               f"world size {world}): {where}")
         print("\n".join(summary(parts)))
+        print(f"cost: {cost.describe()}" + (f"; {cost.gpu_hours / world:,.1f} h on {world} "
+                                           f"GPUs" if cost.gpu_hours and world > 1 else ""))
         derived = cfg.derived(world, parts.steps_per_epoch)
         print("config:")
         print(json.dumps({**cfg.to_dict(), "derived": derived, "run_dir": str(where)},
