@@ -1,6 +1,6 @@
 """Parameter / FLOP counting (reproduce.models.flops, ``srv flops``) against published values.
 
-Golden values: PAPER.md section 2 (DeiT, exact params; GFLOPs 1.26 / 4.61 / 17.58 with attention)
+Golden values: docs/paper.md §2 (DeiT, exact params; GFLOPs 1.26 / 4.61 / 17.58 with attention)
 and section 3 (Xiao et al.'s eight models, "exact values from the same formulas"). Counts are real
 fvcore traces of the real models; each model is counted once per session (``counted``).
 """

@@ -26,12 +26,12 @@ from reproduce.models import (
     stem_spec,
 )
 
-# PAPER.md section 3: "exact values from the same formulas" (params, M)
+# docs/paper.md §3: "exact values from the same formulas" (params, M)
 XIAO_PARAMS_M = {
     "vitp-1gf": 4.83, "vitc-1gf": 4.57, "vitp-4gf": 18.51, "vitc-4gf": 17.75,
     "vitp-18gf": 86.57, "vitc-18gf": 81.57, "vitp-36gf": 178.36, "vitc-36gf": 167.80,
 }
-# PAPER.md section 2: DeiT-Ti / S / B exact parameter counts (M)
+# docs/paper.md §2: DeiT-Ti / S / B exact parameter counts (M)
 DEIT_PARAMS_M = {"vit-t-patch": 5.72, "vit-s-patch": 22.05, "vit-b-patch": 86.57}
 
 

@@ -5,8 +5,8 @@
   :class:`.images.TolerantImageFolder`: an unreadable file is skipped and reported, its
   items are ``(image, target, bad)``.
 * ``digits``: the 1,797 8x8 digit images that ship inside scikit-learn, upsampled to
-  ``img_size`` with 3 channels, fixed stratified split of 1,437 train / 360 val (PAPER.md
-  section 5). Needs no download, so a fresh machine can train at once.
+  ``img_size`` with 3 channels, fixed stratified split of 1,437 train / 360 val (docs/paper.md
+  §5). Needs no download, so a fresh machine can train at once.
 * ``synthetic``: random tensors with random labels, for throughput checks.
 * ``cifar10`` / ``cifar100``: torchvision's loaders from a local folder (never downloads).
 

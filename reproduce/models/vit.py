@@ -10,7 +10,7 @@ Sources:
 * Xiao et al. 2021 (arXiv 2106.14881) Table 1 and pycls ``vitconfigs``: ViT_P / ViT_C at
   1, 4, 18 and 36 GF. The ViT_C models drop one transformer block to pay for the stem.
 * Wang et al. 2022 (arXiv 2109.03810): the scaled-ReLU conv-stem and its ablations.
-* ``vit-mini-*``: the CPU-scale model of PAPER.md section 5 (width 96, depth 6, 3 heads, 32x32
+* ``vit-mini-*``: the CPU-scale model of docs/paper.md §5 (width 96, depth 6, 3 heads, 32x32
   inputs, total stride 4), for the digits experiments.
 
 Initialisation follows each body's source (:mod:`reproduce.models.init`): DeiT sizes as timm 0.3.2
@@ -72,7 +72,7 @@ SIZES: dict[str, ViTSize] = {
     "t": ViTSize("DeiT-Ti", 192, 12, 3, 4.0),
     "s": ViTSize("DeiT-S", 384, 12, 6, 4.0),
     "b": ViTSize("DeiT-B", 768, 12, 12, 4.0),
-    # PAPER.md section 5: 32x32 digits, 64 tokens; the conv-stem there is 3x3 convs, width 32
+    # docs/paper.md §5: 32x32 digits, 64 tokens; the conv-stem there is 3x3 convs, width 32
     "mini": ViTSize("CPU-scale", 96, 6, 3, 4.0, img_size=32, stride=4, stem_width=32,
                     first_kernel=3, recipe="mini", init="timm"),
 }

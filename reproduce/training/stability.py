@@ -1,6 +1,6 @@
 """Per-step stability signals, kept on the device and read back once every N steps.
 
-Wang et al. study how stably ViTs train (PAPER.md section 1), so the engine records, per epoch:
+Wang et al. study how stably ViTs train (docs/paper.md §1), so the engine records, per epoch:
 the gradient norm (mean / max over the steps that updated the weights), loss spikes, the largest
 update ratio ``||w_new - w_old|| / ||w_old||`` and, under fp16, the steps the loss scaler
 skipped. Three rules make these comparable across runs:
