@@ -1,4 +1,4 @@
-"""Every recipe's train transform survives any draw (the posterize-with-0-bits crash of issue 8).
+"""Every recipe's train transform survives any draw (posterize with 0 bits crashed it).
 
 The soak draws each image recipe's full train transform, built by srv from the recipe file
 (``reproduce.data.datasets.transforms_for``: crop, flip, RandAugment / AutoAugment, erasing),

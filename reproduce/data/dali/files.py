@@ -48,7 +48,7 @@ def unreadable_once_per_node(split_root: Path, paths: list[str], processes: int,
 
     Local rank 0 runs the check (:func:`reproduce.data.images.find_unreadable`, ``processes``
     parallel decoders) and writes its cache; the other ranks wait at a barrier, then read that
-    cache, so an 8-GPU node decodes the split once, not 8 times (issue 21). A rank that finds
+    cache, so an 8-GPU node decodes the split once, not 8 times. A rank that finds
     no cache (an unwritable cache folder, a cache folder private to each rank) checks by itself,
     as every rank did before. An error of the check is raised after the barrier, on local rank
     0, so the other ranks are not left waiting for it.

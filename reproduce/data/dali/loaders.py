@@ -214,7 +214,7 @@ class DaliValLoader(_NamesUnreadable):
     The pipeline is built on the first ``iter()`` and kept for the run: evaluation reads the
     same files in the same order every time and draws nothing at random, so each evaluation
     after the first starts from a warm pipeline (decoder initialised, prefetch queue filled while
-    the model trains) instead of building one (issue 21). An evaluation stopped part-way drops
+    the model trains) instead of building one. An evaluation stopped part-way drops
     the pipeline (DALI cannot reset mid-epoch); the next one builds it again.
     """
 
