@@ -23,3 +23,9 @@ def benchmark_folders() -> list[Path]:
     if root is not None:
         folders.append(root / "tables" / "benchmarks")
     return folders
+
+
+#: the trackers of a run (the recipe key ``log``; ``srv train``, ``srv ablate``)
+LogOpt = Annotated[str | None, typer.Option(
+    "--log", help="Trackers, comma-separated: tensorboard (the default: event files in the run "
+                  "folder), mlflow, wandb; none: no tracking. Default: the recipe's log key.")]

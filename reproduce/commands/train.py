@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from reproduce.commands._options import RunsDirOpt
+from reproduce.commands._options import LogOpt, RunsDirOpt
 from reproduce.errors import handle_errors
 
 RECIPE_HELP = ("Recipe name in recipes/ (srv recipes) or a .toml path; default: the model's "
@@ -49,6 +49,7 @@ def train(
                                 "cost (--set deterministic=true).")] = False,
     sets: Annotated[list[str] | None, typer.Option(
         "--set", help="Any recipe key: --set drop_path=0.2 (repeatable).")] = None,
+    log: LogOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
     run_dir: Annotated[Path | None, typer.Option(
         help="Use exactly this run directory instead of <runs-dir>/<name>-<hash>.")] = None,
@@ -76,8 +77,11 @@ def train(
     overrides = collect_overrides(
         sets, epochs=epochs, lr=lr, warmup_epochs=warmup_epochs, batch_size=batch_size, opt=opt,
         weight_decay=weight_decay, seed=seed, img_size=img_size, data_path=data,
-        dataset=dataset, amp=amp, deterministic=True if deterministic else None)
+        dataset=dataset, amp=amp, deterministic=True if deterministic else None, log=log)
     cfg = resolve_config(model, recipe, overrides, name=name)
+    from reproduce.training.tracking import require_trackers
+
+    require_trackers(cfg.recipe.log)  # a missing tracker library stops here, before any data
     if dry_run:
         import os
 

@@ -23,7 +23,7 @@ from typing import Any
 from reproduce.errors import SrvError
 
 __all__ = ["Recipe", "load_recipe", "recipe_dir", "list_recipes", "parse_overrides",
-           "apply_overrides", "key_help", "recipe_keys_set", "CHOICES"]
+           "apply_overrides", "key_help", "recipe_keys_set", "CHOICES", "LOG_BACKENDS"]
 
 #: allowed values of the string keys that take a fixed set
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -37,6 +37,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
     "loader": ("timm", "dali"),
 }
+#: the trackers the ``log`` key may list (comma-separated); ``none`` alone turns tracking off
+LOG_BACKENDS = ("none", "tensorboard", "mlflow", "wandb")
 
 
 def _key(default: Any, meaning: str) -> Any:
@@ -144,8 +146,15 @@ class Recipe:
                            "(not part of the run's identity)")
     update_ratio_every: int = _key(1, "measure the update ratio ||dw|| / ||w|| every N updates; "
                                    "0: never (not part of the run's identity)")
+    log: str = _key("tensorboard", "trackers, comma-separated: tensorboard (event files in the "
+                    "run folder), mlflow, wandb; none: no tracking (not part of the run's "
+                    "identity)")
 
     def __post_init__(self) -> None:
+        names = [name.strip() for name in self.log.split(",")]
+        if any(n not in LOG_BACKENDS for n in names) or ("none" in names and len(names) > 1):
+            raise SrvError(f"recipe key 'log' = {self.log!r}: use none or a comma list of "
+                           f"{', '.join(LOG_BACKENDS[1:])} (e.g. --log tensorboard,mlflow)")
         for key, allowed in CHOICES.items():
             value = getattr(self, key)
             if value not in allowed:

@@ -31,7 +31,7 @@ __all__ = ["RunConfig", "resolve_config", "default_recipe", "scaled_lr", "config
 
 #: recipe keys that do not change the result and so are not part of the run's identity
 UNHASHED = frozenset({"num_workers", "device", "sync_every", "update_ratio_every",
-                      "data_path", "deterministic"})
+                      "data_path", "deterministic", "log"})
 
 #: data sets held as tensors in memory: no image transform, so these keys do nothing there
 IN_MEMORY_DATASETS = ("digits", "synthetic")

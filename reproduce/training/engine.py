@@ -46,6 +46,7 @@ from reproduce.training.config import RunConfig, config_diff
 from reproduce.training.evaluation import evaluate, val_loader
 from reproduce.training.runs import RunDir, atomic_write_json, environment
 from reproduce.training.step import configure_device, step_unless_skipped
+from reproduce.training.tracking import open_tracking, require_trackers
 from reproduce.training.trainer import Diverged, Trainer
 from reproduce.utils.distributed import DistInfo, cleanup, init_distributed
 from reproduce.utils.progress import Reporter
@@ -100,6 +101,7 @@ def train(cfg: RunConfig, runs_root: Path | str = "runs", restart: bool = False,
     directory aside to ``<dir>.old-<time>`` and starts again). Raises :class:`SrvError` for bad
     input (data, batch, model).
     """
+    require_trackers(cfg.recipe.log)
     info = init_distributed(cfg.recipe.device)
     started = time.time()
     run = RunDir(Path(run_dir) if run_dir else Path(runs_root) / cfg.run_name)
@@ -133,7 +135,10 @@ def train(cfg: RunConfig, runs_root: Path | str = "runs", restart: bool = False,
             f"{trainer.derived['per_device_batch']}; lr {trainer.lr:.3g} "
             f"({trainer.derived['lr_rule']}); warmup {trainer.derived['warmup_steps']} steps")
         try:
-            result = trainer.run_epochs()
+            with open_tracking(cfg.recipe.log, run.path, cfg.to_dict(), trainer.step,
+                               info.is_main) as trainer.tracker:
+                result = trainer.run_epochs()
+                trainer.tracker.finish("completed", result)
         except Diverged as d:
             if info.is_main:
                 run.write_status("diverged", d.epoch, d.step, d.reason)

@@ -25,6 +25,7 @@ from reproduce.training.evaluation import evaluate
 from reproduce.training.runnable import build_mixup_loss, build_model, build_optimization, refuse
 from reproduce.training.runs import RunDir, atomic_torch_save, git_state
 from reproduce.training.stability import EpochStats, StepWindow
+from reproduce.training.tracking import Tracking
 from reproduce.training.step import (
     EpochClock,
     TrainStep,
@@ -40,6 +41,8 @@ __all__ = ["Trainer", "Diverged"]
 
 class Diverged(Exception):
     """A non-finite step (or a collapsed fp16 loss scale): the run ends as ``diverged``."""
+
+    status = "diverged"  # what trackers record (tracking.Tracking.__exit__)
 
     def __init__(self, epoch: int, step: int, reason: str) -> None:
         super().__init__(reason)
@@ -119,6 +122,7 @@ class Trainer:
         self.loss_mean: float | None = None
         self.rows: list[dict[str, Any]] = []  # metrics of finished epochs (same on every rank)
         self.bad_files: dict[str, int] = {}  # unreadable images met, path -> times replaced
+        self.tracker = Tracking()  # none until engine.train opens the run's (rank 0)
 
     # checkpoints
     def state(self) -> dict[str, Any]:
@@ -178,6 +182,8 @@ class Trainer:
             clock.settle()
         for rec in records:
             self.loss_mean = stats.add(rec, self.loss_mean, self.r.spike_factor)
+        start = self.step_at_epoch_start
+        self.tracker.steps(records, lambda step: self.sched.lr_at(epoch, step - start - 1))
         bad = [rec for rec in records if rec.skipped]
         if bad and self.scaler is None:
             first = bad[0]
@@ -319,6 +325,7 @@ class Trainer:
                                        "config": self.cfg.to_dict()}, self.run.best_ckpt)
                 self.run.write_status("running", self.epoch, self.step)
             self.rows.append(row)
+            self.tracker.epoch(row)
             skipped = f"  skipped {stats.skipped_steps}" if self.scaler is not None else ""
             loss_text = f"{row['train_loss']:.4f}" if row["train_loss"] is not None else "n/a"
             grad_text = (f"{row['grad_norm_mean']:.2f}" if row["grad_norm_mean"] is not None
