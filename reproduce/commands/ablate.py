@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from reproduce.commands._options import RunsDirOpt, benchmark_folders
+from reproduce.commands._options import LogOpt, RunsDirOpt, benchmark_folders
 from reproduce.errors import handle_errors
 
 EXIT_FAILED = 1
@@ -141,6 +141,7 @@ def ablate(
     share_gpus: Annotated[bool, typer.Option(
         "--share-gpus", help="local: let --jobs exceed the visible GPUs (cells share them).")
     ] = False,
+    log: LogOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
     tables_dir: Annotated[Path | None, typer.Option(
         help="Where the table and plot go; default: tables/ in the current directory "
@@ -179,13 +180,16 @@ def ablate(
 
     from reproduce import experiments as ab
     from reproduce.errors import SrvError
+    from reproduce.training.tracking import require_trackers
 
     if backend is Backend.local and nnodes > 1:
         raise SrvError(f"--nnodes {nnodes} needs --backend torchrun or slurm")
     nodes = ab.Nodes(nnodes, node_rank, rdzv_endpoint) if backend is Backend.torchrun else None
+    sets = [*(sets or []), *([f"log={log}"] if log else [])]
     grid = load_cli_grid(name, preset, seeds, axis, sets, samples, data_path=data,
                          dataset=dataset, batch_size=batch_size)
     states = ab.plan(grid, runs_dir)
+    require_trackers([s.cfg.recipe.log for s in states])
     title = (f"grid {grid.name} ({grid.scale}); recipe {grid.recipe}; "
              f"{len(states)} cells")
     world = 1 if backend is Backend.local else nproc * nnodes
@@ -208,6 +212,10 @@ def ablate(
         _refuse(unrunnable, grid, len(states))
     if dry_run:
         return
+    from reproduce.report.runs import write_grid_index  # srv runs names the cells
+
+    write_grid_index(runs_dir, grid.name, grid.preset,
+                     {s.run_dir.name: s.cell.describe() for s in states})
     if backend is Backend.local:
         options.gpus = ab.local_gpus(states, jobs, share_gpus)
     print(title, flush=True)
