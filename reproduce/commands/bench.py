@@ -38,6 +38,10 @@ def bench(
         "--channels-last", help="Channels-last memory format (model and inputs).")] = False,
     out: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")]
     = None,
+    log: Annotated[str, typer.Option(
+        "--log", help="With --pipelines: also time each engine pipeline with these trackers "
+                      "logging (tensorboard, mlflow, wandb; rows 'engine+tensorboard'), to "
+                      "measure what tracking costs.")] = "none",
 ) -> None:
     """Training throughput (img/s) of srv models beside plain timm, eager and compiled.
 
@@ -76,9 +80,13 @@ def bench(
         from reproduce.data import dali
 
         dali.require("the dali pipeline", "leave it out of --pipelines")
+    from reproduce.recipes.recipe import Recipe
+    from reproduce.training.tracking import require_trackers
+
+    require_trackers(Recipe(log=log).log)  # the recipe's check names an unknown tracker
     if set(pipe_list) - {"bare"}:
         _bench_engine(names, mode_list, pipe_list, batch, img_size, amp, steps, warmup, device,
-                      jpeg_folder, make_jpegs, workers, channels_last, out)
+                      jpeg_folder, make_jpegs, workers, channels_last, out, log)
         return
     results = run_bench(names, mode_list, batch, img_size, amp, steps, warmup, device,
                         channels_last)
@@ -100,7 +108,7 @@ def bench(
 def _bench_engine(names: list[str], modes: list[str], pipelines: list[str], batch: int,
                   img_size: int, amp: str, steps: int, warmup: int, device: str,
                   jpeg_folder: Path | None, make_jpegs: int, workers: int,
-                  channels_last: bool, out: Path | None) -> None:
+                  channels_last: bool, out: Path | None, log: str = "none") -> None:
     import json
     import os
     import sys
@@ -124,7 +132,8 @@ def _bench_engine(names: list[str], modes: list[str], pipelines: list[str], batc
                 classes=classes, train_per_class=per_class, val_per_class=2),
                 processes=workers)
         bare, engine = run_engine_bench(names, modes, pipelines, batch, img_size, amp, steps,
-                                        warmup, jpeg_folder, workers, device, channels_last)
+                                        warmup, jpeg_folder, workers, device, channels_last,
+                                        log)
     env = environment_line()
     table = Table("model", "mode", "pipeline", "img/s", "data wait", "x bare step",
                   "epoch start s", "img/s with start",

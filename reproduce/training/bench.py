@@ -192,11 +192,13 @@ class DeviceBatches:
 
 def bench_engine(name: str, mode: str, pipeline: str, batch: int, img_size: int, amp: str,
                  steps: int, jpeg_folder: Any = None, workers: int = 8,
-                 device_name: str = "auto", channels_last: bool = False) -> EngineResult:
+                 device_name: str = "auto", channels_last: bool = False,
+                 log: str = "none") -> EngineResult:
     """Time the engine's training epochs on ``pipeline``: one epoch to warm up (compilation,
     cuDNN autotuning, loader workers, decoders), then one timed epoch (``steps`` steps for
     ``engine``; a pass over the folder for ``timm`` / ``dali``), clocked in steady state from its
-    first batch in hand (the epoch's start-up is ``first_batch_s``)."""
+    first batch in hand (the epoch's start-up is ``first_batch_s``), with the trackers ``log``
+    names writing to the temporary run folder as in ``srv train``."""
     import tempfile
     from pathlib import Path
 
@@ -204,6 +206,7 @@ def bench_engine(name: str, mode: str, pipeline: str, batch: int, img_size: int,
 
     from reproduce.training.config import resolve_config
     from reproduce.training.runs import RunDir
+    from reproduce.training.tracking import open_tracking
     from reproduce.training.trainer import Trainer
     from reproduce.utils.distributed import init_distributed
     from reproduce.utils.progress import Reporter
@@ -225,6 +228,7 @@ def bench_engine(name: str, mode: str, pipeline: str, batch: int, img_size: int,
             trainer.train_loader = DeviceBatches(batch, img_size, trainer.data.num_classes,
                                                  steps, info.device)
             trainer.steps_per_epoch = steps
+        trainer.tracker = open_tracking(log, trainer.run.path, cfg.to_dict(), 0)
 
         def sync() -> None:
             if info.device.type == "cuda":
@@ -248,21 +252,24 @@ def bench_engine(name: str, mode: str, pipeline: str, batch: int, img_size: int,
         stats = trainer.train_epoch()
         sync()
         t1 = time.perf_counter()
+        trainer.tracker.close()
     start = first[0] - t0 if first else 0.0
     steady = t1 - (first[0] if first else t0)
     # the first batch's wait is the start-up; what is left is the steady-state waiting
     waited = max(stats.data_time - start, 0.0)
-    return EngineResult(name, mode, pipeline, batch, amp, stats.images / steady,
+    label = f"{pipeline}+{log}" if log != "none" else pipeline
+    return EngineResult(name, mode, label, batch, amp, stats.images / steady,
                         waited / steady, stats.steps + stats.skipped_steps,
                         first_batch_s=start, epoch_img_per_s=stats.images / (t1 - t0))
 
 
 def run_engine_bench(models: list[str], modes: list[str], pipelines: list[str], batch: int,
                      img_size: int, amp: str, steps: int, warmup: int, jpeg_folder: Any = None,
-                     workers: int = 8, device_name: str = "auto", channels_last: bool = False
-                     ) -> tuple[list[BenchResult], list[EngineResult]]:
+                     workers: int = 8, device_name: str = "auto", channels_last: bool = False,
+                     log: str = "none") -> tuple[list[BenchResult], list[EngineResult]]:
     """For every model and mode: the bare model step, then the engine on each pipeline, each
-    as a ratio to that bare step (same run, same device)."""
+    as a ratio to that bare step (same run, same device); with ``log``, each pipeline again
+    with those trackers logging (``engine+tensorboard``: the cost of tracking)."""
     bare = run_bench(models, modes, batch, img_size, amp, steps, warmup, device_name,
                      channels_last)
     by_key = {(r.model, r.mode): r.img_per_s for r in bare}
@@ -274,17 +281,20 @@ def run_engine_bench(models: list[str], modes: list[str], pipelines: list[str], 
             for pipeline in pipelines:
                 if pipeline == "bare":
                     continue
-                try:
-                    res = bench_engine(name, mode, pipeline, batch, img_size, amp, steps,
-                                       jpeg_folder, workers, device_name, channels_last)
-                except Exception as err:  # one broken pipeline must not lose the others
-                    from reproduce.training.checkpoints import summarize
+                for trackers in dict.fromkeys(["none", log]):
+                    try:
+                        res = bench_engine(name, mode, pipeline, batch, img_size, amp, steps,
+                                           jpeg_folder, workers, device_name, channels_last,
+                                           trackers)
+                    except Exception as err:  # one broken pipeline must not lose the others
+                        from reproduce.training.checkpoints import summarize
 
-                    engine.append(EngineResult(name, mode, pipeline, batch, amp, 0.0, 0.0, 0,
-                                               error=summarize(err, 300)))
-                    continue
-                res.ratio_to_bare = res.img_per_s / by_key[(name, mode)]
-                engine.append(res)
+                        label = f"{pipeline}+{trackers}" if trackers != "none" else pipeline
+                        engine.append(EngineResult(name, mode, label, batch, amp, 0.0, 0.0, 0,
+                                                   error=summarize(err, 300)))
+                        continue
+                    res.ratio_to_bare = res.img_per_s / by_key[(name, mode)]
+                    engine.append(res)
     return bare, engine
 
 
