@@ -115,7 +115,7 @@ def _status(status: dict[str, Any]) -> tuple[str, str | None]:
     """The run's status, with a "running" one whose process is gone shown as failed."""
     state, reason = status.get("status"), status.get("reason")
     if state == "running":
-        from reproduce.experiments.locks import process_alive
+        from reproduce.experiments import process_alive
 
         if process_alive(status.get("pid"), status.get("host")) is False:
             return "failed", "stopped (its process is gone): run the same command to resume"
