@@ -130,3 +130,20 @@ def test_bench_times_the_dali_pipeline(tmp_path: Path) -> None:
     assert res.steps == 32 // 8 and res.img_per_s > 0 and 0 <= res.data_wait_frac < 1
     assert res.first_batch_s is not None and res.first_batch_s > 0
     assert res.epoch_img_per_s is not None and res.epoch_img_per_s < res.img_per_s
+
+
+def test_bench_times_the_engine_with_and_without_tracking(tmp_path: Path) -> None:
+    """--log: each engine pipeline twice, without and with the trackers (the cost of logging)."""
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, ["bench", "--models", "vit-mini-conv", "--modes", "eager",
+                                 "--pipelines", "engine", "--log", "tensorboard",
+                                 "--img-size", "16", "--batch", "8", "--steps", "3",
+                                 "--warmup", "1", "--amp", "off", "--device", "cpu",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    engine = {e["pipeline"]: e for e in json.loads(out.read_text())["engine"]}
+    assert set(engine) == {"engine", "engine+tensorboard"}
+    assert all(e["steps"] == 3 and e["img_per_s"] > 0 and e["error"] is None
+               for e in engine.values())
+    bad = runner.invoke(app, ["bench", "--pipelines", "engine", "--log", "tensorbord"])
+    assert bad.exit_code == 2 and "recipe key 'log'" in bad.stderr

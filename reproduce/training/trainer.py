@@ -25,7 +25,6 @@ from reproduce.training.evaluation import evaluate
 from reproduce.training.runnable import build_mixup_loss, build_model, build_optimization, refuse
 from reproduce.training.runs import RunDir, atomic_torch_save, git_state
 from reproduce.training.stability import EpochStats, StepWindow
-from reproduce.training.tracking import Tracking
 from reproduce.training.step import (
     EpochClock,
     TrainStep,
@@ -33,6 +32,7 @@ from reproduce.training.step import (
     compile_model,
     configure_device,
 )
+from reproduce.training.tracking import Tracking
 from reproduce.utils.distributed import DistInfo, all_reduce_sum, broadcast_from_main
 from reproduce.utils.progress import Reporter
 
