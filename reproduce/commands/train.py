@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from reproduce.commands._options import LogOpt, RunsDirOpt
-from reproduce.errors import handle_errors
+from reproduce.errors import SrvError, handle_errors
 
 RECIPE_HELP = ("Recipe name in recipes/ (srv recipes) or a .toml path; default: the model's "
                "own (mini for vit-mini-*, xiao for vitp/vitc, xiao-36gf at 36GF, deit "
@@ -34,6 +34,10 @@ def train(
     lr: Annotated[float | None, typer.Option(help="Base lr (scaled by the recipe's rule).")] = None,
     warmup_epochs: Annotated[float | None, typer.Option(help="Warmup epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="GLOBAL batch size.")] = None,
+    accum_steps: Annotated[int | None, typer.Option(
+        min=1, help="Gradient accumulation: micro-batches per optimizer update, so the global "
+                    "batch holds on fewer GPUs (per-device batch = global / world size; each "
+                    "forward holds per-device / N images).")] = None,
     opt: Annotated[str | None, typer.Option(
         help="Optimizer: adamw, sgd, sam, sam-adamw, or any timm name.")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="Weight decay.")] = None,
@@ -54,6 +58,14 @@ def train(
     run_dir: Annotated[Path | None, typer.Option(
         help="Use exactly this run directory instead of <runs-dir>/<name>-<hash>.")] = None,
     name: Annotated[str | None, typer.Option(help="Run name prefix (default: the model).")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        help="Continue the run in this folder (or this last.pt) with its recipe: weights, "
+             "optimizer, EMA, schedule position (timm's --resume). Only --epochs may change: "
+             "a longer schedule continues on the new total, as a new run.")] = None,
+    initial_checkpoint: Annotated[Path | None, typer.Option(
+        help="Start a new run from these weights (a run folder's last.pt or a .pt) with a "
+             "fresh optimizer and schedule: finetuning (timm's --initial-checkpoint). Its "
+             "content hash is part of the run's identity.")] = None,
     restart: Annotated[bool, typer.Option(
         help="Move an existing run aside (<dir>.old-<time>) and start again.")] = False,
     progress: Annotated[bool | None, typer.Option(
@@ -75,10 +87,23 @@ def train(
     from reproduce.training.config import resolve_config
 
     overrides = collect_overrides(
-        sets, epochs=epochs, lr=lr, warmup_epochs=warmup_epochs, batch_size=batch_size, opt=opt,
+        sets, epochs=epochs, lr=lr, warmup_epochs=warmup_epochs, batch_size=batch_size,
+        accum_steps=accum_steps, opt=opt,
         weight_decay=weight_decay, seed=seed, img_size=img_size, data_path=data,
         dataset=dataset, amp=amp, deterministic=True if deterministic else None, log=log)
-    cfg = resolve_config(model, recipe, overrides, name=name)
+    if resume is not None and (initial_checkpoint is not None or restart):
+        raise SrvError("--resume continues a run; --initial-checkpoint and --restart start "
+                       "one afresh: give only one of them")
+    if resume is not None:
+        from reproduce.training.start import resume_config
+
+        cfg, run_dir = resume_config(model, recipe, overrides, name, resume, run_dir)
+    else:
+        cfg = resolve_config(model, recipe, overrides, name=name)
+    if initial_checkpoint is not None:
+        from reproduce.training.start import initial_config
+
+        cfg = initial_config(cfg, initial_checkpoint)
     from reproduce.training.tracking import require_trackers
 
     require_trackers(cfg.recipe.log)  # a missing tracker library stops here, before any data

@@ -118,7 +118,12 @@ class Recipe:
     min_lr_factor: float = _key(0.0, "relative lr floor (pycls MIN_LR): min lr = this x the "
                                 "scaled lr; 0: use min_lr")
     # run
-    batch_size: int = _key(1024, "GLOBAL batch (all devices)")
+    batch_size: int = _key(1024, "GLOBAL batch (all devices) = world size x per-device batch "
+                           "x accum_steps")
+    accum_steps: int = _key(1, "gradient accumulation: each optimizer update sums the gradients "
+                            "of this many micro-batches of the per-device batch (timm's "
+                            "--grad-accum-steps); same global batch and schedule, BN sees "
+                            "micro-batches (not part of the run's identity)")
     seed: int = _key(0, "random seed")
     amp: str = _key("off", "mixed precision: off, bf16, fp16 (with a loss scaler)")
     channels_last: bool = _key(False, "channels-last memory format")
@@ -161,7 +166,7 @@ class Recipe:
                 raise SrvError(f"recipe key {key!r} = {value!r}: must be one of "
                                f"{', '.join(allowed)}")
         positive = ("img_size", "batch_size", "epochs", "lr_base_batch", "recount",
-                    "ema_update_period", "sync_every")
+                    "ema_update_period", "sync_every", "accum_steps")
         for key in positive:
             if getattr(self, key) < 1:
                 raise SrvError(f"recipe key {key!r} must be >= 1, got {getattr(self, key)}")

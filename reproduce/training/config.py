@@ -1,11 +1,13 @@
 """Resolved run configuration: model + recipe + overrides, hashed into the run's identity.
 
 The hash covers everything that changes what a run computes (model, every recipe value) and
-nothing that does not: not ``num_workers`` or the world size (the global batch is what the recipe
-fixes), not how often the engine reads statistics back, and not ``data_path``: a data set copied
-to node-local disk or mounted elsewhere is the same data set, so its runs and grid cells stay
-found. What the data set *is* gets checked another way: the engine records its fingerprint
-(class names, image counts) and refuses to resume a run on data that really changed.
+nothing that does not: not ``num_workers``, the world size or ``accum_steps`` (the global batch is
+what the recipe fixes; how it is split over devices and micro-batches changes only BatchNorm's
+batch statistics, as a different world size does), not how often the engine reads statistics
+back, and not ``data_path``: a data set copied to node-local disk or mounted elsewhere is the
+same data set, so its runs and grid cells stay found. What the data set *is* gets checked
+another way: the engine records its fingerprint (class names, image counts) and refuses to
+resume a run on data that really changed.
 
 Keys that cannot act on the chosen data set are not hashed silently either: the in-memory data
 sets (``digits``, ``synthetic``) have no image transform, so RandAugment, erasing, crops, flips,
@@ -27,11 +29,11 @@ from typing import Any
 from reproduce.errors import SrvError
 from reproduce.recipes.recipe import Recipe, apply_overrides, load_recipe
 
-__all__ = ["RunConfig", "resolve_config", "default_recipe", "scaled_lr", "config_diff"]
+__all__ = ["RunConfig", "StartFrom", "resolve_config", "default_recipe", "scaled_lr", "config_diff"]
 
 #: recipe keys that do not change the result and so are not part of the run's identity
 UNHASHED = frozenset({"num_workers", "device", "sync_every", "update_ratio_every",
-                      "data_path", "deterministic", "log"})
+                      "data_path", "deterministic", "log", "accum_steps"})
 
 #: data sets held as tensors in memory: no image transform, so these keys do nothing there
 IN_MEMORY_DATASETS = ("digits", "synthetic")
@@ -44,6 +46,23 @@ TRANSFORM_KEYS: dict[str, Any] = {
 
 
 @dataclass(frozen=True)
+class StartFrom:
+    """The checkpoint a run starts from (:mod:`reproduce.training.start`): ``initial`` (its
+    weights, a fresh optimizer: ``--initial-checkpoint``) or ``resume`` (its whole training state
+    under a changed epoch count: ``--resume``). The content hash is part of the run's identity
+    (another file is another run); the path is recorded, not hashed (a moved file is the same
+    checkpoint, as with ``data_path``)."""
+
+    kind: str  # initial | resume
+    path: str
+    sha256: str
+    epoch: int  # epochs the checkpoint had trained
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A fully resolved run: the model name, the recipe it came from and every value."""
 
@@ -52,6 +71,7 @@ class RunConfig:
     recipe: Recipe
     name: str  # run name prefix (default: the model)
     notes: tuple[str, ...] = ()  # what resolving changed (inert keys reset), for the user
+    start: StartFrom | None = None  # the checkpoint the run starts from, if any
 
     def identity(self) -> dict[str, Any]:
         """What the hash covers: the model, the recipe's name and every hashed value that
@@ -60,7 +80,10 @@ class RunConfig:
         defaults = Recipe()
         values = {k: v for k, v in self.recipe.to_dict().items()
                   if k not in UNHASHED and v != getattr(defaults, k)}
-        return {"model": self.model, "recipe": self.recipe_name, **values}
+        out = {"model": self.model, "recipe": self.recipe_name, **values}
+        if self.start is not None:
+            out["start"] = {"kind": self.start.kind, "sha256": self.start.sha256}
+        return out
 
     @property
     def hash(self) -> str:
@@ -72,15 +95,19 @@ class RunConfig:
         return f"{self.name}-{self.hash}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "recipe": self.recipe_name, "name": self.name,
-                "hash": self.hash, **self.recipe.to_dict()}
+        out = {"model": self.model, "recipe": self.recipe_name, "name": self.name,
+               "hash": self.hash, **self.recipe.to_dict()}
+        if self.start is not None:
+            out["start"] = self.start.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         keys = {f.name for f in dataclasses.fields(Recipe)}
         recipe = Recipe(**{k: v for k, v in data.items() if k in keys})
+        start = StartFrom(**data["start"]) if data.get("start") else None
         return cls(model=data["model"], recipe_name=data["recipe"], recipe=recipe,
-                   name=data.get("name", data["model"]))
+                   name=data.get("name", data["model"]), start=start)
 
     def derived(self, world_size: int = 1, steps_per_epoch: int | None = None) -> dict[str, Any]:
         """Values that follow from the config and the launch: batch split, scaled lr, steps."""
@@ -88,6 +115,11 @@ class RunConfig:
         if r.batch_size % world_size:
             raise SrvError(f"global batch {r.batch_size} is not divisible by the world size "
                            f"{world_size}; pick a multiple of {world_size} (--batch-size)")
+        per_device = r.batch_size // world_size
+        if per_device % r.accum_steps:
+            raise SrvError(f"the per-device batch {per_device} (global {r.batch_size} over "
+                           f"{world_size}) is not divisible by accum_steps = {r.accum_steps}: "
+                           f"pick --accum-steps dividing {per_device}")
         from reproduce.training.ema import ema_rule
         from reproduce.training.schedule import min_lr
 
@@ -95,7 +127,9 @@ class RunConfig:
         out: dict[str, Any] = {
             "world_size": world_size,
             "global_batch": r.batch_size,
-            "per_device_batch": r.batch_size // world_size,
+            "per_device_batch": per_device,
+            "accum_steps": r.accum_steps,
+            "micro_batch": per_device // r.accum_steps,  # what one forward / backward holds
             "lr_rule": f"{r.lr_scaling}: lr = base x (global batch / {r.lr_base_batch})"
             + ("^0.5" if r.lr_scaling == "sqrt" else "") if r.lr_scaling != "none"
             else "none: lr = base",
@@ -181,6 +215,11 @@ def neutralise_inert_keys(recipe: Recipe, overrides: dict[str, Any]
 
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable differences between two config dicts (``key: old -> new``)."""
+    def start_id(value: Any) -> Any:  # a start checkpoint is its content, wherever it lies
+        return {k: value.get(k) for k in ("kind", "sha256")} if isinstance(value, dict) else value
+
+    old, new = {**old, "start": start_id(old.get("start"))}, {**new, "start": start_id(
+        new.get("start"))}
     keys = sorted(set(old) | set(new))
     skip = {"hash"} | UNHASHED
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys

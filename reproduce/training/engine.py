@@ -115,10 +115,17 @@ def train(cfg: RunConfig, runs_root: Path | str = "runs", restart: bool = False,
         trainer = Trainer(cfg, run, info, reporter)
         _check_same_data(run, trainer.data.fingerprint)
         resumed = run.last_ckpt.exists()
+        source = cfg.start is not None and cfg.start.kind == "resume" and not resumed
         if resumed:
             trainer.load(run.last_ckpt)
             if info.is_main:
                 run.truncate_metrics(trainer.epoch)
+        elif source:  # --resume under a changed epoch count: another run's state (.start)
+            assert cfg.start is not None
+            origin = RunDir(Path(cfg.start.path).parent)
+            _check_same_data(origin, trainer.data.fingerprint)
+            trainer.load(Path(cfg.start.path), metrics_of=origin)
+            resumed = True
         if info.is_main:
             atomic_write_json(run.config_path, {**cfg.to_dict(), "derived": trainer.derived,
                                                 "data": trainer.data.fingerprint})
@@ -127,12 +134,17 @@ def train(cfg: RunConfig, runs_root: Path | str = "runs", restart: bool = False,
                        eval_transform=trainer.data.eval_transform, resumed_from_epoch=trainer.epoch)
             atomic_write_json(run.path / "env.json", env)
             run.write_status("running", trainer.epoch, trainer.step)
+            if source:
+                run.write_metrics(trainer.rows)
         reporter.line(
             f"{'resuming' if resumed else 'training'} {cfg.model} ({trainer.params_m:.2f}M params)"
             f" with recipe {cfg.recipe_name} from epoch {trainer.epoch}/{cfg.recipe.epochs} "
             f"in {run.path}\n  data: {trainer.data.description}; global batch "
             f"{trainer.derived['global_batch']} = {info.world_size} x "
-            f"{trainer.derived['per_device_batch']}; lr {trainer.lr:.3g} "
+            f"{trainer.derived['per_device_batch']}"
+            + (f" ({cfg.recipe.accum_steps} micro-batches of {trainer.derived['micro_batch']})"
+               if cfg.recipe.accum_steps > 1 else "")
+            + f"; lr {trainer.lr:.3g} "
             f"({trainer.derived['lr_rule']}); warmup {trainer.derived['warmup_steps']} steps")
         try:
             with open_tracking(cfg.recipe.log, run.path, cfg.to_dict(), trainer.step,
@@ -153,9 +165,10 @@ def train(cfg: RunConfig, runs_root: Path | str = "runs", restart: bool = False,
         return RunOutcome("completed", run.path, result, is_main=info.is_main)
     except torch.OutOfMemoryError:
         _mark_failed(run, info, "out of memory", started)
-        raise SrvError(f"out of memory with a per-device batch of "
-                       f"{cfg.recipe.batch_size // info.world_size}: lower --batch-size (and "
-                       f"scale --lr), or use --set amp=bf16") from None
+        micro = cfg.recipe.batch_size // info.world_size // cfg.recipe.accum_steps
+        raise SrvError(f"out of memory with micro-batches of {micro} per device: raise "
+                       f"--accum-steps (same global batch and results), or use --set "
+                       f"amp=bf16") from None
     except SrvError:
         raise
     except KeyboardInterrupt:

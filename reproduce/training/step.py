@@ -7,6 +7,9 @@ scaler, clipping, SAM, and a skip that never stalls the host.
   the step window (:mod:`reproduce.training.stability`).
 * On CUDA the step's device work is timed with CUDA events (:class:`EpochClock`), so img/s and
   the data-wait fraction are the GPU's, not the host's view of an asynchronous queue.
+* Gradient accumulation (``accum_steps``): the per-device batch is cut into micro-batches, each
+  loss scaled by ``1/accum_steps``, DDP's all-reduce only on the last micro-batch; everything
+  else acts per optimizer update (:class:`TrainStep`).
 * Device set-up: cuDNN autotuning and TF32 by default (timm's ``train.py``), or deterministic
   kernels (``deterministic = true``), and the AMP refusals torch would otherwise pass over.
 """
@@ -186,7 +189,13 @@ class EpochClock:
 
 
 class TrainStep:
-    """Forward, backward, clipping, SAM and the (possibly skipped) update of one batch."""
+    """Forward, backward, clipping, SAM and the (possibly skipped) update of one batch.
+
+    Everything but the forward / backward acts once per optimizer update, whatever
+    ``accum_steps``: GradScaler's unscale and step, clipping and the gradient norm, the skip,
+    SAM's perturbation (along the accumulated gradient; its second pass accumulates the same
+    micro-batches, so SAM with accumulation is exactly SAM on the whole batch), and the
+    update ratio; the trainer steps the schedule and the EMA per update too."""
 
     def __init__(self, net: nn.Module, params: list[nn.Parameter], optimizer: torch.optim.Optimizer,
                  criterion: nn.Module, r: Recipe, info: DistInfo,
@@ -196,6 +205,9 @@ class TrainStep:
         # fused optimizers take GradScaler's found_inf and skip a bad step on the device
         self.fused = bool(getattr(optimizer, "_step_supports_amp_scaling", False))
         self.sam = bool(sam.base_optimizer(r.opt))
+        # DDP's no_sync (also through a torch.compile wrapper, which forwards attributes): the
+        # gradients of all but the last micro-batch stay local, one all-reduce per update
+        self.no_sync = getattr(net, "no_sync", None) if info.distributed else None
         self._prev: list[torch.Tensor] | None = None  # weights before a measured update
 
     def forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -209,6 +221,30 @@ class TrainStep:
         else:
             loss.backward()
 
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Forward and backward of the per-device batch; returns its (detached) mean loss.
+
+        With ``accum_steps = n > 1`` the batch is cut into ``n`` equal micro-batches (the
+        recipe refuses a per-device batch ``n`` does not divide) and each micro-batch's loss is
+        scaled by ``1/n`` before its backward, as in timm's ``train.py`` (``--grad-accum-steps``):
+        the summed gradient is the whole batch's mean-loss gradient, so one update equals the
+        big batch's up to BatchNorm, which sees the micro-batches. Under DDP the micro-batches
+        before the last run in ``no_sync()``: one all-reduce per update. Mixup has already mixed
+        the whole batch, so it mixes the same pairs as without accumulation."""
+        n = self.r.accum_steps
+        if n == 1:
+            loss = self.forward_loss(x, y)
+            self._backward(loss)
+            return loss.detach()
+        total = torch.zeros((), device=x.device)
+        for i, (xi, yi) in enumerate(zip(x.chunk(n), y.chunk(n), strict=True)):
+            local = self.no_sync is not None and i < n - 1
+            with self.no_sync() if local else nullcontext():  # type: ignore[misc]
+                loss = self.forward_loss(xi, yi) / n
+                self._backward(loss)
+            total += loss.detach()
+        return total
+
     def _grad_norm(self) -> torch.Tensor:
         """The global gradient norm (before clipping), as a tensor (no device sync)."""
         if self.r.clip_grad > 0:
@@ -221,11 +257,10 @@ class TrainStep:
         returns whether the second pass is non-finite (its loss or its gradient)."""
         moves = sam.perturb(self.params, self.r.sam_rho, skip=skipped)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.forward_loss(x, y)
-        self._backward(loss)
+        loss = self._forward_backward(x, y)  # accumulated as the first pass: SAM stays exact
         sam.restore(self.params, moves)
         norm = self._grad_norm()
-        return ~(torch.isfinite(norm) & torch.isfinite(loss.detach()))
+        return ~(torch.isfinite(norm) & torch.isfinite(loss))
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, measure_ratio: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -235,13 +270,11 @@ class TrainStep:
         the weights on any rank: the optimizer skips it on the device.
         """
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.forward_loss(x, y)
-        self._backward(loss)
+        loss = self._forward_backward(x, y)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         grad_norm = self._grad_norm()
-        skipped = any_rank(~(torch.isfinite(grad_norm) & torch.isfinite(loss.detach())),
-                           self.info)
+        skipped = any_rank(~(torch.isfinite(grad_norm) & torch.isfinite(loss)), self.info)
         if self.sam:  # SAM never runs with a loss scaler (refused): the flag is the skip
             skipped = skipped | any_rank(self._sam_second_pass(x, y, skipped), self.info)
         ratio = None

@@ -25,6 +25,7 @@ from reproduce.training.evaluation import evaluate
 from reproduce.training.runnable import build_mixup_loss, build_model, build_optimization, refuse
 from reproduce.training.runs import RunDir, atomic_torch_save, git_state
 from reproduce.training.stability import EpochStats, StepWindow
+from reproduce.training.start import load_initial
 from reproduce.training.step import (
     EpochClock,
     TrainStep,
@@ -90,6 +91,8 @@ class Trainer:
             reporter.line("note: sync_bn needs CUDA (torch's SyncBatchNorm); on CPU each rank "
                           "keeps its own BN statistics")
         model.to(info.device)
+        if cfg.start is not None and cfg.start.kind == "initial":  # finetuning (.start)
+            load_initial(model, cfg.start)
         if r.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model  # unwrapped: what checkpoints hold
@@ -142,13 +145,19 @@ class Trainer:
             "config": self.cfg.to_dict(),
         }
 
-    def load(self, path: Path) -> None:
+    def load(self, path: Path, metrics_of: RunDir | None = None) -> None:
+        """Take up the training state in ``path`` (this run's ``last.pt``, or another run's
+        under ``--resume`` with a changed epoch count: ``metrics_of`` is then that run, whose
+        metrics rows up to the checkpoint become this run's first)."""
         # to the CPU: load_state_dict copies to the device, and the RNG states must stay CPU
         # ByteTensors (torch.set_rng_state / torch.cuda.set_rng_state accept nothing else)
         ckpt = read_checkpoint(path, map_location="cpu")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt["scheduler"] is not None:
+        # the schedule is a function of the config and the update count: a checkpoint of
+        # another epoch count holds timm's state for the old total (t_initial), so it is left
+        # out and the schedule continues on the new total (timm's --resume with new --epochs)
+        if ckpt["scheduler"] is not None and ckpt["config"].get("epochs") == self.r.epochs:
             self.sched.load_state_dict(ckpt["scheduler"])
         if self.scaler is not None and ckpt["scaler"] is not None:
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -159,7 +168,8 @@ class Trainer:
         self.loss_mean = ckpt["loss_mean"]
         self.bad_files = dict(ckpt.get("bad_files") or {})
         set_rng_state(ckpt["rng"])
-        self.rows = [row for row in self.run.metrics() if row["epoch"] <= self.epoch]
+        self.rows = [row for row in (metrics_of or self.run).metrics()
+                     if row["epoch"] <= self.epoch]
 
     # one step
     def _measure_update(self) -> bool:
