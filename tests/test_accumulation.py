@@ -57,9 +57,29 @@ def test_accumulation_in_the_dry_run_and_its_refusal(tmp_path: Path) -> None:
     result = runner.invoke(app, [*args, "--accum-steps", "4"])
     assert result.exit_code == 0, result.output
     derived = json.loads(result.stdout[result.stdout.index("{"):])["derived"]
+    assert "memory per device (an estimate)" in result.stdout
+    assert derived["memory_estimate_gib"]["micro_batch"] == 32
     assert (derived["global_batch"], derived["per_device_batch"], derived["accum_steps"],
             derived["micro_batch"]) == (128, 128, 4, 32)
     bad = runner.invoke(app, [*args, "--accum-steps", "3"])
     assert bad.exit_code == 2
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and "not divisible by accum_steps = 3" in lines[0]
+
+
+def test_memory_estimate_counts_what_autograd_keeps() -> None:
+    from torch import nn
+
+    from reproduce.training.memory import activation_bytes_per_image, memory_estimate
+
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Flatten(), nn.Linear(48, 8), nn.ReLU(), nn.Linear(8, 2))
+    # per image: the first Linear's input (48 floats) and the ReLU's output (8 floats, which the
+    # second Linear saves too: counted once); the weights cancel out
+    assert activation_bytes_per_image(model, 4) == (48 + 8) * 4
+    adam = torch.optim.AdamW(model.parameters())
+    one, four = (memory_estimate(model, adam, m, 4, ema=True, sam=False) for m in (2**22, 2**20))
+    n = 48 * 8 + 8 + 8 * 2 + 2
+    assert one["optimizer"] == round(2 * 4 * n / 1024**3, 3) and one["ema"] == one["weights"]
+    assert one["activations"] == pytest.approx(224 * 2**22 / 1024**3, abs=1e-3)
+    assert four["activations"] == pytest.approx(one["activations"] / 4, abs=1e-3)

@@ -128,6 +128,12 @@ def train(
         print(f"cost: {cost.describe()}" + (f"; {cost.gpu_hours / world:,.1f} h on {world} "
                                            f"GPUs" if cost.gpu_hours and world > 1 else ""))
         derived = cfg.derived(world, parts.steps_per_epoch)
+        from reproduce.training.memory import describe_memory, memory_estimate
+
+        derived["memory_estimate_gib"] = memory_estimate(
+            parts.model, parts.optimizer, derived["micro_batch"], cfg.recipe.img_size,
+            ema=parts.ema_rule is not None, sam=cfg.recipe.opt.startswith("sam"))
+        print(describe_memory(derived["memory_estimate_gib"], cfg.recipe.amp))
         print("config:")
         print(json.dumps({**cfg.to_dict(), "derived": derived, "run_dir": str(where)},
                          indent=2))
