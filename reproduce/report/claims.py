@@ -57,7 +57,9 @@ EXPECT = ("greater", "less")
 VERDICTS = ("supported", "contradicted", "inconclusive", "no evidence")
 _CLAIM_KEYS = {"id", "text", "paper", "grid", "statistic", "a", "b", "expect", "metric", "axis",
                "models", "max_extra"}
-_TOP_KEYS = {"alpha", "power", "claim"}
+_TOP_KEYS = {"alpha", "power", "claim", "design"}
+_DESIGN_KEYS = {"grid", "preset", "scale", "seeds", "calibration", "calibration_seeds", "family",
+                "main"}
 
 
 # --- claims as data ------------------------------------------------------------------------------
@@ -82,11 +84,28 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Design:
+    """The pre-registered confirmatory design: where the main claims are tested (a grid at a
+    preset and scale), with which seeds, and the calibration those were sized from (its seeds
+    must not be among the confirmatory ones)."""
+
+    grid: str
+    preset: str
+    scale: str
+    seeds: tuple[int, ...]
+    calibration: str
+    calibration_seeds: tuple[int, ...]
+    family: tuple[str, ...]
+    main: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ClaimSet:
     claims: list[Claim]
     alpha: float
     power: float
     path: Path
+    design: Design | None = None
 
 
 def claims_path() -> Path:
@@ -154,7 +173,40 @@ def load_claims(path: Path | str | None = None) -> ClaimSet:
     ids = [c.id for c in claims]
     if len(set(ids)) != len(ids):
         raise SrvError(f"{path}: claim ids must be unique")
-    return ClaimSet(claims, alpha, power, path)
+    design = _load_design(doc.get("design"), path, ids)
+    return ClaimSet(claims, alpha, power, path, design)
+
+
+def _load_design(spec: Any, path: Path, ids: list[str]) -> Design | None:
+    """The ``[design]`` table, checked: known keys, integer seeds, no calibration seed reused,
+    claim ids that exist."""
+    if spec is None:
+        return None
+    where = f"{path} [design]"
+    if not isinstance(spec, dict):
+        raise SrvError(f"{where}: must be a table ([design] with grid, preset, seeds, ...)")
+    unknown = set(spec) - _DESIGN_KEYS
+    if unknown:
+        raise SrvError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: "
+                       f"{', '.join(sorted(_DESIGN_KEYS))}")
+    missing = [k for k in ("grid", "preset", "seeds") if not spec.get(k)]
+    if missing:
+        raise SrvError(f"{where}: needs {', '.join(missing)}")
+    seeds, cal = spec["seeds"], spec.get("calibration_seeds", [])
+    for name, value in (("seeds", seeds), ("calibration_seeds", cal)):
+        if not (isinstance(value, list) and all(isinstance(s, int) for s in value)):
+            raise SrvError(f"{where}: {name} must be a list of integers")
+    reused = sorted(set(seeds) & set(cal))
+    if reused:
+        raise SrvError(f"{where}: seeds {', '.join(map(str, reused))} were used in calibration; "
+                       f"choose confirmatory seeds disjoint from calibration_seeds")
+    family, main = list(spec.get("family", [])), list(spec.get("main", []))
+    unknown_ids = sorted(set(family + main) - set(ids))
+    if unknown_ids:
+        raise SrvError(f"{where}: no claim {', '.join(unknown_ids)}; claims: {', '.join(ids)}")
+    return Design(str(spec["grid"]), str(spec["preset"]), str(spec.get("scale", "")),
+                  tuple(seeds), str(spec.get("calibration", "")), tuple(cal), tuple(family),
+                  tuple(main))
 
 
 # --- evidence ------------------------------------------------------------------------------------
