@@ -161,7 +161,8 @@ def decide(results: list[Result], cs: ClaimSet, untested: int = 0) -> int:
     m = max(1, len(tested) + untested)
     for r in tested:
         direction = _claimed_direction(r.claim, r.test)
-        r.statistic += f", Holm p {p_text(r.p_holm)}"
+        head, sep, best = r.statistic.partition("; best-epoch")  # Holm p beside p
+        r.statistic = f"{head}, Holm p {p_text(r.p_holm)}{sep}{best}"
         if r.p_holm is not None and r.p_holm < cs.alpha and direction != 0:
             r.verdict = "supported" if direction > 0 else "contradicted"
             continue
