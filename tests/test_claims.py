@@ -29,14 +29,16 @@ STEM_2SEEDS = {"patch": [61.9, 65.6], "patch-bnrelu": [82.2, 88.6], "conv": [98.
                "conv-linear": [58.9, 92.2], "conv-ln": [63.1, 31.4], "xiao": [93.3, 95.3]}
 
 
-def write_grid_runs(runs: Path, grid: str, preset: str, top1: dict[str, list[float]]) -> None:
-    """Finished runs of a real grid's cells (same config hash as srv ablate would use)."""
-    seeds = list(range(max(len(v) for v in top1.values())))
+def write_grid_runs(runs: Path, grid: str, preset: str, top1: dict[str, list[float]],
+                    seeds: list[int] | None = None) -> None:
+    """Finished runs of a real grid's cells (same config hash as srv ablate would use); the
+    i-th value of a stem is seed ``seeds[i]`` (default: seed i)."""
+    seeds = seeds or list(range(max(len(v) for v in top1.values())))
     for cell in load_grid(grid, preset=preset, seeds=seeds).cells():
         values = top1.get(cell.label_dict["stem"], [])
-        if cell.seed < len(values):
-            write_run(runs, cell.model, cell.override_dict, "done", values[cell.seed],
-                      seed=cell.seed)
+        i = seeds.index(cell.seed)
+        if i < len(values):
+            write_run(runs, cell.model, cell.override_dict, "done", values[i], seed=cell.seed)
 
 
 def _by_id(report: cl.Report) -> dict[str, cl.Result]:
@@ -87,19 +89,71 @@ def test_verdicts_flip_when_the_evidence_does(tmp_path: Path) -> None:
     assert res["accuracy"].verdict == "supported"
     noisy = {**QUICK, "conv-norelu": [80.0, 95.0, 90.0]}  # overlapping: undecided
     write_grid_runs(tmp_path / "b", "stem", "quick", noisy)
-    relu = _by_id(cl.evaluate(tmp_path / "b", ids=["relu", "accuracy"]))["relu"]
+    report = cl.evaluate(tmp_path / "b", ids=["relu", "accuracy"])
+    relu = _by_id(report)["relu"]
     assert relu.verdict == "inconclusive" and relu.p_holm >= 0.05
     t = relu.test
-    assert relu.seeds_needed == stats.seeds_needed(t.diff, t.sd_a, t.sd_b, 0.05 / 2, 0.8)
+    # the family is every tested claim (4), not the 2 shown (defect D)
+    assert report.family == 4 and [r.claim.id for r in report.shown] == ["accuracy", "relu"]
+    assert relu.seeds_needed == stats.seeds_needed(t.diff, t.sd_a, t.sd_b, 0.05 / 4, 0.8,
+                                                   resolution=100 / 360)
+
+
+def test_holm_family_does_not_depend_on_filters(tmp_path: Path) -> None:
+    """Defect D: srv claims accuracy tested one claim at unadjusted alpha."""
+    write_grid_runs(tmp_path / "runs", "stem", "quick", QUICK)
+    full = _by_id(cl.evaluate(tmp_path / "runs", diversity=False))
+    for ids, grids in ((["relu"], None), (None, ["stem"])):
+        part = cl.evaluate(tmp_path / "runs", ids=ids, grids=grids, diversity=False)
+        for r in part.shown:
+            assert r.p_holm == full[r.claim.id].p_holm
+    # a skipped diversity measurement still takes its place in the family, at p = 1
+    assert cl.evaluate(tmp_path / "runs", diversity=False).family == 5
+
+
+def test_too_small_to_resolve_names_the_effect(tmp_path: Path) -> None:
+    """Defect E: not "the observed effect is about 0" for a variance ratio of 0.62."""
+    same = {**QUICK, "conv-norelu": [93.2, 94.1, 92.6]}
+    write_grid_runs(tmp_path / "runs", "stem", "quick", same)
+    relu = _by_id(cl.evaluate(tmp_path / "runs", ids=["relu"], diversity=False))["relu"]
+    assert relu.seeds_needed is None
+    assert f"a difference of {relu.test.diff:+.1f} is too small to resolve with n = 3 + 3" \
+        in relu.reason and "about 0" not in relu.reason
+
+
+def test_divergences_count_at_chance_with_fishers_test(tmp_path: Path) -> None:
+    """Defect F: a diverged run was dropped, so an arm that diverges looked better."""
+    runs = tmp_path / "runs"
+    write_grid_runs(runs, "stem", "quick", {**QUICK, "conv-nobn": [37.8, 35.0]})
+    cell = next(c for c in load_grid("stem", preset="quick", seeds=[2]).cells()
+                if c.label_dict["stem"] == "conv-nobn")
+    write_run(runs, cell.model, cell.override_dict, "diverged", None, seed=2)
+    bn = _by_id(cl.evaluate(runs, ids=["bn"], diversity=False))["bn"]
+    assert bn.evidence.values_b == pytest.approx([37.8, 35.0, 10.0])  # 100 / 10 classes
+    assert bn.evidence.diverged == (0, 1)
+    p = sp.fisher_exact([[0, 3], [1, 2]]).pvalue
+    assert f"diverged 0/3 vs 1/3 (counted as chance-level top-1), Fisher exact p = {p:.3f}" \
+        in " ".join(bn.evidence.notes)
+
+
+def test_no_test_reason_names_the_arm_that_does_not_vary() -> None:
+    """Defect G: "neither arm varies" when only one did not."""
+    from reproduce.report.claims.verdicts import no_test_reason
+
+    ev = cl.Evidence("stem", "quick", "conv", "patchify", [90.0, 90.0], [40.0, 44.0], [0, 1],
+                     [0, 1])
+    assert no_test_reason(ev).startswith("conv does not vary")
+    ev.values_b = [40.0, 40.0]
+    assert no_test_reason(ev).startswith("neither arm varies")
 
 
 def test_one_seed_never_gives_a_verdict(tmp_path: Path) -> None:
     write_grid_runs(tmp_path / "runs", "stem", "mini", {"patch": [40.0], "conv": [98.0]})
-    for r in cl.evaluate(tmp_path / "runs", ids=["accuracy", "stable-seeds"]).results:
+    for r in cl.evaluate(tmp_path / "runs", ids=["accuracy", "stable-seeds"]).shown:
         assert r.verdict == "inconclusive" and r.test is None and r.p is None
         assert r.seeds_needed is None and "n = 1 + 1" in r.reason
     report = cl.evaluate(tmp_path / "runs", ids=["bn", "stable-lr"])
-    assert {r.verdict for r in report.results} == {"no evidence"}
+    assert {r.verdict for r in report.shown} == {"no evidence"}
     assert "srv ablate stem --preset quick" in _by_id(report)["bn"].reason
     assert "srv ablate lr --preset mini --seeds 0-2" in _by_id(report)["stable-lr"].reason
 
@@ -114,16 +168,18 @@ def test_round_one_two_seed_stem_grid(tmp_path: Path, tables_env: Path) -> None:
     assert text in result.output
     report = cl.evaluate(tmp_path / "runs", diversity=False)
     res = _by_id(report)
-    # five tests (accuracy, bn, relu, convs-alone, stable-seeds): Holm over five
-    assert report.family == 5
-    welch = stats.welch(STEM_2SEEDS["conv"], STEM_2SEEDS["patch"])
-    assert res["accuracy"].p == pytest.approx(welch.p) and welch.df == pytest.approx(1.0)
+    # five tests (accuracy, bn, relu, convs-alone, stable-seeds) and the diversity claim whose
+    # measurement --no-diversity skipped (in the family at p = 1): Holm over six
+    assert report.family == 6
+    # conv's two seeds agree: its variance is floored at the resolution of 360 images
+    welch = stats.welch(STEM_2SEEDS["conv"], STEM_2SEEDS["patch"], resolution=100 / 360)
+    assert res["accuracy"].p == pytest.approx(welch.p) and welch.df == pytest.approx(1.0, abs=0.01)
     assert "Δ +34.3" in res["accuracy"].statistic
     # conv's two seeds agree to the image: its variance is floored at (100/360)^2 / 12
     assert res["stable-seeds"].test.sd_a == pytest.approx(100 / 360 / 12 ** 0.5)
     for key in ("bn", "relu", "convs-alone"):
         assert res[key].verdict == "inconclusive" and res[key].seeds_needed is not None
-    assert res["cost"].verdict == "contradicted" and res["cost"].cost["extra_gflops"] > 0.1
+    assert res["cost"].verdict == "exceeds bound" and res["cost"].cost["extra_gflops"] > 0.1
     assert res["stable-lr"].verdict == "no evidence"
     as_json = runner.invoke(app, ["claims", "accuracy", "--runs-dir", str(tmp_path / "runs"),
                                   "--format", "json"])
@@ -143,7 +199,7 @@ def test_spread_claim_counts_a_divergence_as_chance(tmp_path: Path) -> None:
         status = "done" if value is not None else "diverged"
         write_run(runs, cell.model, cell.override_dict, status, value, seed=cell.seed,
                   epoch=2 if value is None else None)
-    res = cl.evaluate(runs, ids=["stable-warmup"]).results[0]
+    res = _by_id(cl.evaluate(runs, ids=["stable-warmup"]))["stable-warmup"]
     # patch seed 0 diverged at warmup 0: 10% (chance on 10 classes) -> spread 60 - 10 = 50
     assert res.evidence.values_b == pytest.approx([50.0, 21.0])
     assert res.evidence.values_a == pytest.approx([3.0, 2.1])
@@ -220,15 +276,16 @@ def test_main_job_ends_with_the_verdicts(tmp_path: Path) -> None:
     """srv ablate stem --preset quick over finished runs: no training, the table, then the
     verdicts of the claims the stem grid tests (and the full tables/claims.md)."""
     runs, tables = tmp_path / "runs", tmp_path / "tables"
-    write_grid_runs(runs, "stem", "quick", QUICK)
+    write_grid_runs(runs, "stem", "quick", QUICK, seeds=[100, 101, 102])  # the preset's seeds
     result = runner.invoke(app, ["ablate", "stem", "--preset", "quick", "--jobs", "2",
-                                 "--runs-dir", str(runs), "--tables-dir", str(tables)])
+                                 "--seeds", "100-102", "--runs-dir", str(runs),
+                                 "--tables-dir", str(tables)])
     assert result.exit_code == 0, result.output
     out = result.output
     assert "0 trained in this pass" in out
     assert out.index("## Stem ablation") < out.index("## Does the claim reproduce?")
     verdicts = out[out.index("## Does the claim reproduce?"):]
-    assert "the 7 claims this grid tests; all 11" in verdicts
+    assert "the 7 claims shown; all 11" in verdicts
     assert "| accuracy" in verdicts and "| stable-lr" not in verdicts
     assert verdicts.count("**supported**") == 3  # accuracy, bn, relu
     assert "has a checkpoint (last.pt) to measure" in verdicts  # hand-written runs: no weights

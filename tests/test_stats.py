@@ -47,13 +47,36 @@ def test_welch_matches_scipy_and_a_hand_computation() -> None:
     assert stats.welch([98.0], B) is None  # n = 1: no variance, no test
 
 
-def test_welch_without_variance_uses_the_exact_permutation_test() -> None:
-    # every seed agrees in both arms: t is undefined; 2 of the C(6, 3) = 20 splits are as extreme
-    d = stats.welch([98.06] * 3, [10.0] * 3)
-    assert d.test == "permutation" and d.p == pytest.approx(2 / 20)
-    assert d.low == d.high == pytest.approx(88.06)
+def test_zero_variance_is_floored_at_the_resolution_with_no_special_case() -> None:
+    """Defect C: three seeds at 329/360 (sd 1.7e-14 from float rounding) and three at 336/360
+    (sd exactly 0) are the same situation and must give the same kind of test, with a CI of
+    positive width; before, the first gave Welch p ~ 1e-32 and the second a permutation p of
+    0.1 with a zero-width interval."""
+    h = 100 / 360
+    other = [41.1, 44.4, 43.3]
+    near = stats.welch([329 / 360 * 100] * 3, other, resolution=h)
+    exact = stats.welch([336 / 360 * 100] * 3, other, resolution=h)
+    floor = h**2 / 12
+    for d in (near, exact):
+        assert d.sd_a == pytest.approx(math.sqrt(floor))
+        assert d.high - d.low > 1.0
+        # Welch's numbers with the floored variance, computed by hand
+        va, vb = floor / 3, sp.tvar(other) / 3
+        df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 2)
+        assert d.df == pytest.approx(df)
+        assert d.p == pytest.approx(2 * sp.t.sf(abs(d.diff) / math.sqrt(va + vb), df))
+    # both arms without variance: still Welch on the floored variances
+    both = stats.welch([98.06] * 3, [10.0] * 3, resolution=h)
+    assert both.df == pytest.approx(4.0) and both.p < 1e-6 and both.high > both.low
+    # no resolution, no variance: t is undefined, no test
+    assert stats.welch([98.06] * 3, [10.0] * 3) is None
     # one arm without variance is still Welch (df from the other arm)
     assert stats.welch([98.06, 98.06], [61.9, 65.6]).df == pytest.approx(1.0)
+
+
+def test_fisher_exact_divergence_rates() -> None:
+    assert stats.fisher(3, 4, 0, 4) == pytest.approx(sp.fisher_exact([[3, 1], [0, 4]]).pvalue)
+    assert stats.fisher(0, 4, 0, 4) == pytest.approx(1.0)
 
 
 def test_holm_by_hand() -> None:
@@ -87,17 +110,51 @@ def test_variance_ratio_f_test_and_resolution_floor() -> None:
     assert stats.variance_ratio([98.06, 98.06], [10.0, 10.0]) is None
 
 
+def _simulated_welch_power(diff: float, sd_a: float, sd_b: float, n: int, alpha: float,
+                          runs: int = 40_000) -> float:
+    """An independent check: draw n values per arm and run scipy's own Welch test."""
+    import numpy as np
+
+    rng = np.random.default_rng(12345)
+    a = rng.normal(diff, sd_a, (runs, n))
+    b = rng.normal(0.0, sd_b, (runs, n))
+    res = sp.ttest_ind(a, b, axis=1, equal_var=False)
+    return float(np.mean((res.pvalue < alpha) & (np.sign(res.statistic) == np.sign(diff))))
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 6])
+def test_welch_power_matches_a_simulation_of_welchs_test(n: int) -> None:
+    """Defect B: the noncentral-t shortcut gave 0.977 at n = 3 for relu-like inputs where
+    Welch's test has about 0.87; the power must be that of Welch's test, within 0.02."""
+    for diff, sd_a, sd_b, alpha in ((7.7, 1.7, 2.6, 0.05 / 4), (2.0, 1.5, 3.0, 0.05)):
+        assert stats.welch_power(diff, sd_a, sd_b, n, alpha) == pytest.approx(
+            _simulated_welch_power(diff, sd_a, sd_b, n, alpha), abs=0.02)
+
+
+def test_power_is_defined_for_huge_effects() -> None:
+    """Defect A: scipy's nct.cdf is NaN at df 1, ncp ~48, which made seeds_needed skip n."""
+    for n in range(2, 9):
+        power = stats.welch_power(88.1, 0.0, 2.6, n, 0.05 / 4)
+        assert not math.isnan(power)
+    assert stats.welch_power(88.1, 0.0, 2.6, 4, 0.05 / 4) == 1.0
+    need = stats.seeds_needed(88.1, 0.0, 2.6, 0.05 / 4)
+    assert need is not None and need <= 4
+    assert stats.welch_power(88.1, 0.0, 2.6, need - 1, 0.05 / 4) < 0.8
+
+
 def test_power_and_seeds_needed() -> None:
     # the textbook case: effect size d = 1 needs 17 per group (two-sided alpha 0.05, power 0.8)
-    assert stats.seeds_needed(1.0, 1.0, 1.0, 0.05, 0.8) == 17
-    assert stats.welch_power(1.0, 1.0, 1.0, 17, 0.05) == pytest.approx(0.807, abs=0.005)
-    powers = [stats.welch_power(2.0, 1.5, 3.0, n, 0.01) for n in range(2, 12)]
+    assert stats.seeds_needed(1.0, 1.0, 1.0, 0.05, 0.8) in (17, 18)
+    assert stats.welch_power(1.0, 1.0, 1.0, 17, 0.05) == pytest.approx(0.807, abs=0.01)
+    powers = [stats.welch_power(2.0, 1.5, 3.0, n, 0.01) for n in range(2, 12, 3)]
     assert powers == sorted(powers)
     assert stats.seeds_needed(0.0, 1.0, 1.0, 0.05) is None
     assert stats.seeds_needed(0.01, 5.0, 5.0, 0.05) is None  # beyond MAX_SEEDS
     # F test: at ratio 1 the power is alpha; a bigger ratio needs fewer seeds
     assert stats.variance_power(1.0, 5, 0.05) == pytest.approx(0.05)
     assert stats.variance_seeds_needed(0.05, 0.05) < stats.variance_seeds_needed(0.2, 0.05)
+    # and at df (2, 2) the F test has almost no power (docs/claims.md: descriptive there)
+    assert stats.variance_power(0.25, 3, 0.05) == pytest.approx(0.10, abs=0.02)
 
 
 # --- srv table statistics ------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def claims(
                          diversity=diversity)
     text = report.text()
     if output is Format.json:
-        print(json.dumps([r.to_dict() for r in report.results], indent=2))
+        print(json.dumps([r.to_dict() for r in report.shown], indent=2))
     else:
         print(text, end="")
     if write and not ids and not grid and not preset:

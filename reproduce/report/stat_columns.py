@@ -80,6 +80,8 @@ def cell_stats(grid: Grid, df: pd.DataFrame, rows_ax: list[str], cols_ax: list[s
             out.append(CellStats(key, values, stats.mean_interval(values), div,
                                  len(values) + div))
     base = baseline_label(grid, rows_ax, baseline)
+    n_val = df["n_val"].dropna() if "n_val" in df else []
+    resolution = 100.0 / float(n_val.max()) if len(n_val) and metric.endswith("top1") else 0.0
     if base is not None:
         by_key = {cs.key: cs for cs in out}
         for cs in out:
@@ -89,7 +91,7 @@ def cell_stats(grid: Grid, df: pd.DataFrame, rows_ax: list[str], cols_ax: list[s
             if ref is None:
                 continue
             cs.baseline = ref.key
-            cs.diff = stats.welch(cs.values, ref.values)
+            cs.diff = stats.welch(cs.values, ref.values, resolution=resolution)
         tested = [cs for cs in out if cs.diff is not None]
         for cs, p in zip(tested, stats.holm([cs.diff.p for cs in tested]), strict=True):
             cs.p_holm = p
@@ -156,8 +158,8 @@ def _stats_notes(base_name: str | None, n_tests: int, any_div: bool) -> list[str
                   f"of this table" if n_tests else "no comparison has 2 finished seeds in both "
                   "arms yet (n<2: no test)")
         notes.append(f"Δ vs {base_name}: difference of means with Welch's 95% interval; p: "
-                     f"Welch's two-sided t-test (exact permutation test when neither arm "
-                     f"varies); Holm p: {family}.")
+                     f"Welch's two-sided t-test (each arm's variance floored at the resolution "
+                     f"of top-1, h² / 12, h = 100 / val images); Holm p: {family}.")
     if any_div:
         notes.append("diverged: diverged / started runs with the Wilson 95% interval.")
     return notes

@@ -1,0 +1,287 @@
+"""The evidence for a claim: a grid at a preset, its two arms and one value per seed.
+
+Every preset of the claim's grid is searched (``srv ablate <grid> --preset P`` runs are told
+apart by their config hash); the one with the most finished seeds in its smaller arm is used and
+the others are listed. A diverged run is a chance-level top-1 (difference, seed-variance and
+spread claims), and the divergence rates are compared with Fisher's exact test. The diversity
+claim measures each run's checkpoint (the effective rank after the last block).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from reproduce.errors import SrvError
+from reproduce.report.claims.spec import Claim
+from reproduce.report.records import RunIndex
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from reproduce.recipes.grids import Grid
+
+__all__ = ["Evidence", "RunIndex", "find_evidence", "hint", "measure_diversity"]
+
+
+@dataclass
+class Evidence:
+    """What a claim was tested on: a grid at a preset, its two arms and their per-seed values."""
+
+    grid: str
+    preset: str
+    a_name: str
+    b_name: str
+    values_a: list[float]
+    values_b: list[float]
+    seeds_a: list[int]
+    seeds_b: list[int]
+    runs_a: list[str] = field(default_factory=list)
+    runs_b: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)  # other presets that have evidence
+    commits: list[str] = field(default_factory=list)
+    resolution: float = 0.0  # the metric's step: 100 / val images for a top-1
+    diverged: tuple[int, int] = (0, 0)  # diverged runs per arm (counted at chance in the values)
+    best_a: list[float] = field(default_factory=list)  # best-epoch top-1 per seed (descriptive)
+    best_b: list[float] = field(default_factory=list)
+    scale: str = ""  # e.g. "digits, 8 epochs": what a verdict is about
+
+    @property
+    def n(self) -> tuple[int, int]:
+        return len(self.values_a), len(self.values_b)
+
+    def describe(self) -> str:
+        na, nb = self.n
+        seeds = sorted(set(self.seeds_a) | set(self.seeds_b))
+        text = (f"{self.grid} / {self.preset}: {self.a_name} vs {self.b_name}; seeds "
+                f"{_seed_text(seeds)} (n = {na} + {nb})")
+        if self.others:
+            text += "; also " + ", ".join(self.others)
+        return text
+
+
+def _seed_text(seeds: list[int]) -> str:
+    if not seeds:
+        return "none"
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds))
+
+
+def _arm(grid: Grid, df: pd.DataFrame, sel: dict[str, str]) -> tuple[pd.DataFrame, str] | None:
+    """The rows of one arm and its display name; None when this preset lacks a label. The
+    axis names were checked against the grid by :func:`find_evidence`."""
+    from reproduce.report.records import _match
+
+    labels, names = [], []
+    for axis_name, label in sel.items():
+        axis = grid.axis(axis_name)
+        if label in ("@first", "@last"):
+            label = axis.labels[0 if label == "@first" else -1]
+        if label not in axis.labels:
+            return None
+        labels.append(label)
+        names.append(axis.show(label) if len(sel) == 1 else
+                     f"{axis.title or axis_name} {axis.show(label)}")
+    return df[_match(df, list(sel), labels)], ", ".join(names)
+
+
+def _chance(sub: pd.DataFrame) -> float:
+    """Top-1 (%) of a guess: what a diverged run is worth on a spread."""
+    from reproduce.report.records import _num_classes
+
+    return 100.0 / _num_classes(sub.iloc[0]) if len(sub) else 0.0
+
+
+def _per_seed(claim: Claim, grid: Grid, rows: pd.DataFrame) -> tuple[list[float], list[int],
+                                                                     list[str]]:
+    """One value per seed for the claim's statistic (the diversity is measured later). A
+    diverged run counts as a chance-level top-1 in a difference or seed-variance claim, as on a
+    spread: dropping it would make an arm that diverges look more accurate and more repeatable
+    (survivorship)."""
+    if claim.statistic in ("difference", "seed-variance"):
+        ok = rows[rows["status"].isin(["done", "diverged"])].sort_values("seed")
+        chance = _chance(rows)
+        values = [float(r[claim.metric]) if r["status"] == "done" else chance
+                  for _, r in ok.iterrows()]
+        keep = [i for i, v in enumerate(values) if v == v]  # a finished run without the metric
+        return ([values[i] for i in keep], [int(ok["seed"].iloc[i]) for i in keep],
+                [str(ok["run"].iloc[i]) for i in keep])
+    if claim.statistic == "diversity":  # measured on each finished run's checkpoint
+        done = rows[rows["status"] == "done"].dropna(subset=[claim.metric]).sort_values("seed")
+        return ([float(v) for v in done[claim.metric]], [int(s) for s in done["seed"]],
+                list(done["run"]))
+    # spread: every value of the axis finished (or diverged) for the seed
+    from reproduce.report.records import axis_column
+
+    col = axis_column(claim.axis or "")  # the axis was checked by find_evidence
+    width = len(grid.axis(claim.axis or "").labels)
+    chance = _chance(rows)
+    values, seeds, runs = [], [], []
+    for seed, sub in rows.groupby("seed"):
+        ok = sub[sub["status"].isin(["done", "diverged"])]
+        if len(ok) < width or ok[col].nunique() < width:
+            continue
+        accs = [float(r[claim.metric]) if r["status"] == "done" else chance
+                for _, r in ok.iterrows()]
+        if any(a != a for a in accs):
+            continue
+        values.append(max(accs) - min(accs))
+        seeds.append(int(seed))
+        runs += list(ok["run"])
+    return values, seeds, runs
+
+
+def find_evidence(claim: Claim, index: RunIndex, presets: list[str] | None,
+                   force: bool) -> tuple[Evidence | None, str]:
+    """The evidence with the most seeds in its smaller arm over the grid's presets."""
+    from reproduce.recipes.grids import load_grid
+    from reproduce.report.records import check_consistent
+
+    grid0 = load_grid(claim.grid)
+    names = {a.name for a in grid0.axes}
+    for axis_name in [*claim.a, *claim.b, *([claim.axis] if claim.axis else [])]:
+        if axis_name not in names:
+            raise SrvError(f"claim {claim.id!r}: grid {grid0.name!r} has no axis {axis_name!r} "
+                           f"(its axes: {', '.join(sorted(names))}); fix the claims file")
+    candidates = []
+    for preset in grid0.presets:
+        if presets and preset not in presets:
+            continue
+        found = index.frame(claim.grid, preset)
+        if found is None:
+            continue
+        grid, df = found
+        arm_a, arm_b = _arm(grid, df, claim.a), _arm(grid, df, claim.b)
+        if arm_a is None or arm_b is None:
+            continue
+        (rows_a, name_a), (rows_b, name_b) = arm_a, arm_b
+        va, sa, ra = _per_seed(claim, grid, rows_a)
+        vb, sb, rb = _per_seed(claim, grid, rows_b)
+        if not va and not vb:
+            continue
+        both = df.loc[rows_a.index.union(rows_b.index)]
+        check_consistent(both, f"{claim.grid} ({preset}) for claim {claim.id}", force)
+        ev = Evidence(claim.grid, preset, name_a, name_b, va, vb, sa, sb, ra, rb)
+        ev.commits = sorted({str(c)[:7] for c in both["git_commit"].dropna()})
+        n_val = both["n_val"].dropna()
+        ev.resolution = 100.0 / float(n_val.max()) if len(n_val) else 0.0
+        epochs = " / ".join(str(e) for e in sorted({int(e) for e in both["epochs"].dropna()}))
+        ev.scale = f"{' / '.join(sorted({str(d) for d in both['dataset'].dropna()}))}, " \
+                   f"{epochs} epochs"
+        if claim.statistic in ("difference", "seed-variance"):
+            ev.diverged = _divergences(claim, rows_a, rows_b, ev)
+        if claim.statistic == "difference" and claim.metric == "top1":
+            ev.best_a, ev.best_b = (_best(rows, runs) for rows, runs in ((rows_a, ra),
+                                                                          (rows_b, rb)))
+        default = preset == grid0.default_preset
+        candidates.append(((min(ev.n), sum(ev.n), default), ev))
+    if not candidates:
+        return None, f"no finished runs of both arms; run: {hint(claim)}"
+    candidates.sort(key=lambda c: c[0], reverse=True)
+    best = candidates[0][1]
+    best.others = [f"{ev.preset} (n = {ev.n[0]} + {ev.n[1]})" for _, ev in candidates[1:]]
+    return best, ""
+
+
+def _divergences(claim: Claim, rows_a: pd.DataFrame, rows_b: pd.DataFrame,
+                 ev: Evidence) -> tuple[int, int]:
+    """Diverged runs per arm; when any, a note with both rates and Fisher's exact test."""
+    from reproduce.report import stats
+
+    div = [int((r["status"] == "diverged").sum()) for r in (rows_a, rows_b)]
+    if any(div):
+        na, nb = ev.n
+        p = stats.fisher(div[0], na, div[1], nb)
+        ev.notes.append(f"diverged {div[0]}/{na} vs {div[1]}/{nb} (counted as chance-level "
+                        f"top-1), Fisher exact p {'< 0.001' if p < 0.001 else f'= {p:.3f}'}")
+    return div[0], div[1]
+
+
+def _best(rows: pd.DataFrame, runs: list[str]) -> list[float]:
+    """Best-epoch top-1 of the arm's finished runs (the paper reports peak accuracy; reported
+    beside the final-epoch value, not tested)."""
+    done = rows[rows["run"].isin(runs) & (rows["status"] == "done")]
+    return [float(v) for v in done["best_top1"].dropna()]
+
+
+def hint(claim: Claim) -> str:
+    """The ``srv ablate`` command that makes a claim's evidence: the quick preset when it has
+    both arms (the README's main job), else the grid's default preset, with 3 seeds."""
+    from reproduce.recipes.grids import load_grid
+
+    grid0 = load_grid(claim.grid)
+    for preset in ("quick", grid0.default_preset):
+        if preset not in grid0.presets:
+            continue
+        grid = load_grid(claim.grid, preset=preset)
+        labels = {a.name: a.labels for a in grid.axes}
+        if all(v.startswith("@") or v in labels.get(k, []) for arm in (claim.a, claim.b)
+               for k, v in arm.items()):
+            seeds = "" if preset == "quick" else " --seeds 0-2"
+            return f"srv ablate {claim.grid} --preset {preset}{seeds}"
+    return f"srv ablate {claim.grid} --seeds 0-2"
+
+
+def _last_block_erank(targets: list[Any], n_images: int = 256) -> tuple[list[float], str]:
+    """Each target's mean effective rank of the patch tokens after its last block, on the fixed
+    val batch of ``srv analyze diversity`` (the last column of its table; only that layer is
+    measured here, which is what the claim reads)."""
+    import torch
+
+    from reproduce.report.diversity import _image_key, effective_rank, fixed_images, token_layers
+
+    cache: dict[Any, Any] = {}
+    out: list[float] = []
+    layer = "the last block"
+    for t in targets:
+        r = t.recipe()
+        key = _image_key(r)  # the batch srv analyze diversity uses for this data
+        if key not in cache:
+            cache[key] = fixed_images(r, n_images)
+        images, num_classes, _ = cache[key]
+        model = t.load("last", "cpu", num_classes)
+        layer, module, drop = token_layers(model)[-1]
+        ranks: list[torch.Tensor] = []
+        handle = module.register_forward_hook(
+            lambda _m, _i, o, d=drop, acc=ranks: acc.append(
+                effective_rank(o[:, d:].to(torch.float64))))
+        try:
+            with torch.no_grad():
+                for chunk in images.split(64):
+                    model.forward_features(chunk)
+        finally:
+            handle.remove()
+        out.append(float(torch.cat(ranks).mean()))
+        del model
+    return out, layer
+
+
+def measure_diversity(claim: Claim, ev: Evidence, index: RunIndex) -> None:
+    """Replace the evidence's values by each run's effective rank after the last block."""
+    from reproduce.report.diversity import DEFAULT_IMAGES
+    from reproduce.report.targets import grid_targets
+
+    grid, _ = index.frame(claim.grid, ev.preset)  # type: ignore[misc]
+    wanted = set(ev.runs_a) | set(ev.runs_b)
+    states = [s for s in index.states(claim.grid, ev.preset) if s.cfg.run_name in wanted]
+    targets, _ = grid_targets(grid, index.runs_root, "last", states=states)
+    values, layer = _last_block_erank(targets, DEFAULT_IMAGES)
+    erank = {t.source: v for t, v in zip(targets, values, strict=True)}
+    va: list[float] = []
+    vb: list[float] = []
+    sa: list[int] = []
+    sb: list[int] = []
+    for st in states:
+        value = erank.get(str(st.run_dir))
+        if value is None:
+            continue
+        if st.cfg.run_name in ev.runs_a:
+            va.append(value)
+            sa.append(st.cell.seed)
+        else:
+            vb.append(value)
+            sb.append(st.cell.seed)
+    ev.values_a, ev.values_b, ev.seeds_a, ev.seeds_b = va, vb, sa, sb
+    ev.notes.append(f"after {layer}, {DEFAULT_IMAGES} val images")

@@ -1,0 +1,175 @@
+"""The paper's claims as data: a claims file (``recipes/claims/wang2022.toml``) read and checked.
+
+A claim (one ``[[claim]]``) is the claim in one line, an evidence query (a grid and its two
+arms, as axis labels), a statistic from a fixed vocabulary (:data:`STATISTICS`) and a decision
+rule (``expect``: what the claim predicts of arm a against arm b). The file's ``[design]`` table
+pre-registers the confirmatory run (grid, preset, scale, seeds, the Holm family and the main
+claims) with seeds disjoint from the calibration's. docs/claims.md says how each claim is made
+testable.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reproduce.errors import SrvError
+
+__all__ = ["STATISTICS", "VERDICTS", "Claim", "ClaimSet", "Design", "claims_path", "load_claims"]
+
+STATISTICS = ("difference", "spread", "seed-variance", "diversity", "cost")
+EXPECT = ("greater", "less")
+VERDICTS = ("supported", "contradicted", "inconclusive", "no evidence", "within bound",
+            "exceeds bound")
+_CLAIM_KEYS = {"id", "text", "paper", "grid", "statistic", "a", "b", "expect", "metric", "axis",
+               "models", "max_extra"}
+_TOP_KEYS = {"alpha", "power", "claim", "design"}
+_DESIGN_KEYS = {"grid", "preset", "scale", "seeds", "calibration", "calibration_seeds", "family",
+                "main"}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the paper, its evidence query, statistic and decision rule."""
+
+    id: str
+    text: str
+    paper: str
+    grid: str
+    statistic: str
+    a: dict[str, str] = field(default_factory=dict)
+    b: dict[str, str] = field(default_factory=dict)
+    expect: str = "greater"
+    metric: str = "top1"
+    axis: str | None = None
+    models: tuple[str, str] | None = None
+    max_extra: float | None = None
+
+
+@dataclass(frozen=True)
+class Design:
+    """The pre-registered confirmatory design: where the main claims are tested (a grid at a
+    preset and scale), with which seeds, and the calibration those were sized from (its seeds
+    must not be among the confirmatory ones)."""
+
+    grid: str
+    preset: str
+    scale: str
+    seeds: tuple[int, ...]
+    calibration: str
+    calibration_seeds: tuple[int, ...]
+    family: tuple[str, ...]
+    main: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ClaimSet:
+    claims: list[Claim]
+    alpha: float
+    power: float
+    path: Path
+    design: Design | None = None
+
+
+def claims_path() -> Path:
+    """``$SRV_CLAIMS``, else the paper's claims, ``claims/wang2022.toml`` in the recipe
+    directory (a folder of its own: every ``*.toml`` directly in ``recipes/`` is a recipe)."""
+    env = os.environ.get("SRV_CLAIMS")
+    if env:
+        return Path(env)
+    from reproduce.recipes.recipe import recipe_dir
+
+    return recipe_dir() / "claims" / "wang2022.toml"
+
+
+def load_claims(path: Path | str | None = None) -> ClaimSet:
+    """Read and check a claims file (every key, statistic and rule; errors name the claim)."""
+    path = Path(path) if path is not None else claims_path()
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SrvError(f"no claims file {path}: set SRV_CLAIMS or restore "
+                       f"recipes/claims/wang2022.toml") from None
+    except tomllib.TOMLDecodeError as err:
+        raise SrvError(f"claims file {path} is not valid TOML: {err}") from None
+    unknown = set(doc) - _TOP_KEYS
+    if unknown:
+        raise SrvError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: "
+                       f"{', '.join(sorted(_TOP_KEYS))}")
+    alpha, power = float(doc.get("alpha", 0.05)), float(doc.get("power", 0.8))
+    if not 0 < alpha < 1 or not 0 < power < 1:
+        raise SrvError(f"{path}: alpha and power must be between 0 and 1")
+    claims = []
+    for i, spec in enumerate(doc.get("claim", [])):
+        where = f"{path} [[claim]] {spec.get('id', f'#{i + 1}')}"
+        unknown = set(spec) - _CLAIM_KEYS
+        if unknown:
+            raise SrvError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: "
+                           f"{', '.join(sorted(_CLAIM_KEYS))}")
+        missing = [k for k in ("id", "text", "grid", "statistic") if not spec.get(k)]
+        if missing:
+            raise SrvError(f"{where}: needs {', '.join(missing)}")
+        statistic = spec["statistic"]
+        if statistic not in STATISTICS:
+            raise SrvError(f"{where}: statistic {statistic!r} is not one of "
+                           f"{', '.join(STATISTICS)}")
+        expect = spec.get("expect", "less" if statistic == "cost" else "greater")
+        if expect not in EXPECT:
+            raise SrvError(f"{where}: expect {expect!r} is not greater or less")
+        if statistic == "cost":
+            models = spec.get("models")
+            if not (isinstance(models, list) and len(models) == 2) or "max_extra" not in spec:
+                raise SrvError(f"{where}: a cost claim needs models = [with, without] and "
+                               f"max_extra = <fraction>")
+            claims.append(Claim(spec["id"], spec["text"], spec.get("paper", ""), spec["grid"],
+                                statistic, expect=expect, models=(models[0], models[1]),
+                                max_extra=float(spec["max_extra"])))
+            continue
+        if not isinstance(spec.get("a"), dict) or not isinstance(spec.get("b"), dict):
+            raise SrvError(f"{where}: needs the two arms a = {{ axis = label }} and b = {{...}}")
+        if statistic == "spread" and not spec.get("axis"):
+            raise SrvError(f"{where}: a spread claim needs axis = '<the axis to spread over>'")
+        claims.append(Claim(spec["id"], spec["text"], spec.get("paper", ""), spec["grid"],
+                            statistic, {k: str(v) for k, v in spec["a"].items()},
+                            {k: str(v) for k, v in spec["b"].items()}, expect,
+                            spec.get("metric", "top1"), spec.get("axis")))
+    ids = [c.id for c in claims]
+    if len(set(ids)) != len(ids):
+        raise SrvError(f"{path}: claim ids must be unique")
+    design = _load_design(doc.get("design"), path, ids)
+    return ClaimSet(claims, alpha, power, path, design)
+
+
+def _load_design(spec: Any, path: Path, ids: list[str]) -> Design | None:
+    """The ``[design]`` table, checked: known keys, integer seeds, no calibration seed reused,
+    claim ids that exist."""
+    if spec is None:
+        return None
+    where = f"{path} [design]"
+    if not isinstance(spec, dict):
+        raise SrvError(f"{where}: must be a table ([design] with grid, preset, seeds, ...)")
+    unknown = set(spec) - _DESIGN_KEYS
+    if unknown:
+        raise SrvError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: "
+                       f"{', '.join(sorted(_DESIGN_KEYS))}")
+    missing = [k for k in ("grid", "preset", "seeds") if not spec.get(k)]
+    if missing:
+        raise SrvError(f"{where}: needs {', '.join(missing)}")
+    seeds, cal = spec["seeds"], spec.get("calibration_seeds", [])
+    for name, value in (("seeds", seeds), ("calibration_seeds", cal)):
+        if not (isinstance(value, list) and all(isinstance(s, int) for s in value)):
+            raise SrvError(f"{where}: {name} must be a list of integers")
+    reused = sorted(set(seeds) & set(cal))
+    if reused:
+        raise SrvError(f"{where}: seeds {', '.join(map(str, reused))} were used in calibration; "
+                       f"choose confirmatory seeds disjoint from calibration_seeds")
+    family, main = list(spec.get("family", [])), list(spec.get("main", []))
+    unknown_ids = sorted(set(family + main) - set(ids))
+    if unknown_ids:
+        raise SrvError(f"{where}: no claim {', '.join(unknown_ids)}; claims: {', '.join(ids)}")
+    return Design(str(spec["grid"]), str(spec["preset"]), str(spec.get("scale", "")),
+                  tuple(seeds), str(spec.get("calibration", "")), tuple(cal), tuple(family),
+                  tuple(main))
