@@ -17,6 +17,11 @@ Everything a table or a claim says about uncertainty comes from here, computed w
   inside [0, 1] and is not degenerate at 0 of n (``scipy.stats.binomtest(...).proportion_ci``).
 * :func:`variance_ratio`: the F test of two variances (across-seed spread), with its exact power.
 * :func:`fisher`: Fisher's exact test of two divergence rates (``scipy.stats.fisher_exact``).
+* :func:`paired_draws`, :func:`draws_needed`: two arms' errors on the same random
+  hyper-parameter draws (Xiao et al.'s stability EDF, docs/paper.md §3), paired by draw:
+  Wilcoxon's signed-rank test (``scipy.stats.wilcoxon``) and each arm's fraction of draws under
+  the pooled median error; the draws a verdict needs by the normal approximation over Wilcoxon's
+  asymptotic relative efficiency (an approximation, not a simulation).
 * :func:`seeds_needed`, :func:`welch_power`, :func:`variance_seeds_needed`: how many seeds per arm
   a test needs to reach a given power at a given effect and spread. Welch power is a seeded,
   vectorised simulation of Welch's test itself (the noncentral-t shortcut with the population
@@ -48,6 +53,9 @@ __all__ = [
     "seeds_needed",
     "variance_power",
     "variance_seeds_needed",
+    "PairedDraws",
+    "paired_draws",
+    "draws_needed",
     "MAX_SEEDS",
 ]
 
@@ -320,3 +328,74 @@ def variance_seeds_needed(ratio: float, alpha: float, power: float = 0.8,
         if variance_power(ratio, n, alpha) >= power:
             return n
     return None
+
+
+# --- paired by draw (the ``paired-edf`` claims) ---------------------------------------------------
+
+#: Wilcoxon's asymptotic relative efficiency against the paired t-test on normal data (3 / pi)
+WILCOXON_ARE = 3 / math.pi
+
+
+@dataclass(frozen=True)
+class PairedDraws:
+    """Two arms' errors on the same draws: the mean per-draw difference (a - b) with its 95%
+    t interval (descriptive), the signed-rank test, and each arm's EDF at the pooled median."""
+
+    n: int
+    diff: float  # mean of a - b over the draws
+    sd_diff: float
+    low: float
+    high: float
+    statistic: float  # Wilcoxon's W
+    p: float
+    median_a: float
+    median_b: float
+    threshold: float  # the pooled median error
+    under_a: float  # fraction of a's draws with error <= threshold
+    under_b: float
+    mean_a: float
+    mean_b: float
+
+    def describe(self) -> str:
+        return f"Wilcoxon signed-rank over {self.n} paired draws, W = {self.statistic:g}"
+
+
+def paired_draws(a: Sequence[float], b: Sequence[float], level: float = LEVEL
+                 ) -> PairedDraws | None:
+    """The paired comparison of ``a`` and ``b`` (same length, element i = draw i): Wilcoxon's
+    signed-rank test, two-sided, zeros dropped (``zero_method="wilcox"``); no normality assumed,
+    which matters here: a draw either trains or collapses to chance. None with fewer than 2
+    draws or when every difference is 0 (the test is undefined)."""
+    import numpy as np
+    from scipy import stats
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(x) != len(y):
+        raise ValueError("paired arms need one value per draw in each")
+    d = x - y
+    if len(d) < 2 or not np.any(d != 0):
+        return None
+    res = stats.wilcoxon(x, y, zero_method="wilcox", alternative="two-sided")
+    sd = float(np.std(d, ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1)) * sd / math.sqrt(len(d))
+    pooled = float(np.median(np.concatenate([x, y])))
+    return PairedDraws(len(d), float(d.mean()), sd, float(d.mean()) - half,
+                       float(d.mean()) + half, float(res.statistic), float(res.pvalue),
+                       float(np.median(x)), float(np.median(y)), pooled,
+                       float(np.mean(x <= pooled)), float(np.mean(y <= pooled)),
+                       float(x.mean()), float(y.mean()))
+
+
+def draws_needed(diff: float, sd_diff: float, alpha: float, power: float = 0.8,
+                 limit: int = 1000) -> int | None:
+    """Draws that would give the signed-rank test ``power`` at the observed mean difference and
+    its spread: the normal approximation of the paired test, divided by Wilcoxon's ARE (3 / pi)
+    (an approximation, not a simulation), at least 6 (below 6 pairs the exact two-sided test
+    cannot reach p < 0.05); None when beyond ``limit`` or the effect is 0."""
+    from scipy import stats
+
+    if diff == 0 or sd_diff <= 0:
+        return None if diff == 0 else 6
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    n = max(math.ceil((z * sd_diff / abs(diff)) ** 2 / WILCOXON_ARE), 6)
+    return n if n <= limit else None
