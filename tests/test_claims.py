@@ -155,7 +155,9 @@ def test_one_seed_never_gives_a_verdict(tmp_path: Path) -> None:
     report = cl.evaluate(tmp_path / "runs", ids=["bn", "stable-lr"])
     assert {r.verdict for r in report.shown} == {"no evidence"}
     assert "srv ablate stem --preset quick" in _by_id(report)["bn"].reason
-    assert "srv ablate lr --preset mini --seeds 0-2" in _by_id(report)["stable-lr"].reason
+    # a claim that names its preset points at it (and at the full run that trains it)
+    assert "srv ablate lr --preset quick (or srv claims --run)" in \
+        _by_id(report)["stable-lr"].reason
 
 
 def test_round_one_two_seed_stem_grid(tmp_path: Path, tables_env: Path) -> None:  # noqa: F811
@@ -285,9 +287,44 @@ def test_main_job_ends_with_the_verdicts(tmp_path: Path) -> None:
     assert "0 trained in this pass" in out
     assert out.index("## Stem ablation") < out.index("## Does the claim reproduce?")
     verdicts = out[out.index("## Does the claim reproduce?"):]
-    assert "the 7 claims shown; all 11" in verdicts
+    assert "the 7 claims shown; all 12" in verdicts
     assert "| accuracy" in verdicts and "| stable-lr" not in verdicts
     assert verdicts.count("**supported**") == 3  # accuracy, bn, relu
     assert "has a checkpoint (last.pt) to measure" in verdicts  # hand-written runs: no weights
     assert "| stable-lr" in (tables / "claims.md").read_text()
     assert (tables / "stem-quick.md").exists()
+
+
+def test_one_calibration_rule_for_the_design_and_each_claims_preset(tmp_path: Path) -> None:
+    """A confirmatory preset's seeds may be none of its grid's calibration seeds, whether they
+    are recorded in [design] or on a claim; the design's family is every testable claim."""
+    src = cl.claims_path().read_text()
+    cs = cl.load_claims()
+    assert cs.design is not None and set(cs.design.family) == {
+        c.id for c in cs.claims if c.statistic != "cost"}
+    assert {c.id: c.preset for c in cs.claims}["convs-alone"] == "quick-linear"
+    assert cl.calibration_seeds(cs.claims, cs.design, "stem") == set(range(10)) | {200, 201, 202}
+    path = tmp_path / "claims.toml"
+    # a claim's calibration seed that is a seed of the [design]'s preset (stem / quick, 100-103)
+    path.write_text(src.replace("calibration_seeds = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 200, 201, "
+                                "202]", "calibration_seeds = [101]"))
+    with pytest.raises(SrvError, match=r"\[design\]: seeds 101 of stem / quick were used in "
+                                       r"calibration"):
+        cl.load_claims(path)
+    # the [design]'s calibration seed that is a seed of a claim's preset (stem / quick-linear)
+    path.write_text(src.replace("calibration_seeds = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n",
+                                "calibration_seeds = [0, 102]\n"))
+    with pytest.raises(SrvError, match=r"\[design\]: seeds 102 of stem / quick were used"):
+        cl.load_claims(path)
+    # a claim's own calibration seed among its preset's seeds
+    path.write_text(src.replace('preset = "quick"\ncalibration = "docs/claims-calibration-'
+                                'stability.jsonl"\ncalibration_seeds = [200, 201, 202]',
+                                'preset = "quick"\ncalibration_seeds = [103]', 1))
+    with pytest.raises(SrvError, match=r"stable-lr: seeds 103 of lr / quick were used"):
+        cl.load_claims(path)
+    path.write_text(src.replace('preset = "quick-linear"', 'preset = "quick-lin"'))
+    with pytest.raises(SrvError, match="convs-alone: grid 'stem' has no preset 'quick-lin'"):
+        cl.load_claims(path)
+    path.write_text(src.replace('"stable-edf", "diversity"', '"diversity"'))
+    with pytest.raises(SrvError, match=r"\[design\]: family lacks stable-edf; Holm's family"):
+        cl.load_claims(path)

@@ -11,6 +11,8 @@ import typer
 from reproduce.commands._options import RunsDirOpt
 from reproduce.errors import SrvError, handle_errors
 
+RUN = "The full run (srv claims --run)"
+
 
 class Format(StrEnum):
     markdown = "markdown"
@@ -21,7 +23,8 @@ class Format(StrEnum):
 def claims(
     ids: Annotated[list[str] | None, typer.Argument(
         help="Claim ids (accuracy, bn, relu, convs-alone, stable-seeds, stable-lr, "
-             "stable-warmup, stable-optimizer, diversity, cost, longer); default: all.",
+             "stable-warmup, stable-optimizer, stable-edf, diversity, cost, longer); default: "
+             "all.",
         show_default=False)] = None,
     grid: Annotated[list[str] | None, typer.Option(
         "--grid", help="Only the claims whose evidence is this grid (repeatable).")] = None,
@@ -46,6 +49,23 @@ def claims(
     claims_file: Annotated[Path | None, typer.Option(
         "--claims", help="A claims file (default: recipes/claims/wang2022.toml, "
                          "$SRV_CLAIMS).")] = None,
+    run: Annotated[bool, typer.Option(
+        "--run", rich_help_panel=RUN, help="The full run: train every grid the claims need "
+        "(each claim's preset), resumably, then print the report.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", rich_help_panel=RUN, help="With --run: list each grid's cells (done / "
+        "pending) and the estimated time; train nothing.")] = False,
+    scale: Annotated[str, typer.Option(
+        rich_help_panel=RUN, help="With --run: quick (each claim's CPU preset) or imagenet "
+        "(the paper's scale; only with --dry-run: the runs and GPU-hours per claim).")
+    ] = "quick",
+    jobs: Annotated[int, typer.Option(
+        min=1, rich_help_panel=RUN, help="With --run: cells trained at once (as srv ablate "
+                                          "--jobs).")] = 1,
+    img_per_s: Annotated[float | None, typer.Option(
+        min=0.001, rich_help_panel=RUN, help="With --scale imagenet: training img/s per GPU "
+        "for every model (default: srv bench figures, else the ViT-S anchor scaled by "
+        "GFLOPs).")] = None,
 ) -> None:
     """Check each claim of the paper against the finished runs, with a verdict.
 
@@ -59,6 +79,14 @@ def claims(
     from reproduce.report.reference import tables_dir as default_tables_dir
     from reproduce.report.render import write_table
 
+    if run or dry_run or scale != "quick":
+        if not run:
+            raise SrvError("--dry-run and --scale go with --run: srv claims --run --dry-run")
+        from reproduce.commands._claims_run import full_run
+
+        if not full_run(ids or None, runs_dir, claims_file, scale, dry_run, jobs, img_per_s):
+            return
+        ids = None  # the report below is the full one
     if not runs_dir.is_dir():
         raise SrvError(f"no runs directory at {runs_dir}: give --runs-dir (or $SRV_RUNS) the "
                        "folder that srv ablate / srv train wrote its runs to")

@@ -25,6 +25,7 @@ from reproduce.report.claims.spec import (
     Claim,
     ClaimSet,
     Design,
+    calibration_seeds,
     claims_path,
     load_claims,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "Evidence",
     "Result",
     "Report",
+    "calibration_seeds",
     "claims_path",
     "load_claims",
     "evaluate",
@@ -76,14 +78,16 @@ def _result(claim: Claim, index: RunIndex, presets: list[str] | None, force: boo
                          f"no finished run of {missing}; run: {hint(claim)}")
     elif min(na, nb) < 2:
         result.verdict = "inconclusive"
-        result.reason = (f"n = {na} + {nb}: one seed has no variance, so no test and no "
+        result.reason = (f"one paired draw, so no test; run more draws (srv ablate {claim.grid} "
+                         f"--preset {ev.preset} --samples 16)" if claim.statistic == "paired-edf"
+                         else f"n = {na} + {nb}: one seed has no variance, so no test and no "
                          f"estimate; run at least 2 seeds per arm (srv ablate {claim.grid} "
                          f"--preset {ev.preset} --seeds 0-2)")
     else:
         result.test = run_test(claim, ev)
         if result.test is None:
             result.verdict = "inconclusive"
-            result.reason = no_test_reason(ev)
+            result.reason = no_test_reason(ev, claim.statistic)
         else:
             result.statistic = statistic_text(claim, ev, result.test)
     return result, False

@@ -1,10 +1,12 @@
 """The evidence for a claim: a grid at a preset, its two arms and one value per seed.
 
 Every preset of the claim's grid is searched (``srv ablate <grid> --preset P`` runs are told
-apart by their config hash); the one with the most finished seeds in its smaller arm is used and
-the others are listed. A diverged run is a chance-level top-1 (difference, seed-variance and
-spread claims), and the divergence rates are compared with Fisher's exact test. The diversity
-claim measures each run's checkpoint (the effective rank after the last block).
+apart by their config hash); among those with a test (2 or more values per arm) the claim's own
+``preset`` comes first, then the one with the most finished seeds in its smaller arm; the others
+are listed. A ``paired-edf`` claim takes one value per random draw (both arms' errors on the
+draws both finished). A diverged run is a chance-level top-1 (difference, seed-variance, spread
+and paired-edf claims), and the divergence rates are compared with Fisher's exact test. The
+diversity claim measures each run's checkpoint (the effective rank after the last block).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from reproduce.recipes.grids import Grid
 
-__all__ = ["Evidence", "RunIndex", "find_evidence", "hint", "measure_diversity"]
+__all__ = ["Evidence", "RunIndex", "find_evidence", "hint", "measure_diversity", "per_draw"]
 
 
 @dataclass
@@ -133,9 +135,35 @@ def _per_seed(claim: Claim, grid: Grid, rows: pd.DataFrame) -> tuple[list[float]
     return values, seeds, runs
 
 
+def per_draw(rows: pd.DataFrame, column: str, metric: str, chance: float
+             ) -> dict[tuple[str, int], tuple[float, str]]:
+    """``(draw label, seed) -> (top-1 error, run)`` of one arm's finished or diverged runs (a
+    diverged run: the chance-level error ``100 - chance``)."""
+    out = {}
+    for _, r in rows[rows["status"].isin(["done", "diverged"])].iterrows():
+        top1 = float(r[metric]) if r["status"] == "done" else chance
+        if top1 == top1:
+            out[(str(r[column]), int(r["seed"]))] = (100.0 - top1, str(r["run"]))
+    return out
+
+
+def _paired(claim: Claim, rows_a: pd.DataFrame, rows_b: pd.DataFrame) -> tuple[list[Any], ...]:
+    """Both arms' top-1 errors on the draws (draw label, seed) both finished, in draw order
+    (:func:`~reproduce.report.stats.paired_draws` tests them); the seeds list one entry per
+    draw."""
+    from reproduce.report.records import axis_column
+
+    col, chance = axis_column(claim.axis or ""), _chance(rows_a)
+    a, b = (per_draw(rows, col, claim.metric, chance) for rows in (rows_a, rows_b))
+    keys = sorted(set(a) & set(b))
+    return ([a[k][0] for k in keys], [k[1] for k in keys], [a[k][1] for k in keys],
+            [b[k][0] for k in keys], [k[1] for k in keys], [b[k][1] for k in keys])
+
+
 def find_evidence(claim: Claim, index: RunIndex, presets: list[str] | None,
                    force: bool) -> tuple[Evidence | None, str]:
-    """The evidence with the most seeds in its smaller arm over the grid's presets."""
+    """The evidence over the grid's presets: testable first, then the claim's own preset, then
+    the most seeds in the smaller arm."""
     from reproduce.recipes.grids import load_grid
     from reproduce.report.records import check_consistent
 
@@ -157,8 +185,11 @@ def find_evidence(claim: Claim, index: RunIndex, presets: list[str] | None,
         if arm_a is None or arm_b is None:
             continue
         (rows_a, name_a), (rows_b, name_b) = arm_a, arm_b
-        va, sa, ra = _per_seed(claim, grid, rows_a)
-        vb, sb, rb = _per_seed(claim, grid, rows_b)
+        if claim.statistic == "paired-edf":
+            va, sa, ra, vb, sb, rb = _paired(claim, rows_a, rows_b)
+        else:
+            va, sa, ra = _per_seed(claim, grid, rows_a)
+            vb, sb, rb = _per_seed(claim, grid, rows_b)
         if not va and not vb:
             continue
         both = df.loc[rows_a.index.union(rows_b.index)]
@@ -176,7 +207,9 @@ def find_evidence(claim: Claim, index: RunIndex, presets: list[str] | None,
             ev.best_a, ev.best_b = (_best(rows, runs) for rows, runs in ((rows_a, ra),
                                                                           (rows_b, rb)))
         default = preset == grid0.default_preset
-        candidates.append(((min(ev.n), sum(ev.n), default), ev))
+        # testable first, then the claim's own (pre-registered) preset, then the most seeds
+        candidates.append(((min(ev.n) >= 2, preset == claim.preset, min(ev.n), sum(ev.n),
+                            default), ev))
     if not candidates:
         return None, f"no finished runs of both arms; run: {hint(claim)}"
     candidates.sort(key=lambda c: c[0], reverse=True)
@@ -207,10 +240,13 @@ def _best(rows: pd.DataFrame, runs: list[str]) -> list[float]:
 
 
 def hint(claim: Claim) -> str:
-    """The ``srv ablate`` command that makes a claim's evidence: the quick preset when it has
-    both arms (the README's main job), else the grid's default preset, with 3 seeds."""
+    """The ``srv ablate`` command that makes a claim's evidence: the claim's own preset (which
+    ``srv claims --run`` trains), else the quick preset when it has both arms (the README's main
+    job), else the grid's default preset, with 3 seeds."""
     from reproduce.recipes.grids import load_grid
 
+    if claim.preset:
+        return f"srv ablate {claim.grid} --preset {claim.preset} (or srv claims --run)"
     grid0 = load_grid(claim.grid)
     for preset in ("quick", grid0.default_preset):
         if preset not in grid0.presets:

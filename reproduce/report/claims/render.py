@@ -49,6 +49,15 @@ def _design_text(report: Report) -> str:
             f"({d.calibration}); main claims {', '.join(d.main)}.{status}")
 
 
+def _paired_text(report: Report) -> str:
+    """The paired-by-draw rule, when a paired-edf claim was tested (docs/claims.md)."""
+    if not any(r.claim.statistic == "paired-edf" and r.test is not None for r in report.results):
+        return ""
+    return (" A paired-edf claim pairs the two arms' top-1 errors by random (lr, wd) draw: "
+            "Wilcoxon's signed-rank test, its undecided verdict with the draws that would decide "
+            "it (a normal approximation over Wilcoxon's efficiency 3 / π, not a simulation).")
+
+
 def render_markdown(report: Report, only: set[str] | None = None) -> str:
     """The claims report for the shown claims (``only`` narrows them further); the decision rule
     names the whole family, which filters never change."""
@@ -92,9 +101,10 @@ def render_markdown(report: Report, only: set[str] | None = None) -> str:
         f"no verdict. Final-epoch top-1 is tested (the paper reports peak accuracy; best-epoch "
         f"top-1 is shown beside it). A diverged run counts as chance-level top-1. Variances are "
         f"floored at the resolution of top-1 (h² / 12, h = 100 / val images). The F test at a "
-        f"few seeds per arm is descriptive. Evidence: the grid preset with the most seeds per "
-        f"arm (others listed). Intervals: 95%, Welch (difference of means) or F (variance "
-        f"ratio).{_design_text(report)} Code: git {', '.join(commits) or 'unknown'}. How each "
-        f"claim is made testable: docs/claims.md.",
+        f"few seeds per arm is descriptive. Evidence: of the grid presets with a test, the "
+        f"claim's own, else the one with the most seeds per arm (others listed). Intervals: "
+        f"95%, Welch (difference of means) or F (variance ratio).{_paired_text(report)}"
+        f"{_design_text(report)} Code: git {', '.join(commits) or 'unknown'}. How each claim "
+        f"is made testable: docs/claims.md.",
     ]
     return "\n".join(lines) + "\n"

@@ -2,10 +2,12 @@
 
 A claim (one ``[[claim]]``) is the claim in one line, an evidence query (a grid and its two
 arms, as axis labels), a statistic from a fixed vocabulary (:data:`STATISTICS`) and a decision
-rule (``expect``: what the claim predicts of arm a against arm b). The file's ``[design]`` table
-pre-registers the confirmatory run (grid, preset, scale, seeds, the Holm family and the main
-claims) with seeds disjoint from the calibration's. docs/claims.md says how each claim is made
-testable.
+rule (``expect``: what the claim predicts of arm a against arm b), and the ``preset`` its
+evidence comes from with the calibration that chose that scale (``calibration_seeds``). The
+file's ``[design]`` table pre-registers the confirmatory run (grid, preset, scale, seeds, the Holm
+family and the main claims). One rule covers both: a confirmatory preset's seeds are disjoint
+from every calibration seed of its grid (:func:`calibration_seeds`). docs/claims.md says how each
+claim is made testable.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ from typing import Any
 
 from reproduce.errors import SrvError
 
-__all__ = ["STATISTICS", "VERDICTS", "Claim", "ClaimSet", "Design", "claims_path", "load_claims"]
+__all__ = ["STATISTICS", "VERDICTS", "Claim", "ClaimSet", "Design", "calibration_seeds",
+           "claims_path", "load_claims"]
 
-STATISTICS = ("difference", "spread", "seed-variance", "diversity", "cost")
+STATISTICS = ("difference", "spread", "seed-variance", "diversity", "cost", "paired-edf")
 EXPECT = ("greater", "less")
 VERDICTS = ("supported", "contradicted", "inconclusive", "no evidence", "within bound",
             "exceeds bound")
 _CLAIM_KEYS = {"id", "text", "paper", "grid", "statistic", "a", "b", "expect", "metric", "axis",
-               "models", "max_extra"}
+               "models", "max_extra", "preset", "calibration", "calibration_seeds"}
 _TOP_KEYS = {"alpha", "power", "claim", "design"}
 _DESIGN_KEYS = {"grid", "preset", "scale", "seeds", "calibration", "calibration_seeds", "family",
                 "main"}
@@ -47,6 +50,11 @@ class Claim:
     axis: str | None = None
     models: tuple[str, str] | None = None
     max_extra: float | None = None
+    #: the preset the evidence comes from (srv claims --run trains it), and the calibration
+    #: that chose its scale: a record of runs and their seeds (disjoint from the preset's)
+    preset: str | None = None
+    calibration: str = ""
+    calibration_seeds: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,22 +138,73 @@ def load_claims(path: Path | str | None = None) -> ClaimSet:
             continue
         if not isinstance(spec.get("a"), dict) or not isinstance(spec.get("b"), dict):
             raise SrvError(f"{where}: needs the two arms a = {{ axis = label }} and b = {{...}}")
-        if statistic == "spread" and not spec.get("axis"):
-            raise SrvError(f"{where}: a spread claim needs axis = '<the axis to spread over>'")
+        if statistic in ("spread", "paired-edf") and not spec.get("axis"):
+            raise SrvError(f"{where}: a {statistic} claim needs axis = '<the axis to "
+                           f"{'spread over' if statistic == 'spread' else 'pair by'}>'")
         claims.append(Claim(spec["id"], spec["text"], spec.get("paper", ""), spec["grid"],
                             statistic, {k: str(v) for k, v in spec["a"].items()},
                             {k: str(v) for k, v in spec["b"].items()}, expect,
-                            spec.get("metric", "top1"), spec.get("axis")))
+                            spec.get("metric", "top1"), spec.get("axis"),
+                            preset=str(spec["preset"]) if spec.get("preset") else None,
+                            calibration=str(spec.get("calibration", "")),
+                            calibration_seeds=tuple(_seed_list(
+                                spec.get("calibration_seeds", []), where,
+                                "calibration_seeds"))))
     ids = [c.id for c in claims]
     if len(set(ids)) != len(ids):
         raise SrvError(f"{path}: claim ids must be unique")
-    design = _load_design(doc.get("design"), path, ids)
+    design = _load_design(doc.get("design"), path, claims)
+    _check_fresh_seeds(claims, design, path)
     return ClaimSet(claims, alpha, power, path, design)
 
 
-def _load_design(spec: Any, path: Path, ids: list[str]) -> Design | None:
-    """The ``[design]`` table, checked: known keys, integer seeds, no calibration seed reused,
-    claim ids that exist."""
+def _seed_list(value: Any, where: str, name: str) -> list[int]:
+    """A list of integer seeds, else a one-line error naming the key."""
+    if not (isinstance(value, list) and all(isinstance(s, int) for s in value)):
+        raise SrvError(f"{where}: {name} must be a list of integers")
+    return list(value)
+
+
+def calibration_seeds(claims: list[Claim], design: Design | None, grid: str) -> set[int]:
+    """Every seed a calibration of ``grid`` used (the claims' ``calibration_seeds`` and the
+    [design] table's): the seeds no confirmatory preset of that grid may use."""
+    seeds = {s for c in claims if c.grid == grid for s in c.calibration_seeds}
+    if design is not None and design.grid == grid:
+        seeds |= set(design.calibration_seeds)
+    return seeds
+
+
+def _check_fresh_seeds(claims: list[Claim], design: Design | None, path: Path) -> None:
+    """The one calibration rule, for the [design] table and every claim's ``preset``: the
+    confirmatory seeds are none of the grid's calibration seeds (the scale was chosen on those;
+    reusing them would test on the data the design was fitted to). A claim's preset must exist."""
+    checks: list[tuple[str, str, str, tuple[int, ...]]] = []
+    if design is not None:
+        checks.append((f"{path} [design]", design.grid, design.preset, design.seeds))
+    for claim in claims:
+        if claim.preset is None:
+            continue
+        from reproduce.recipes.grids import load_grid
+
+        where = f"{path} [[claim]] {claim.id}"
+        grid = load_grid(claim.grid)
+        if claim.preset not in grid.presets:
+            raise SrvError(f"{where}: grid {grid.name!r} has no preset {claim.preset!r} (its "
+                           f"presets: {', '.join(grid.presets)})")
+        seeds = tuple(load_grid(claim.grid, preset=claim.preset).seeds)
+        checks.append((where, claim.grid, claim.preset, seeds))
+    for where, grid_name, preset, seeds in checks:
+        reused = sorted(set(seeds) & calibration_seeds(claims, design, grid_name))
+        if reused:
+            raise SrvError(f"{where}: seeds {', '.join(map(str, reused))} of {grid_name} / "
+                           f"{preset} were used in calibration; choose confirmatory seeds "
+                           f"disjoint from calibration_seeds")
+
+
+def _load_design(spec: Any, path: Path, claims: list[Claim]) -> Design | None:
+    """The ``[design]`` table, checked: known keys, integer seeds, claim ids that exist, and a
+    family that is every claim a test can decide (Holm's family in :func:`~.verdicts.decide`:
+    every claim but ``cost``). Its seeds are checked by :func:`_check_fresh_seeds`."""
     if spec is None:
         return None
     where = f"{path} [design]"
@@ -158,18 +217,18 @@ def _load_design(spec: Any, path: Path, ids: list[str]) -> Design | None:
     missing = [k for k in ("grid", "preset", "seeds") if not spec.get(k)]
     if missing:
         raise SrvError(f"{where}: needs {', '.join(missing)}")
-    seeds, cal = spec["seeds"], spec.get("calibration_seeds", [])
-    for name, value in (("seeds", seeds), ("calibration_seeds", cal)):
-        if not (isinstance(value, list) and all(isinstance(s, int) for s in value)):
-            raise SrvError(f"{where}: {name} must be a list of integers")
-    reused = sorted(set(seeds) & set(cal))
-    if reused:
-        raise SrvError(f"{where}: seeds {', '.join(map(str, reused))} were used in calibration; "
-                       f"choose confirmatory seeds disjoint from calibration_seeds")
+    seeds = _seed_list(spec["seeds"], where, "seeds")
+    cal = _seed_list(spec.get("calibration_seeds", []), where, "calibration_seeds")
+    ids = [c.id for c in claims]
     family, main = list(spec.get("family", [])), list(spec.get("main", []))
     unknown_ids = sorted(set(family + main) - set(ids))
     if unknown_ids:
         raise SrvError(f"{where}: no claim {', '.join(unknown_ids)}; claims: {', '.join(ids)}")
+    testable = [c.id for c in claims if c.statistic != "cost"]
+    missing = [i for i in testable if i not in family]
+    if family and missing:
+        raise SrvError(f"{where}: family lacks {', '.join(missing)}; Holm's family is every "
+                       f"claim a test decides: list {', '.join(testable)}")
     return Design(str(spec["grid"]), str(spec["preset"]), str(spec.get("scale", "")),
                   tuple(seeds), str(spec.get("calibration", "")), tuple(cal), tuple(family),
                   tuple(main))

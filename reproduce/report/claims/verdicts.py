@@ -96,7 +96,14 @@ def _mean(values: list[float]) -> float:
 def statistic_text(claim: Claim, ev: Evidence, test: Any) -> str:
     """The claim's numbers in one cell. An F test at a handful of seeds per arm has almost no
     power (0.10 at a true ratio of 0.25 with 3 + 3 seeds), so the seed variance is described
-    first and its p given as a descriptive figure."""
+    first and its p given as a descriptive figure. A paired-edf claim gives the two arms' error
+    distributions over the draws (medians, EDF at the pooled median) and the signed-rank test."""
+    if claim.statistic == "paired-edf":
+        return (f"top-1 error over {test.n} paired (lr, wd) draws: median {test.median_a:.1f} vs "
+                f"{test.median_b:.1f}, mean Δ {test.diff:+.1f} [{test.low:.1f}, "
+                f"{test.high:.1f}]; draws with error <= {test.threshold:.1f} (the pooled "
+                f"median): {test.under_a:.0%} vs {test.under_b:.0%}; {test.describe()}, "
+                f"p {p_text(test.p)}")
     if claim.statistic == "seed-variance":
         ratio = "inf" if math.isinf(test.ratio) else f"{test.ratio:.2g}"
         ci = "" if math.isinf(test.ratio) else f" [{test.low:.2g}, {test.high:.2g}]"
@@ -117,18 +124,23 @@ def statistic_text(claim: Claim, ev: Evidence, test: Any) -> str:
 
 def run_test(claim: Claim, ev: Evidence) -> Any:
     """Welch's test (F test for seed variance), each arm's variance floored at the metric's
-    resolution (the effective rank has no grid: no floor)."""
+    resolution (the effective rank has no grid: no floor); Wilcoxon's signed-rank test on the
+    per-draw differences for a paired-edf claim."""
     from reproduce.report import stats
 
+    if claim.statistic == "paired-edf":
+        return stats.paired_draws(ev.values_a, ev.values_b)
     resolution = 0.0 if claim.statistic == "diversity" else ev.resolution
     if claim.statistic == "seed-variance":
         return stats.variance_ratio(ev.values_a, ev.values_b, resolution=resolution)
     return stats.welch(ev.values_a, ev.values_b, resolution=resolution)
 
 
-def no_test_reason(ev: Evidence) -> str:
-    """Why two arms of n >= 2 gave no test: which arm(s) did not vary (only possible with no
-    resolution to floor their variance at)."""
+def no_test_reason(ev: Evidence, statistic: str = "") -> str:
+    """Why two arms of n >= 2 gave no test: every paired draw tied, or which arm(s) did not vary
+    (only possible with no resolution to floor their variance at)."""
+    if statistic == "paired-edf":
+        return "the two arms' errors are equal on every draw: the signed-rank test is undefined"
     flat = [name for name, v in ((ev.a_name, ev.values_a), (ev.b_name, ev.values_b))
             if len(set(v)) == 1]
     if len(flat) == 2:
@@ -170,6 +182,9 @@ def decide(results: list[Result], cs: ClaimSet, untested: int = 0) -> int:
         level = cs.alpha / m
         ev = r.evidence
         n_text = f"n = {ev.n[0]} + {ev.n[1]}" if ev else "these seeds"
+        if r.claim.statistic == "paired-edf":
+            _draws_reason(r, cs, m, n_text)
+            continue
         if r.claim.statistic == "seed-variance":
             need = stats.variance_seeds_needed(r.test.ratio, level, cs.power)
             effect = f"a variance ratio of {r.test.ratio:.2g}"
@@ -186,6 +201,22 @@ def decide(results: list[Result], cs: ClaimSet, untested: int = 0) -> int:
         else:
             r.reason = f"about {need} seeds per arm would decide it ({where})"
     return m
+
+
+def _draws_reason(r: Result, cs: ClaimSet, m: int, n_text: str) -> None:
+    """An undecided paired-edf claim: the paired draws that would decide it (a stated normal
+    approximation, :func:`~reproduce.report.stats.draws_needed`) and the command that adds
+    them."""
+    from reproduce.report import stats
+
+    need = stats.draws_needed(r.test.diff, r.test.sd_diff, cs.alpha / m, cs.power)
+    r.seeds_needed = need
+    where = f"power {cs.power:g} at α = {cs.alpha:g}/{m}, normal approximation"
+    preset = r.evidence.preset if r.evidence else "quick"
+    r.reason = (f"about {need} paired draws would decide it ({where}; srv ablate "
+                f"{r.claim.grid} --preset {preset} --samples {need})" if need else
+                f"a mean difference of {r.test.diff:+.1f} is too small to resolve with "
+                f"{n_text}: more than 1000 draws would be needed ({where})")
 
 
 @functools.lru_cache(maxsize=16)
