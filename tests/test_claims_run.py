@@ -18,7 +18,7 @@ from reproduce.experiments import RunOptions, campaign
 from reproduce.experiments.local import Outcome
 from reproduce.recipes.grids import load_grid
 from reproduce.report import claims as cl
-from reproduce.report import claims_run as cr
+from reproduce.report.claims import run as cr
 from reproduce.training.config import resolve_config
 
 runner = CliRunner()
@@ -45,7 +45,7 @@ def test_claims_name_grids_in_order_and_the_runs_they_share() -> None:
     # the quick presets keep their seeds apart from the calibration's (claims file)
     cs = cl.load_claims()
     for grid, _ in grids:
-        assert not set(grid.seeds) & set(cr.calibration_seeds(cs, grid.name))
+        assert not set(grid.seeds) & cl.calibration_seeds(cs.claims, cs.design, grid.name)
 
 
 def test_plan_order_shared_runs_and_finished_cells(tmp_path: Path) -> None:
@@ -211,7 +211,7 @@ def test_paired_edf_claim_against_scipy(tmp_path: Path) -> None:
 def test_draws_needed_is_a_stated_approximation() -> None:
     from scipy import stats as sp
 
-    from reproduce.report.paired import WILCOXON_ARE, draws_needed
+    from reproduce.report.stats import WILCOXON_ARE, draws_needed
 
     z = sp.norm.ppf(1 - 0.01 / 2) + sp.norm.ppf(0.8)
     assert draws_needed(2.0, 10.0, 0.01) == int(np.ceil((z * 5) ** 2 / WILCOXON_ARE))

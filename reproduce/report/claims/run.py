@@ -1,0 +1,178 @@
+"""The full run (``srv claims --run``): every grid the claims need, at each claim's preset.
+
+Each claim of ``recipes/claims/wang2022.toml`` names its grid and the preset its evidence comes
+from (``preset``; the quick scale for every claim that has one). :func:`claim_grids` turns the
+claims into the grids to run, in the claims file's order, one entry per (grid, preset) with the
+claims it feeds; the cost claim needs no runs (the loader, :mod:`.spec`, already checked each
+preset's seeds against its calibration's). :func:`imagenet_lines` is the same plan at the
+paper's scale: each claim's arms at its grid's ``full`` preset with the seeds a verdict needs,
+and their GPU-hours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from reproduce.errors import SrvError
+
+__all__ = ["SCALES", "ANCHOR_IMG_PER_S", "arm_cells", "claim_grids", "claim_preset",
+           "imagenet_lines", "select_claims"]
+
+#: ``quick``: each claim's own preset (digits on CPU); ``imagenet``: the grids' full presets
+SCALES = ("quick", "imagenet")
+
+#: ViT-S (patchify) training throughput on one H100, bf16, torch.compile (docs/paper.md, the
+#: project's own measurement): the stated figure when no srv bench file measures a model
+ANCHOR_IMG_PER_S = 8233.0
+ANCHOR_MODEL = "vit-s-patch"
+
+
+def claim_preset(claim: Any) -> str:
+    """The preset a claim's evidence comes from: its ``preset``, else ``quick``."""
+    return getattr(claim, "preset", None) or "quick"
+
+
+def select_claims(cs: Any, ids: Sequence[str] | None) -> list[Any]:
+    """The claims named (all when none), checked: an unknown id is a one-line error."""
+    if not ids:
+        return list(cs.claims)
+    known = [c.id for c in cs.claims]
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise SrvError(f"no claim {', '.join(unknown)} in {cs.path}; claims: {', '.join(known)}")
+    return [c for c in cs.claims if c.id in ids]
+
+
+def claim_grids(claims: Iterable[Any]) -> list[tuple[Any, list[str]]]:
+    """``(grid at the claim's preset, [claim ids])`` per (grid, preset), in claims order; the
+    cost claim (an architecture property) needs none."""
+    from reproduce.recipes.grids import load_grid
+
+    order: dict[tuple[str, str], list[str]] = {}
+    for claim in claims:
+        if claim.statistic == "cost":
+            continue
+        order.setdefault((claim.grid, claim_preset(claim)), []).append(claim.id)
+    out = []
+    for (grid, preset), ids in order.items():
+        g = load_grid(grid)
+        if preset not in g.presets:
+            raise SrvError(f"claims {', '.join(ids)}: grid {grid!r} has no preset {preset!r} "
+                           f"(its presets: {', '.join(g.presets)}); fix the claims file")
+        out.append((load_grid(grid, preset=preset), ids))
+    return out
+
+
+def arm_cells(claim: Any, grid: Any) -> list[Any]:
+    """The grid's cells a claim reads: those on arm a or arm b (every value of any axis an arm
+    does not fix, e.g. the spread axis)."""
+    def resolve(arm: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for name, label in arm.items():
+            labels = grid.axis(name).labels
+            out[name] = labels[0 if label == "@first" else -1] if label.startswith("@") \
+                else label
+        return out
+
+    arms = [resolve(claim.a), resolve(claim.b)]
+    return [c for c in grid.cells()
+            if any(all(c.label_dict.get(k) == v for k, v in arm.items()) for arm in arms)]
+
+
+def _seeds(claim: Any, full: Any) -> list[int]:
+    """The seeds a verdict needs at the paper's scale: as many as the claim's CPU preset
+    pre-registers per arm (the ImageNet effect sizes are unknown, so this is a budget, not a
+    power calculation); a grid whose full preset pairs by random draw keeps its own seeds."""
+    from reproduce.recipes.grids import load_grid
+
+    if any(a.kind == "random" for a in full.axes):
+        return list(full.seeds)
+    quick = load_grid(claim.grid, preset=claim_preset(claim))
+    return list(range(max(2, len(quick.seeds))))
+
+
+class _Throughput:
+    """img/s per model: ``--img-per-s``, else an srv bench figure, else the anchor figure scaled
+    by fvcore GFLOPs (counted once a model)."""
+
+    def __init__(self, img_per_s: float | None, folders: Sequence[Path]) -> None:
+        self.img_per_s, self.folders = img_per_s, list(folders)
+        self.cache: dict[str, Any] = {}
+
+    def __call__(self, model: str, recipe: Any) -> Any:
+        from reproduce.training.cost import Throughput, measured_throughput
+
+        if self.img_per_s:
+            return Throughput(self.img_per_s, "--img-per-s")
+        if model not in self.cache:
+            found = measured_throughput(model, recipe, self.folders)
+            if found is None:
+                from reproduce.models.flops import count
+
+                ref = measured_throughput(ANCHOR_MODEL, recipe, self.folders)
+                base, src = (ref.img_per_s, "srv bench") if ref else \
+                    (ANCHOR_IMG_PER_S, "docs/paper.md anchor, H100 bf16 compiled")
+                ratio = count(ANCHOR_MODEL).gflops / count(model).gflops
+                found = Throughput(base * ratio, f"{ANCHOR_MODEL}'s {base:,.0f} img/s ({src}) x "
+                                                 f"its GFLOPs / this model's")
+            self.cache[model] = found
+        return self.cache[model]
+
+
+def imagenet_lines(claims: Sequence[Any], img_per_s: float | None,
+                   folders: Sequence[Path]) -> list[str]:
+    """Per claim the runs it needs at the paper's scale and their GPU-hours; then the total
+    over distinct runs (claims share runs: the conv-stem arm is in most of them)."""
+    from reproduce.recipes.grids import load_grid
+    from reproduce.training.config import resolve_config
+    from reproduce.training.cost import run_cost
+    from reproduce.training.runnable import steps_per_epoch
+
+    rate = _Throughput(img_per_s, folders)
+    steps: dict[tuple[Any, ...], int] = {}
+    runs: dict[str, float | None] = {}
+    lines = []
+    for claim in claims:
+        if claim.statistic == "cost":
+            lines.append(f"{claim.id}: no runs (fvcore counts of {' vs '.join(claim.models)})")
+            continue
+        full0 = load_grid(claim.grid, preset="full")
+        seeds = _seeds(claim, full0)
+        grid = load_grid(claim.grid, preset="full", seeds=seeds)
+        cells = arm_cells(claim, grid)
+        hours: list[float | None] = []
+        images = 0
+        sources: set[str] = set()
+        epochs: set[int] = set()
+        for cell in cells:
+            cfg = resolve_config(cell.model, cell.recipe, {**cell.override_dict,
+                                                           "seed": cell.seed})
+            r = cfg.recipe
+            key = (r.dataset, r.batch_size, r.aug_repeats, r.train_subset)
+            if key not in steps:
+                steps[key] = steps_per_epoch(r, 1)[0]
+            through = rate(cell.model, r)
+            if str(r.opt).startswith("sam") and through is not None:  # two passes per step
+                through = type(through)(through.img_per_s / 2, f"{through.source}; halved: "
+                                                               f"SAM's two passes a step")
+            cost = run_cost(r, steps[key], through)
+            images += cost.images
+            hours.append(cost.gpu_hours)
+            runs[cfg.run_name] = cost.gpu_hours
+            sources.add(f"{cell.model} {cost.throughput.img_per_s:,.0f} img/s "
+                        f"({cost.throughput.source})")
+            epochs.add(int(r.epochs))
+        total = sum(h or 0.0 for h in hours)
+        ep = "/".join(str(e) for e in sorted(epochs))
+        lines.append(f"{claim.id}: {claim.grid} / full ({grid.recipe} recipe), {len(cells)} "
+                     f"runs ({len(cells) // max(1, len(seeds))} cells x {len(seeds)} "
+                     f"seed{'s' if len(seeds) > 1 else ''}), {ep} epochs, {images:,} "
+                     f"training images: {total:,.0f} GPU-hours")
+        lines += [f"    {s}" for s in sorted(sources)]
+    total = sum(h or 0.0 for h in runs.values())
+    lines.append(f"total: {len(runs)} distinct runs (a run two claims share counted once), "
+                 f"{total:,.0f} GPU-hours; ImageNet-1k train (1,281,167 images) assumed, "
+                 f"evaluation not counted")
+    return lines
