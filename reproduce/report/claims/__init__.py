@@ -81,8 +81,8 @@ def _result(claim: Claim, index: RunIndex, presets: list[str] | None, force: boo
         result.reason = (f"one paired draw, so no test; run more draws (srv ablate {claim.grid} "
                          f"--preset {ev.preset} --samples 16)" if claim.statistic == "paired-edf"
                          else f"n = {na} + {nb}: one seed has no variance, so no test and no "
-                         f"estimate; run at least 2 seeds per arm (srv ablate {claim.grid} "
-                         f"--preset {ev.preset} --seeds 0-2)")
+                         f"estimate; run the preset's seeds (srv ablate {claim.grid} "
+                         f"--preset {ev.preset})")
     else:
         result.test = run_test(claim, ev)
         if result.test is None:

@@ -88,7 +88,7 @@ def render_markdown(report: Report, only: set[str] | None = None) -> str:
     fam = report.family
     lines = [
         "## Does the claim reproduce?", "",
-        f"Wang et al. 2022's claims (PAPER.md section 1; {report.path.name}) checked against the "
+        f"Wang et al. 2022's claims (docs/paper.md §1; {report.path.name}) checked against the "
         f"finished runs in {report.runs_root}: {summary}.", "",
         body, "",
         f"Decision rule: the p-values of all {fam} tested claim{'s' if fam != 1 else ''} "
