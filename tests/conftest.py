@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,3 +70,26 @@ def imagenet_layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for i in range(1, 1280):
             os.link(first, cls / f"copy{i:05d}{first.suffix}")
     return root
+
+
+class Killed(RuntimeError):
+    """A node lost mid-run (raised from inside the epoch loop by :func:`train_until_killed`)."""
+
+
+def train_until_killed(cfg: Any, runs_root: Path, after_step: int = 6) -> Path:
+    """Train ``cfg`` under ``runs_root`` and die right after the update ``after_step`` was read
+    back (as a SIGKILL would, past the last checkpoint); returns the run folder."""
+    from reproduce.training.engine import Trainer, train
+
+    flush = Trainer._flush
+
+    def dying_flush(self: Trainer, *args: Any, **kwargs: Any) -> None:
+        flush(self, *args, **kwargs)
+        if self.step >= after_step:
+            raise Killed("the node went away")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "_flush", dying_flush)
+        with pytest.raises(Killed):
+            train(cfg, runs_root, progress=False)
+    return runs_root / cfg.run_name

@@ -11,21 +11,17 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import TINY, tiny_args
+from conftest import TINY, tiny_args, train_until_killed
 from typer.testing import CliRunner
 
 from reproduce.cli import app
 from reproduce.training.config import resolve_config
-from reproduce.training.engine import Trainer, train
+from reproduce.training.engine import train
 from reproduce.training.schedule import LrSchedule
 from reproduce.training.start import fit_state, initial_config
 
 runner = CliRunner()
 MODEL = "vit-mini-conv"  # TINY: 4 updates an epoch, 2 epochs
-
-
-class Killed(RuntimeError):
-    pass
 
 
 def _rows(run_dir: Path) -> list[dict[str, Any]]:
@@ -70,18 +66,7 @@ def test_resume_with_more_epochs_continues_on_the_new_total(source: Path, tmp_pa
 
 def test_resume_continues_an_interrupted_run_in_its_folder(source: Path, tmp_path: Path) -> None:
     cfg = resolve_config(MODEL, "mini", TINY)
-    flush = Trainer._flush
-
-    def dying_flush(self: Trainer, *args: Any, **kwargs: Any) -> None:
-        flush(self, *args, **kwargs)
-        if self.step >= 6:
-            raise Killed("the node went away")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Trainer, "_flush", dying_flush)
-        with pytest.raises(Killed):
-            train(cfg, tmp_path, progress=False)
-    run_dir = tmp_path / cfg.run_name
+    run_dir = train_until_killed(cfg, tmp_path)
     moved = tmp_path / "elsewhere"  # a folder moved by hand: --resume finds it anyway
     shutil.move(run_dir, moved)
     result = _srv(MODEL, "--resume", str(moved / "last.pt"), "--runs-dir", str(tmp_path))

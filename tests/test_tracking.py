@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TINY, tiny_args
+from conftest import TINY, tiny_args, train_until_killed
 from typer.testing import CliRunner
 
 from reproduce.cli import app
 from reproduce.training import tracking
 from reproduce.training.config import resolve_config
-from reproduce.training.engine import Trainer, train
+from reproduce.training.engine import train
 
 HAS_MLFLOW = importlib.util.find_spec("mlflow") is not None
 runner = CliRunner()
@@ -25,27 +25,12 @@ SETTINGS = {**TINY, "train_subset": 128, "batch_size": 32, "val_subset": 50, "sy
             "log": "tensorboard,mlflow" if HAS_MLFLOW else "tensorboard"}
 
 
-class Killed(RuntimeError):
-    pass
-
-
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One run killed after step 6 (mid epoch 2, its checkpoint at step 4), then resumed."""
     runs_root = tmp_path_factory.mktemp("runs")
     cfg = resolve_config("vit-mini-conv", "mini", SETTINGS)
-    flush = Trainer._flush
-
-    def dying_flush(self: Trainer, *args: Any, **kwargs: Any) -> None:
-        flush(self, *args, **kwargs)
-        if self.step >= 6:
-            raise Killed("the node went away")
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Trainer, "_flush", dying_flush)
-        with pytest.raises(Killed):
-            train(cfg, runs_root, progress=False)
-    run_dir = runs_root / cfg.run_name
+    run_dir = train_until_killed(cfg, runs_root)
     first_ids = json.loads((run_dir / "tracking.json").read_text()) if HAS_MLFLOW else {}
     outcome = train(cfg, runs_root, progress=False)
     assert outcome.status == "completed"
