@@ -204,7 +204,7 @@ def test_help_texts_say_what_is_true() -> None:
     rows = [line for line in top.splitlines() if re.match(r"│ [a-z]+ {2,}", line)]
     names = {line.split()[1] for line in rows}  # one line per command: no summary broken
     assert names == {"ablate", "analyze", "bench", "claims", "eval", "flops", "models",
-                     "recipes", "table", "train"} and len(rows) == len(names)
+                     "recipes", "runs", "table", "train"} and len(rows) == len(names)
     assert all(line.rstrip(" │").endswith(".") or line.rstrip(" │").endswith(")")
                for line in rows), rows
 

@@ -33,8 +33,10 @@ def runs(
         help="auto: a rich table on a terminal, plain columns otherwise; md, csv or json.")
     ] = Format.auto,
 ) -> None:
-    """List the runs under --runs-dir: model, recipe, grid cell, status, epochs done / total,
-    top-1 (final, or the last epoch's), training time and, for running ones, the ETA."""
+    """List the runs under --runs-dir with their status, top-1, time and ETA.
+
+    Columns: model, recipe, grid cell, status, epochs done / total, top-1 (final, or the last
+    epoch's), training time and, for running ones, the ETA."""
     import sys
     from collections import Counter
 

@@ -317,6 +317,9 @@ COMMON_CHOICES = {
     "channels_last": "speed only",
     "compile": "speed only",
     "deterministic": "bitwise reproducibility on GPU (no effect on what is computed)",
+    "accum_steps": "1: the global batch in one step per update (accumulation keeps the global "
+                   "batch on fewer GPUs; BN sees micro-batches)",
+    "log": "what is recorded (TensorBoard by default), not what is trained",
     "device": "where the run is",
     "spike_factor": "srv's stability signal (no effect on training)",
     "loader": "timm's DataLoader path (DALI, loader = dali, is srv's GPU option; its "
