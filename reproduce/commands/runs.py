@@ -37,10 +37,10 @@ def runs(
 
     Columns: model, recipe, grid cell, status, epochs done / total, top-1 (final, or the last
     epoch's), training time and, for running ones, the ETA."""
-    import sys
     from collections import Counter
 
     from reproduce.report.runs import COLUMNS, collect_runs, render
+    from reproduce.utils.console import is_terminal
 
     rows = collect_runs(runs_dir, grid=grid, status=status)
     counts = Counter(r.status for r in rows)
@@ -48,7 +48,7 @@ def runs(
     if fmt is not Format.auto:
         print(render(rows, fmt.value))
         return
-    if not sys.stdout.isatty():
+    if not is_terminal():
         print(render(rows, "plain"))
         print(total)
         return

@@ -3,12 +3,12 @@ terminal, plain lines otherwise."""
 
 from __future__ import annotations
 
-import sys
 import threading
 from typing import Any
 
 from reproduce.experiments.cells import CellState
 from reproduce.training.runs import read_json
+from reproduce.utils.console import is_terminal
 
 __all__ = ["GridProgress"]
 
@@ -18,7 +18,7 @@ class GridProgress:
     from its ``status.json``); plain lines otherwise."""
 
     def __init__(self, rich: bool | None = None, poll_s: float = 1.0) -> None:
-        self.rich = sys.stdout.isatty() if rich is None else rich
+        self.rich = is_terminal() if rich is None else rich
         self.poll_s = poll_s
         self._progress: Any = None
         self._stop = threading.Event()
