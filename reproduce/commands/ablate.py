@@ -26,7 +26,7 @@ SLURM = "SLURM (--backend slurm)"
 
 #: the --preset help of srv ablate and srv table: the scales recipes/grids/*.toml define
 PRESET_HELP = ("Scale: mini (digits on CPU, minutes), quick (the stem grid's main job: 4 stems "
-               "x 3 seeds, 8 epochs on digits) or full (ImageNet, the paper's recipe; one "
+               "x 4 seeds, 8 epochs on digits) or full (ImageNet, the paper's recipe; one "
                "seed, so srv claims gives no verdict from it: add --seeds 0-2); default: the "
                "grid's default (mini).")
 

@@ -79,7 +79,7 @@ def seeds_note(seeds: int) -> str:
     """What ``srv claims`` can say from ``seeds`` seeds per arm."""
     if seeds < 2:
         return (f"{seeds} seed per cell: srv claims can give no verdict from these runs (one "
-                "seed per arm has no variance, so no test); 3 seeds per arm decided the quick "
-                "scale's main comparisons (docs/claims.md): add --seeds 0-2")
+                "seed per arm has no variance, so no test); the quick scale's pre-registered "
+                "design runs 4 seeds per arm (docs/claims.md): add --seeds 100-103")
     return (f"{seeds} seeds per cell: srv claims tests each claim on them, and says how many "
             "seeds per arm would decide one it finds inconclusive")
