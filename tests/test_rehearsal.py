@@ -155,7 +155,11 @@ def test_sigkill_mid_epoch_with_workers_and_moved_data_resumes_bit_for_bit(
     while not list(runs.glob("*/last.pt")) and time.monotonic() < deadline:
         assert proc.poll() is None, "the run ended before it could be killed"
         time.sleep(0.1)
-    time.sleep(3.0)  # into epoch 2: workers are loading, steps are running
+    # into epoch 2, timed by the machine's own speed (a fixed sleep outlived the whole epoch on
+    # a fast CI machine): a third of epoch 1's training time, while epoch 2's steps are running
+    (run_dir,) = [p.parent for p in runs.glob("*/last.pt")]
+    epoch_s = _rows(run_dir)[0]["time_s"]
+    time.sleep(max(0.2, epoch_s / 3))
     _kill_tree(proc.pid)  # srv ablate, torchrun, both ranks and their loader workers
     proc.wait()
     time.sleep(0.5)
