@@ -183,6 +183,8 @@ def test_bad_stem_geometry_raises() -> None:
 
 
 def test_timm_create_model_by_srv_name() -> None:
+    import reproduce.models.vit  # noqa: F401  (registers the catalogue with timm)
+
     model = timm.create_model("srv_vit_s_conv", num_classes=10)
     assert isinstance(model, VisionTransformer)
     assert isinstance(model.patch_embed, StemEmbed)
@@ -243,3 +245,17 @@ def test_each_body_is_initialised_as_its_source() -> None:
     assert float(create("vit-mini-patch").cls_token.detach().std()) < 1e-5
     xiao = create("vitp-1gf").requires_grad_(False)
     assert float(xiao.head.weight.abs().max()) == 0.0 and float(xiao.cls_token.abs().max()) == 0.0
+
+
+def test_the_catalogue_is_read_without_importing_timm() -> None:
+    """Listing, dry-run lookups and cached FLOPs read the catalogue; timm (about 2 s of start-up,
+    most of it torch._dynamo through torchvision) comes only with a model build."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from reproduce.models import CATALOGUE, get_entry; "
+            "assert get_entry('srv_vit_s_conv').name == 'vit-s-conv' and len(CATALOGUE) > 20; "
+            "print('timm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
