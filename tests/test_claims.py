@@ -182,6 +182,13 @@ def test_round_one_two_seed_stem_grid(tmp_path: Path, tables_env: Path) -> None:
     for key in ("bn", "relu", "convs-alone"):
         assert res[key].verdict == "inconclusive" and res[key].seeds_needed is not None
     assert res["cost"].verdict == "exceeds bound" and res["cost"].cost["extra_gflops"] > 0.1
+    # its assumption is stated, and the count at the narrower stem (docs/paper.md §1: width 64
+    # adds 1.36 M params and 1.29 GFLOPs to DeiT-S; width 32 stays within the 10% bound)
+    assert "hidden width 64" in res["cost"].statistic
+    also = res["cost"].cost["also"]
+    assert also["stem_width"] == 32 and 0 < also["extra_params"] < also["extra_gflops"] < 0.1
+    assert "at stem_width 32: +2.3% params, +8.4% GFLOPs (within the bound)" in \
+        res["cost"].statistic
     assert res["stable-lr"].verdict == "no evidence"
     as_json = runner.invoke(app, ["claims", "accuracy", "--runs-dir", str(tmp_path / "runs"),
                                   "--format", "json"])
@@ -213,6 +220,11 @@ def test_claims_file_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     bad = tmp_path / "claims.toml"
     bad.write_text('[[claim]]\nid = "x"\ntext = "t"\ngrid = "stem"\nstatistic = "vibes"\n')
     with pytest.raises(SrvError, match="claim.*x: statistic 'vibes' is not one of"):
+        cl.load_claims(bad)
+    bad.write_text('[[claim]]\nid = "x"\ntext = "t"\ngrid = "stem"\nstatistic = "cost"\n'
+                   'models = ["vit-s-conv", "vit-s-patch"]\nmax_extra = 0.1\n'
+                   'also = { stem_wdith = 32 }\n')
+    with pytest.raises(SrvError, match=r"also = \{ stem_width = N \} \(or stem = KIND\)"):
         cl.load_claims(bad)
     bad.write_text('[[claim]]\nid = "x"\ntext = "t"\ngrid = "stem"\nstatistic = "difference"\n'
                    'a = { stem = "conv" }\nb = { stme = "patch" }\n')
@@ -272,6 +284,17 @@ def test_diversity_claim_measures_the_checkpoints(tmp_path: Path,
     assert res.evidence.values_a == pytest.approx(erank[2:])
     assert res.p == pytest.approx(stats.welch(erank[2:], erank[:2]).p)
     assert "after block 6" in res.evidence.notes[-1] or "after" in res.evidence.notes[-1]
+    # beside them, the same models untrained (each run's config and seed), measured here by
+    # srv analyze diversity's own path on untrained targets
+    from reproduce.report.targets import TargetSpec
+
+    fresh = [TargetSpec(f"{t.label} (untrained)", "model", t.config["model"], t.config,
+                        seed=t.seed) for t in targets]
+    before = [r.erank[-1] for r in measure_diversity(fresh)]
+    assert res.evidence.untrained_b == pytest.approx(before[:2])
+    assert res.evidence.untrained_a == pytest.approx(before[2:])
+    assert before != pytest.approx(erank)  # one epoch of training moved them
+    assert "untrained (same seeds and images)" in res.statistic
 
 
 def test_main_job_ends_with_the_verdicts(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ diversity claim measures each run's checkpoint (the effective rank after the las
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,10 @@ class Evidence:
     best_a: list[float] = field(default_factory=list)  # best-epoch top-1 per seed (descriptive)
     best_b: list[float] = field(default_factory=list)
     scale: str = ""  # e.g. "digits, 8 epochs": what a verdict is about
+    #: the diversity claim's values of the same models untrained (same seeds, same images):
+    #: descriptive, so that the effect of training is visible beside the test
+    untrained_a: list[float] = field(default_factory=list)
+    untrained_b: list[float] = field(default_factory=list)
 
     @property
     def n(self) -> tuple[int, int]:
@@ -305,6 +310,10 @@ def measure_diversity(claim: Claim, ev: Evidence, index: RunIndex) -> None:
     targets, _ = grid_targets(grid, index.runs_root, "last", states=states)
     values, layer = _last_block_erank(targets, DEFAULT_IMAGES)
     erank = {t.source: v for t, v in zip(targets, values, strict=True)}
+    # the same models before training: built from each run's config and seed, untrained
+    fresh = [dataclasses.replace(t, kind="model", info={}) for t in targets]
+    before = dict(zip((t.source for t in targets), _last_block_erank(fresh, DEFAULT_IMAGES)[0],
+                      strict=True))
     va: list[float] = []
     vb: list[float] = []
     sa: list[int] = []
@@ -316,8 +325,10 @@ def measure_diversity(claim: Claim, ev: Evidence, index: RunIndex) -> None:
         if st.cfg.run_name in ev.runs_a:
             va.append(value)
             sa.append(st.cell.seed)
+            ev.untrained_a.append(before[str(st.run_dir)])
         else:
             vb.append(value)
             sb.append(st.cell.seed)
+            ev.untrained_b.append(before[str(st.run_dir)])
     ev.values_a, ev.values_b, ev.seeds_a, ev.seeds_b = va, vb, sa, sb
     ev.notes.append(f"after {layer}, {DEFAULT_IMAGES} val images")

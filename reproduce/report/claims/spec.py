@@ -28,7 +28,7 @@ EXPECT = ("greater", "less")
 VERDICTS = ("supported", "contradicted", "inconclusive", "no evidence", "within bound",
             "exceeds bound")
 _CLAIM_KEYS = {"id", "text", "paper", "grid", "statistic", "a", "b", "expect", "metric", "axis",
-               "models", "max_extra", "preset", "calibration", "calibration_seeds"}
+               "models", "max_extra", "also", "preset", "calibration", "calibration_seeds"}
 _TOP_KEYS = {"alpha", "power", "claim", "design"}
 _DESIGN_KEYS = {"grid", "preset", "scale", "seeds", "calibration", "calibration_seeds", "family",
                 "main"}
@@ -50,6 +50,9 @@ class Claim:
     axis: str | None = None
     models: tuple[str, str] | None = None
     max_extra: float | None = None
+    #: a cost claim's second count of its first model with these model arguments (the verdict's
+    #: sensitivity to an assumption, e.g. ``{"stem_width": 32}``)
+    also: dict[str, int | str] = field(default_factory=dict)
     #: the preset the evidence comes from (srv claims --run trains it), and the calibration
     #: that chose its scale: a record of runs and their seeds (disjoint from the preset's)
     preset: str | None = None
@@ -132,9 +135,13 @@ def load_claims(path: Path | str | None = None) -> ClaimSet:
             if not (isinstance(models, list) and len(models) == 2) or "max_extra" not in spec:
                 raise SrvError(f"{where}: a cost claim needs models = [with, without] and "
                                f"max_extra = <fraction>")
+            also = spec.get("also", {})
+            if not isinstance(also, dict) or not set(also) <= {"stem_width", "stem"}:
+                raise SrvError(f"{where}: also = {{ stem_width = N }} (or stem = KIND) is the "
+                               f"second count of the first model; got {also!r}")
             claims.append(Claim(spec["id"], spec["text"], spec.get("paper", ""), spec["grid"],
                                 statistic, expect=expect, models=(models[0], models[1]),
-                                max_extra=float(spec["max_extra"])))
+                                max_extra=float(spec["max_extra"]), also=dict(also)))
             continue
         if not isinstance(spec.get("a"), dict) or not isinstance(spec.get("b"), dict):
             raise SrvError(f"{where}: needs the two arms a = {{ axis = label }} and b = {{...}}")

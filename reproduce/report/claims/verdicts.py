@@ -76,6 +76,7 @@ class Result:
                 "values_a": ev.values_a, "values_b": ev.values_b, "seeds_a": ev.seeds_a,
                 "seeds_b": ev.seeds_b, "runs_a": ev.runs_a, "runs_b": ev.runs_b,
                 "diverged": list(ev.diverged), "best_a": ev.best_a, "best_b": ev.best_b,
+                "untrained_a": ev.untrained_a or None, "untrained_b": ev.untrained_b or None,
                 "others": ev.others, "notes": ev.notes},
             **({"cost": self.cost} if self.cost else {}),
         }
@@ -116,6 +117,9 @@ def statistic_text(claim: Claim, ev: Evidence, test: Any) -> str:
             "diversity": "effective rank"}[claim.statistic]
     text = (f"{unit}: {test.mean_a:.1f} vs {test.mean_b:.1f}, Δ {test.diff:+.1f} "
             f"[{test.low:.1f}, {test.high:.1f}]; {test.describe()}, p {p_text(test.p)}")
+    if ev.untrained_a and ev.untrained_b:
+        text += (f"; untrained (same seeds and images) {_mean(ev.untrained_a):.1f} vs "
+                 f"{_mean(ev.untrained_b):.1f}")
     if ev.best_a and ev.best_b:
         text += (f"; best-epoch top-1 {_mean(ev.best_a):.1f} vs {_mean(ev.best_b):.1f} "
                  f"(Δ {_mean(ev.best_a) - _mean(ev.best_b):+.1f}, not tested)")
@@ -238,7 +242,30 @@ def cost_result(claim: Claim) -> Result:
                   notes=["fvcore count of the architecture; no seeds involved"])
     text = (f"{extra_p:+.1%} params ({a.params_m:.2f} vs {b.params_m:.2f} M), {extra_f:+.1%} "
             f"GFLOPs ({a.gflops:.2f} vs {b.gflops:.2f}); bound +{bound:.0%} (our reading of "
-            f"\"few\")")
+            f"\"few\"); {_assumption(with_m)}")
+    cost: dict[str, Any] = {"params_m": [a.params_m, b.params_m], "gflops": [a.gflops, b.gflops],
+                            "extra_params": extra_p, "extra_gflops": extra_f, "max_extra": bound}
+    if claim.also:
+        from reproduce.models.flops import count
+
+        alt = count(with_m, **claim.also)
+        alt_p, alt_f = alt.params_m / b.params_m - 1, alt.gflops / b.gflops - 1
+        within = "within" if alt_p <= bound and alt_f <= bound else "beyond"
+        args = ", ".join(f"{k} {v}" for k, v in claim.also.items())
+        text += (f"; at {args}: {alt_p:+.1%} params, {alt_f:+.1%} GFLOPs ({within} the "
+                 f"bound)")
+        cost["also"] = {**claim.also, "extra_params": alt_p, "extra_gflops": alt_f}
     return Result(claim, ev, "within bound" if ok else "exceeds bound", statistic=text,
-                  cost={"params_m": [a.params_m, b.params_m], "gflops": [a.gflops, b.gflops],
-                        "extra_params": extra_p, "extra_gflops": extra_f, "max_extra": bound})
+                  cost=cost)
+
+
+def _assumption(model: str) -> str:
+    """What the count assumes of ``model``'s stem: its layout and hidden width."""
+    from reproduce.models import STEM_KINDS, get_entry
+
+    entry = get_entry(model)
+    if entry.stem not in STEM_KINDS:
+        return f"{model}'s stem as the catalogue builds it"
+    spec = entry.stem_spec()
+    return (f"assumes {model}'s stem {spec} (hidden width {entry.stem_width}, the authors' "
+            f"layout: docs/paper.md §1)")
