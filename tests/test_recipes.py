@@ -196,6 +196,12 @@ def test_srv_recipes_measures_what_srv_builds() -> None:
     facts = result.stdout.split("against the source")[1].split("known differences")[0]
     assert "DIFFERS" not in facts and " same " in facts and "known difference" in facts
     assert "precise BN statistics" in result.stdout  # the differences no object shows
+    # the measured rows are cached under the code's version: a second call reads them back
+    from reproduce.utils import cache
+
+    assert len(list((cache.cache_dir() / "recipe-facts").glob("*.json"))) >= 1
+    again = CliRunner().invoke(app, ["recipes", "xiao"])
+    assert again.exit_code == 0 and again.stdout == result.stdout
     mini = CliRunner().invoke(app, ["recipes", "mini"])
     assert mini.exit_code == 0 and "the recipe file" in mini.stdout
 

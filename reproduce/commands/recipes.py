@@ -58,7 +58,7 @@ def _keys() -> None:
 
 def _one(name: str, facts: bool) -> None:
     from reproduce.recipes.recipe import load_recipe, recipe_keys_set
-    from reproduce.training.fidelity import Built, source_for
+    from reproduce.training.fidelity import source_for
 
     recipe, meta = load_recipe(name)
     src = source_for(meta["name"])
@@ -76,16 +76,7 @@ def _one(name: str, facts: bool) -> None:
     if src is None:
         return
     if facts:
-        built = Built(src.recipe, src.model)
-        fact_rows = []
-        for fact in src.facts:
-            try:
-                got: Any = fact.measure(built)
-            except Exception as err:  # noqa: BLE001  (shown, and the test fails on it)
-                got = f"error: {err}"
-            ok = fact.matches(got)
-            mark = "DIFFERS" if not ok else "known difference" if fact.differs else "same"
-            fact_rows.append([fact.what, _fmt(fact.value), _fmt(got), mark, fact.source])
+        fact_rows = _fact_rows(src, recipe.to_dict())
         _show(f"what srv builds for {meta['name']} (measured on {src.model}), against the "
               f"source", ["fact", "source", "srv builds", "", "where the source says so"],
               fact_rows)
@@ -94,6 +85,38 @@ def _one(name: str, facts: bool) -> None:
     print(f"\nknown differences from the source ({len(differences)}):")
     for what, source, srv in differences:
         print(f"  - {what}: source {source}; srv: {srv}")
+
+
+def _fact_rows(src: Any, values: dict[str, Any]) -> list[list[str]]:
+    """Each fact of ``src``: the source's value, what srv builds, and whether they agree. The
+    measurement builds the recipe's model, optimizer, schedule and transforms (seconds); its rows
+    are cached under the version of srv's code, the resolved recipe and torch / timm /
+    torchvision, so a second ``srv recipes NAME`` on the same code reads them back."""
+    from pathlib import Path
+
+    from reproduce.training.fidelity import Built
+    from reproduce.utils import cache
+
+    package = Path(__file__).resolve().parent.parent
+    key = {"code": cache.code_version(package.rglob("*.py"), ("torch", "timm", "torchvision")),
+           "recipe": src.recipe, "values": values}
+    key = cache.json_key(key)
+    rows = cache.load("recipe-facts", key)
+    if rows is not None:
+        return [list(map(str, r)) for r in rows]
+    built = Built(src.recipe, src.model)
+    rows = []
+    for fact in src.facts:
+        try:
+            got: Any = fact.measure(built)
+        except Exception as err:  # noqa: BLE001  (shown, and the test fails on it)
+            got = f"error: {err}"
+        ok = fact.matches(got)
+        mark = "DIFFERS" if not ok else "known difference" if fact.differs else "same"
+        rows.append([fact.what, _fmt(fact.value), _fmt(got), mark, fact.source])
+    if not any(r[2].startswith("error: ") for r in rows):  # a failure is never remembered
+        cache.store("recipe-facts", key, rows)
+    return rows
 
 
 @handle_errors
@@ -106,7 +129,7 @@ def recipes(
     facts: Annotated[bool, typer.Option(
         "--facts/--no-facts", help="With NAME: build the recipe's optimizer, schedule, EMA, "
                                    "transforms and model and compare them with the source "
-                                   "(a few seconds).")] = True,
+                                   "(a few seconds; cached for the same code and recipe).")] = True,
 ) -> None:
     """The training recipes and their sources (DeiT's main.py, pycls's configs)."""
     if keys:

@@ -320,11 +320,10 @@ def models_code_version() -> str:
 def _cache_key(model_name: str, img_size: int | None, model_kwargs: dict[str, Any]
                ) -> dict[str, Any]:
     """The cache key of one count (JSON round-tripped, so it compares equal to a stored one)."""
-    import json
+    from reproduce.utils.cache import json_key
 
-    return json.loads(json.dumps({"code": models_code_version(), "model": model_name,
-                                  "img_size": img_size, "kwargs": model_kwargs},
-                                 sort_keys=True, default=str))
+    return json_key({"code": models_code_version(), "model": model_name, "img_size": img_size,
+                     "kwargs": model_kwargs})
 
 
 def count_many(names: Iterable[str], img_size: int | None = None) -> list[Complexity]:

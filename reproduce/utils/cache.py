@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["cache_dir", "code_version", "load", "store"]
+__all__ = ["cache_dir", "code_version", "json_key", "load", "store"]
 
 ENV_CACHE_DIR = "SRV_CACHE_DIR"
 
@@ -47,6 +47,12 @@ def code_version(files: Iterable[Path], packages: Iterable[str]) -> str:
         except PackageNotFoundError:
             h.update(f"{pkg}=?".encode())
     return h.hexdigest()[:16]
+
+
+def json_key(key: dict[str, Any]) -> dict[str, Any]:
+    """``key`` as it reads back from JSON (tuples become lists, numbers stay numbers), so it
+    compares equal to a stored one; values JSON cannot hold are written as their ``str``."""
+    return json.loads(json.dumps(key, sort_keys=True, default=str))
 
 
 def _path(kind: str, key: dict[str, Any]) -> Path:
