@@ -83,3 +83,19 @@ def test_memory_estimate_counts_what_autograd_keeps() -> None:
     assert one["optimizer"] == round(2 * 4 * n / 1024**3, 3) and one["ema"] == one["weights"]
     assert one["activations"] == pytest.approx(224 * 2**22 / 1024**3, abs=1e-3)
     assert four["activations"] == pytest.approx(one["activations"] / 4, abs=1e-3)
+
+
+def test_ablate_accumulates_in_every_cell_and_refuses_a_bad_split(tmp_path: Path) -> None:
+    from reproduce.commands.ablate import load_cli_grid
+    from reproduce.experiments.cells import plan
+
+    grid = load_cli_grid("stem", "quick", None, None, None, None, accum_steps=4)
+    states = plan(grid, tmp_path)
+    assert {s.cfg.recipe.accum_steps for s in states} == {4}
+    plain = plan(load_cli_grid("stem", "quick", None, None, None, None), tmp_path)
+    assert [s.cfg.run_name for s in states] == [s.cfg.run_name for s in plain]  # same runs
+    args = ["ablate", "stem", "--preset", "quick", "--runs-dir", str(tmp_path), "--dry-run"]
+    bad = runner.invoke(app, [*args, "--accum-steps", "3"])
+    assert bad.exit_code == 2
+    assert "not divisible by accum_steps = 3" in bad.stderr.strip().splitlines()[-1]
+    assert not any(tmp_path.iterdir())  # nothing written

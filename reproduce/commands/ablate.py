@@ -35,8 +35,8 @@ def load_cli_grid(name: str, preset: str | None, seeds: str | None, axis: list[s
                   sets: list[str] | None, samples: int | None,
                   **flags: object):  # noqa: ANN201
     """The grid with the command line's changes (shared by ``srv ablate`` and ``srv table``);
-    ``flags`` (``data_path=``, ``dataset=``, ``batch_size=``) override every cell, after
-    ``--set``."""
+    ``flags`` (``data_path=``, ``dataset=``, ``batch_size=``, ``accum_steps=``) override every
+    cell, after ``--set``."""
     from reproduce.recipes.grids import load_grid, parse_axis_option, parse_seeds
     from reproduce.recipes.recipe import parse_overrides
 
@@ -96,6 +96,9 @@ def ablate(
         help="digits, imagefolder, synthetic, cifar10, cifar100 (every cell).")] = None,
     batch_size: Annotated[int | None, typer.Option(
         min=1, help="GLOBAL batch size of every cell.")] = None,
+    accum_steps: Annotated[int | None, typer.Option(
+        min=1, help="Gradient accumulation in every cell: each device's batch in N micro-batches "
+                    "(same global batch, schedule and run folder; for fewer GPUs).")] = None,
     sets: Annotated[list[str] | None, typer.Option(
         "--set", help="Recipe override for every cell: --set epochs=5 (repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option(
@@ -187,7 +190,7 @@ def ablate(
     nodes = ab.Nodes(nnodes, node_rank, rdzv_endpoint) if backend is Backend.torchrun else None
     sets = [*(sets or []), *([f"log={log}"] if log else [])]
     grid = load_cli_grid(name, preset, seeds, axis, sets, samples, data_path=data,
-                         dataset=dataset, batch_size=batch_size)
+                         dataset=dataset, batch_size=batch_size, accum_steps=accum_steps)
     states = ab.plan(grid, runs_dir)
     require_trackers([s.cfg.recipe.log for s in states])
     title = (f"grid {grid.name} ({grid.scale}); recipe {grid.recipe}; "
