@@ -57,17 +57,56 @@ _MODELS: dict = {}  # meta-device models, shared by the checks of every grid
 @pytest.mark.parametrize("name", GRIDS)
 @pytest.mark.parametrize("preset", ["mini", "full"])
 def test_every_cell_of_every_grid_can_start(name: str, preset: str, tmp_path: Path,
-                                            imagenet_layout: Path) -> None:
+                                            imagenet_layout: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """What srv ablate --dry-run checks: each cell's model (meta device, one forward pass),
     optimizer, schedule, EMA, transforms and the engine's refusals, without training (the full
     presets on an image folder, which they need)."""
     from reproduce.experiments.cells import check_cells, plan
 
+    monkeypatch.setenv("SRV_CACHE_DIR", str(tmp_path / "cache"))  # built here, not remembered
     data = {"data_path": str(imagenet_layout)} if preset == "full" else None
     states = plan(load_grid(name, preset, overrides=data), tmp_path / "runs")
     assert check_cells(states, 1, _MODELS) == []
     if preset == "full":  # and under torchrun on 8 GPUs
         assert check_cells(states, 8, _MODELS) == []
+
+
+def test_a_checked_cell_is_not_built_again(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repeated dry run answers from srv's cache (no model build, no timm import); a changed
+    value, world size or training-set size is built again, and a failed build is never
+    remembered."""
+    from reproduce.experiments import cells
+    from reproduce.training import runnable
+
+    monkeypatch.setenv("SRV_CACHE_DIR", str(tmp_path / "cache"))
+    builds: list[str] = []
+    real = runnable.build_parts
+
+    def counting(cfg, *args, **kwargs):  # noqa: ANN001, ANN202
+        builds.append(cfg.run_name)
+        return real(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(runnable, "build_parts", counting)
+    grid = load_grid("stem", "quick")
+    first = cells.plan(grid, tmp_path / "runs")
+    assert cells.check_cells(first, 1, _MODELS) == [] and len(builds) == len(first) == 16
+    again = cells.plan(grid, tmp_path / "runs")
+    assert cells.check_cells(again, 1, _MODELS) == [] and len(builds) == 16
+    assert [s.steps_per_epoch for s in again] == [s.steps_per_epoch for s in first]
+    assert {s.steps_per_epoch for s in first} == {11}  # 1,437 digits, batch 128
+    assert cells.check_cells(again, 2, _MODELS) == [] and len(builds) == 32  # world size
+    subset = cells.plan(load_grid("stem", "quick", overrides={"train_subset": 500}),
+                        tmp_path / "runs")
+    assert cells.check_cells(subset, 1, _MODELS) == [] and len(builds) == 48
+    assert {s.steps_per_epoch for s in subset} == {3}
+    odd = cells.plan(load_grid("stem", "quick", overrides={"batch_size": 5000}),
+                     tmp_path / "runs")
+    for _ in range(2):  # refused both times: a failure is not cached
+        bad = cells.check_cells(odd, 1, _MODELS)
+        assert len(bad) == 16 and "fewer than one global batch" in bad[0][1]
+    assert len(builds) == 80
 
 
 def test_a_cell_that_cannot_run_fails_the_dry_run(tmp_path: Path, imagenet_layout: Path) -> None:

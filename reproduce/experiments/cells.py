@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from reproduce.experiments.locks import LOCK_DIR, STALE_AFTER_S, CellLock, proce
 from reproduce.recipes.grids import Cell, Grid
 from reproduce.training.runs import STATUSES as RUN_STATUSES
 from reproduce.training.runs import read_json
+from reproduce.utils import cache
 
 __all__ = ["STATUSES", "RUN_STATUSES", "FROM_RUN", "FAILED_DIR", "CellState", "inspect_run", "plan",
            "check_cells"]
@@ -186,8 +188,11 @@ def check_cells(states: Sequence[CellState], world_size: int = 1,
     (:func:`~reproduce.training.runnable.check_runnable`: the engine's refusals, the model on the
     meta device, optimizer, schedule, EMA, transforms); returns the cells that could not start,
     with the reason. Models are built once per shape and a data folder is listed once, so a
-    128-sample grid checks in seconds."""
-    from reproduce.training.runnable import check_runnable
+    128-sample grid checks in seconds. A cell whose build passed before under the same code,
+    config, world size and training-set size is not built again (srv's cache,
+    :mod:`reproduce.utils.cache`): a repeated dry run does not import timm. The data checks run
+    every time."""
+    from reproduce.training.runnable import build_parts, check_data
 
     models = {} if models is None else models  # meta models by shape, shareable between grids
     folders: set[str] = set()  # data folders whose layout passed the check
@@ -196,8 +201,14 @@ def check_cells(states: Sequence[CellState], world_size: int = 1,
         if state.status in ("done", "diverged"):
             continue  # nothing left to start
         try:
-            state.steps_per_epoch = check_runnable(state.cfg, world_size, models,
-                                                   folders).steps_per_epoch
+            check_data(state.cfg, folders)
+            key = _check_key(state.cfg, world_size)
+            spe = cache.load(CHECK_CACHE, key)
+            if spe is None:
+                spe = build_parts(state.cfg, world_size, device="meta",
+                                  models=models).steps_per_epoch
+                cache.store(CHECK_CACHE, key, spe)  # only a build that passed is remembered
+            state.steps_per_epoch = int(spe)
         except Exception as err:  # noqa: BLE001  (any reason the run would not start)
             reason = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
             if not isinstance(err, SrvError):
@@ -205,3 +216,22 @@ def check_cells(states: Sequence[CellState], world_size: int = 1,
             bad.append((state, reason))
     return bad
 
+
+#: srv's cache kind for cells whose meta build passed
+CHECK_CACHE = "cell-check"
+
+
+@lru_cache(maxsize=1)
+def _package_version() -> str:
+    """The code version of the whole package and the libraries a build depends on."""
+    package = Path(__file__).resolve().parent.parent
+    return cache.code_version(package.rglob("*.py"), ("torch", "timm", "torchvision"))
+
+
+def _check_key(cfg: Any, world_size: int) -> dict[str, Any]:
+    """The cache key of a cell's meta build: code, every config value, world size and the
+    training-set size (a data folder that grew changes the updates per epoch)."""
+    from reproduce.training.runnable import train_size
+
+    return cache.json_key({"code": _package_version(), "config": cfg.to_dict(),
+                           "world_size": world_size, "train": train_size(cfg.recipe)[0]})

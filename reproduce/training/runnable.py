@@ -29,8 +29,8 @@ from reproduce.training.config import RunConfig, scaled_lr
 from reproduce.training.ema import Ema, EmaRule, ema_rule
 from reproduce.training.schedule import LrSchedule
 
-__all__ = ["Parts", "build_mixup_loss", "build_parts", "check_runnable", "num_classes", "refuse",
-           "steps_per_epoch", "train_size"]
+__all__ = ["Parts", "build_mixup_loss", "build_parts", "check_data", "check_runnable",
+           "num_classes", "refuse", "steps_per_epoch", "train_size"]
 
 #: training-set sizes srv knows without reading the data
 IMAGENET_TRAIN = 1_281_167
@@ -212,26 +212,32 @@ def build_parts(cfg: RunConfig, world_size: int = 1, device: str = "cpu",
                  eval_tf, eval_desc, mixup, criterion, notes)
 
 
+def check_data(cfg: RunConfig, checked_folders: set[str] | None = None) -> None:
+    """The data checks of a run: an image-folder run needs ``data_path`` (the engine refuses to
+    start without it) and its layout is checked. A folder already in ``checked_folders``
+    (shared over a grid's cells) is not listed again. Raises :class:`SrvError`."""
+    r = cfg.recipe
+    if r.dataset != "imagefolder":
+        return
+    if not r.data_path:  # the engine's own refusal
+        raise SrvError(NO_DATA)
+    from reproduce.data.datasets import check_imagefolder
+
+    folder = str(Path(r.data_path).expanduser())
+    if checked_folders is None or folder not in checked_folders:
+        check_imagefolder(Path(folder))
+        if checked_folders is not None:
+            checked_folders.add(folder)
+
+
 def check_runnable(cfg: RunConfig, world_size: int = 1,
                    models: dict[tuple[Any, ...], nn.Module] | None = None,
                    checked_folders: set[str] | None = None) -> Parts:
-    """Everything a run would refuse or fail to build, checked without training: the engine's
-    refusals, the model (``meta`` device, one forward pass), optimizer, schedule, EMA,
-    transforms, Mixup / loss, and the data: an image-folder run needs ``data_path`` (the engine
-    refuses to start without it) and its layout is checked. Raises
-    :class:`SrvError` (or the model's own error) with the reason. A folder already in
-    ``checked_folders`` (shared over a grid's cells) is not listed again."""
-    r = cfg.recipe
-    if r.dataset == "imagefolder" and not r.data_path:  # the engine's own refusal
-        raise SrvError(NO_DATA)
-    if r.dataset == "imagefolder":
-        from reproduce.data.datasets import check_imagefolder
-
-        folder = str(Path(r.data_path).expanduser())
-        if checked_folders is None or folder not in checked_folders:
-            check_imagefolder(Path(folder))
-            if checked_folders is not None:
-                checked_folders.add(folder)
+    """Everything a run would refuse or fail to build, checked without training: the data
+    (:func:`check_data`), the engine's refusals, the model (``meta`` device, one forward pass),
+    optimizer, schedule, EMA, transforms, Mixup / loss. Raises :class:`SrvError` (or the model's
+    own error) with the reason."""
+    check_data(cfg, checked_folders)
     return build_parts(cfg, world_size, device="meta", models=models)
 
 
