@@ -1,6 +1,7 @@
-"""srv's cache of derived, deterministic records (the catalogue's params / FLOPs counts), so a
-second ``srv flops`` or ``srv table complexity`` answers from disk instead of rebuilding and
-tracing 40 models.
+"""srv's cache of derived, deterministic records, so a second call answers from disk instead of
+rebuilding models: the catalogue's params / FLOPs counts (``srv flops``, ``srv table
+complexity``), a recipe's measured facts (``srv recipes NAME``) and the grid cells whose meta
+build passed (``srv ablate --dry-run``, ``srv claims --run --dry-run``).
 
 The folder is ``$SRV_CACHE_DIR``, else ``$XDG_CACHE_HOME/srv``, else ``~/.cache/srv`` (the XDG
 base-directory convention). An entry's key includes :func:`code_version`: a hash of the source
