@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from reproduce.cli import app
 from reproduce.errors import SrvError
 from reproduce.recipes.grids import load_grid
-from reproduce.report.records import gather
+from reproduce.report.records import discover_seeds, gather
 from reproduce.report.render import latex_escape, render_latex, render_markdown
 from reproduce.report.tables import build_table
 from reproduce.report.tables import report as make_report
@@ -374,3 +374,17 @@ def test_reference_matching_rules() -> None:
     assert by_row.lookup("sgd-row", {"opt": "sgd"}, {}) == 78.0
     assert by_row.lookup("sgd-row", {"opt": "adamw"}, {}) is None
     assert by_row.lookup("other", {"opt": "sgd"}, {}) is None
+
+
+def test_seeds_only_other_grids_ran_do_not_count(tmp_path: Path, tables_env: Path) -> None:
+    """The lr-wd-edf draws train at one seed; the lr grid's runs of the same models and recipe at
+    other seeds are not draws of this grid, so the table does not add those seeds as missing."""
+    grid = load_grid("lr-wd-edf", samples=2, overrides={"img_size": 16})
+    runs = tmp_path / "runs"
+    for cell, top1 in zip(grid.cells(), [80, 90, 95, 97], strict=True):
+        write_run(runs, cell.model, cell.override_dict, "done", top1, epoch=2)
+    other = {"img_size": 16, "lr": 0.002}  # another grid's cell: same models, recipe, seed 5
+    write_run(runs, "vit-mini-patch", other, "done", 40.0, seed=5)
+    assert discover_seeds(grid, runs) == grid.seeds
+    write_run(runs, grid.cells()[0].model, grid.cells()[0].override_dict, "done", 81.0, seed=5)
+    assert discover_seeds(grid, runs) == sorted({*grid.seeds, 5})  # a draw run at seed 5 counts

@@ -20,8 +20,8 @@ def table(
              "'reference' or a reference CSV name (published numbers); default: every grid "
              "with results.", show_default=False)] = None,
     preset: Annotated[str | None, typer.Option(
-        help="Scale of the grid's runs: mini, quick (the stem grid) or full (default: the "
-             "grid's default, mini).")] = None,
+        help="Scale of the grid's runs: mini, quick (quick-linear for the stem grid's "
+             "conv-linear arm) or full (default: the grid's default, mini).")] = None,
     seeds: Annotated[str | None, typer.Option(
         help="Only these seeds (default: every seed found in the runs directory).")] = None,
     axis: Annotated[list[str] | None, typer.Option(

@@ -40,10 +40,19 @@ def run_seeds(grid: Grid, configs: Iterable[dict[str, Any]]) -> set[int]:
 
 
 def discover_seeds(grid: Grid, runs_root: Path) -> list[int]:
-    """The preset's seeds plus every seed found in ``runs_root`` for the grid's models and
-    recipe (so ``srv table`` shows what ``srv ablate --seeds ...`` ran)."""
+    """The preset's seeds plus every other seed at which one of the grid's own cells has a run
+    in ``runs_root`` (so ``srv table`` shows what ``srv ablate --seeds ...`` ran). A seed that
+    only other grids ran with the same models and recipe (the lr grid's seeds beside the
+    lr-wd-edf draws' one seed) does not count: its cells would all be missing."""
+    from dataclasses import replace
+
+    from reproduce.experiments.cells import plan
+
     configs = (read_json(p) or {} for p in runs_root.glob("*/config.json"))
-    return sorted(set(grid.seeds) | run_seeds(grid, configs))
+    extra = sorted(run_seeds(grid, configs) - set(grid.seeds))
+    ran = {st.cell.seed for st in plan(replace(grid, seeds=extra), runs_root)
+           if st.run_dir.is_dir()} if extra else set()
+    return sorted(set(grid.seeds) | ran)
 
 
 def gather(grid: Grid, runs_root: Path | str, states: list[Any] | None = None) -> pd.DataFrame:
