@@ -504,3 +504,18 @@ def test_jobs_train_cells_at_once_in_child_processes(tmp_path: Path,
     assert max(s for s, _ in spans.values()) < min(e for _, e in spans.values())
     assert set(threads.values()) == {str(ab.RunOptions(jobs=2).threads())}
     assert ab.RunOptions(jobs=2).threads() == max(1, len(os.sched_getaffinity(0)) // 2)
+
+
+def test_a_killed_unreaped_process_is_not_alive() -> None:
+    """A SIGKILLed rank whose parent died with it stays a zombie where the container's init does
+    not reap orphans; its pid still answers signals, yet it runs nothing: not alive, so the rerun
+    resumes its cell instead of reporting it running."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(child.pid, 0)  # the zombie answers signals ...
+    assert ab.process_alive(child.pid, socket.gethostname()) is False  # ... and is not alive
+    child.wait()
+    assert ab.process_alive(os.getpid(), socket.gethostname()) is True

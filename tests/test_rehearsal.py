@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from reproduce.data.jpeg_folder import JpegFolderSpec, write_jpeg_folder
+from reproduce.experiments import process_alive
 
 pytestmark = pytest.mark.slow
 
@@ -102,12 +104,19 @@ def _process_tree(pid: int) -> list[int]:
 
 
 def _kill_tree(pid: int) -> None:
-    """SIGKILL a process and every descendant at once, as a node failure would."""
-    for p in _process_tree(pid):
+    """SIGKILL a process and every descendant at once, as a node failure would, and wait (up to
+    60 s) until none of them runs any more: a killed process's teardown takes a moment on a
+    loaded machine, and a rerun started before it ends finds the run still held."""
+    tree = _process_tree(pid)
+    for p in tree:
         try:
             os.kill(p, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    deadline = time.monotonic() + 60
+    while any(process_alive(p, socket.gethostname()) for p in tree):
+        assert time.monotonic() < deadline, "killed processes still run after 60 s"
+        time.sleep(0.1)
 
 
 def _rows(run: Path) -> list[dict[str, object]]:

@@ -25,13 +25,19 @@ HEARTBEAT_S = 60.0
 STALE_AFTER_S = 15 * 60.0
 
 
-def _proc_start(pid: int) -> str | None:
-    """The start time of a process (Linux ``/proc``), to tell a reused pid from the original."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (Linux), None where unreadable."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return text.rsplit(")", 1)[-1].split()[19]
+    return text.rsplit(")", 1)[-1].split()
+
+
+def _proc_start(pid: int) -> str | None:
+    """The start time of a process (Linux ``/proc``), to tell a reused pid from the original."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields else None
 
 
 def process_alive(pid: int | None, host: str | None, start: str | None = None) -> bool | None:
@@ -47,6 +53,11 @@ def process_alive(pid: int | None, host: str | None, start: str | None = None) -
         return False
     except PermissionError:
         return True
+    fields = _proc_stat(int(pid))
+    if fields and fields[0] in ("Z", "X"):
+        # killed, not yet reaped: a container whose init does not reap orphans keeps a killed
+        # rank's pid answering signals; it runs nothing and holds nothing
+        return False
     if start is not None:
         now = _proc_start(int(pid))
         if now is not None and now != start:
