@@ -25,11 +25,11 @@ SLURM = "SLURM (--backend slurm)"
 
 
 #: the --preset help of srv ablate and srv table: the scales recipes/grids/*.toml define
-PRESET_HELP = ("Scale: mini (digits on CPU, minutes), quick (the claims' scale, 8 epochs on "
-               "digits, seeds 100-103; the stem grid's is the main job, quick-linear its "
-               "conv-linear arm) or full (ImageNet, the paper's recipe; one seed, so srv "
-               "claims gives no verdict from it: add --seeds 0-2); default: the grid's "
-               "default (mini).")
+PRESET_HELP = ("Scale: mini (digits on CPU, minutes), quick (8 epochs on digits, seeds 100-103) or "
+               "full (ImageNet, the paper's recipe; one seed, so srv claims gives no verdict "
+               "from it: add --seeds 0-2); default: the grid's default (mini). quick is the "
+               "claims' scale (the stem grid's is the main job; quick-linear its conv-linear "
+               "arm).")
 
 
 def load_cli_grid(name: str, preset: str | None, seeds: str | None, axis: list[str] | None,
