@@ -29,10 +29,11 @@ from reproduce.training.runs import read_json
 __all__ = ["STATED_S_PER_STEP", "Rates", "Stage", "check_stages", "format_seconds",
            "plan_stages", "run_stages", "stage_lines"]
 
-#: A cell's wall time per update when no finished run says better: 8-epoch quick cells of 88
-#: updates took 92-106 s two at a time (--jobs 2) on the 2-core AMD EPYC development machine
-#: (docs/claims.md, "The quick scale of the main job"), about 1.1 s per update per cell.
-STATED_S_PER_STEP = 1.1
+#: A cell's wall time per update when no finished run says better: the full run's 100 8-epoch
+#: cells of 88 updates (AdamW and SGD) took 50-61 s each, median 56 s, two at a time (--jobs 2)
+#: on the idle 2-core AMD EPYC development machine (docs/claims.md, "The full run's verdicts"),
+#: about 0.64 s per update per cell; a loaded machine of that kind took up to 1.1 s.
+STATED_S_PER_STEP = 0.64
 
 
 @dataclass
