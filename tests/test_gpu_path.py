@@ -78,6 +78,16 @@ def test_a_full_grid_dry_run_shows_the_slurm_submission_and_the_cost(
     assert not runs.exists()  # a dry run writes nothing
 
 
+def test_a_paired_draw_grids_dry_run_does_not_ask_for_seeds(tmp_path: Path) -> None:
+    """lr-wd-edf pairs the stems by (lr, wd) draw: one seed is its design, not a missing test."""
+    result = invoke(["ablate", "lr-wd-edf", "--preset", "quick", "--dry-run", "--runs-dir",
+                     str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert "1 seed x 16 (lr, wd) draws per stem: srv claims pairs the stems' errors by draw" \
+        in result.stdout
+    assert "can give no verdict" not in result.stdout
+
+
 def test_multi_node_torchrun_dry_run_prints_each_cells_command(
         tmp_path: Path, imagenet_layout: Path) -> None:
     runs = tmp_path / "runs"

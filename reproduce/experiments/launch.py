@@ -89,8 +89,9 @@ def cost_lines(grid: Grid, states: Sequence[CellState], options: RunOptions,
     """The cost of the cells left to train, per model and in total, and the seeds note."""
     costs = grid_cost(states, options, folders, img_per_s)
     seeds = len(grid.seeds)
+    draws = sum(len(a.points) for a in grid.axes if a.kind == "random")
     if not costs:
-        return ["cost: nothing left to train", f"seeds: {seeds_note(seeds)}"]
+        return ["cost: nothing left to train", f"seeds: {seeds_note(seeds, draws)}"]
     by_model: dict[str, list[Cost]] = {}
     for s, c in costs:
         by_model.setdefault(s.cell.model, []).append(c)
@@ -104,5 +105,5 @@ def cost_lines(grid: Grid, states: Sequence[CellState], options: RunOptions,
     for model, cs in by_model.items():
         merged = Cost(sum(c.images for c in cs), cs[0].throughput)
         lines.append(f"  {model} x {len(cs)}: {merged.describe()}")
-    lines.append(f"seeds: {seeds_note(seeds)}")
+    lines.append(f"seeds: {seeds_note(seeds, draws)}")
     return lines

@@ -75,8 +75,13 @@ def measured_throughput(model: str, r: Recipe, folders: Iterable[Path]) -> Throu
     return None
 
 
-def seeds_note(seeds: int) -> str:
-    """What ``srv claims`` can say from ``seeds`` seeds per arm."""
+def seeds_note(seeds: int, draws: int = 0) -> str:
+    """What ``srv claims`` can say from ``seeds`` seeds per arm; ``draws`` > 0 for a grid with
+    a random (lr, wd) axis, whose stems are compared paired by draw (stable-edf), not by seed."""
+    if draws:
+        return (f"{seeds} seed{'s' if seeds != 1 else ''} x {draws} (lr, wd) draws per stem: "
+                "srv claims pairs the stems' errors by draw (stable-edf), so one seed suffices; "
+                "the per-seed claims do not use this grid")
     if seeds < 2:
         return (f"{seeds} seed per cell: srv claims can give no verdict from these runs (one "
                 "seed per arm has no variance, so no test); the quick scale's pre-registered "
