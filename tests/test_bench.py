@@ -145,5 +145,8 @@ def test_bench_times_the_engine_with_and_without_tracking(tmp_path: Path) -> Non
     assert set(engine) == {"engine", "engine+tensorboard"}
     assert all(e["steps"] == 3 and e["img_per_s"] > 0 and e["error"] is None
                for e in engine.values())
+    # the trackers' calls timed directly: some time, a small share of the step time
+    assert engine["engine"]["tracking_frac"] is None
+    assert 0 < engine["engine+tensorboard"]["tracking_frac"] < 0.5
     bad = runner.invoke(app, ["bench", "--pipelines", "engine", "--log", "tensorbord"])
     assert bad.exit_code == 2 and "recipe key 'log'" in bad.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,25 @@ def test_unknown_tracker_is_refused(tmp_path: Path, spec: str) -> None:
                                  "--log", spec, *tiny_args()])
     assert result.exit_code == 2
     assert "recipe key 'log'" in result.stderr and "tensorboard, mlflow, wandb" in result.stderr
+
+
+def test_time_in_the_trackers_calls_is_counted() -> None:
+    """srv bench's 'in trackers' share: the seconds the training thread spent in the calls,
+    including a tracker that raised and was dropped."""
+    from reproduce.training.tracking import Tracking
+
+    class Slow:
+        def steps(self, *_: Any) -> None:
+            time.sleep(0.05)
+
+        def epoch(self, *_: Any) -> None:
+            time.sleep(0.05)
+            raise OSError("disk full")
+
+    tracking = Tracking([Slow()])  # type: ignore[list-item]
+    tracking.steps([], lambda step: 0.0)
+    assert 0.05 <= tracking.seconds < 0.5
+    tracking.epoch({"epoch": 1})
+    assert tracking.seconds >= 0.1 and tracking.trackers == []
+    tracking.steps([], lambda step: 0.0)  # no trackers left: nothing more
+    assert tracking.seconds < 0.5

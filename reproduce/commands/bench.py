@@ -41,7 +41,8 @@ def bench(
     log: Annotated[str, typer.Option(
         "--log", help="With --pipelines: also time each engine pipeline with these trackers "
                       "logging (tensorboard, mlflow, wandb; rows 'engine+tensorboard'), to "
-                      "measure what tracking costs.")] = "none",
+                      "measure what tracking costs: the ratio of the two rows, and the share "
+                      "of step time spent in the trackers' calls ('in trackers').")] = "none",
 ) -> None:
     """Training throughput (img/s) of srv models beside plain timm, eager and compiled.
 
@@ -136,19 +137,21 @@ def _bench_engine(names: list[str], modes: list[str], pipelines: list[str], batc
                                         log)
     env = environment_line()
     table = Table("model", "mode", "pipeline", "img/s", "data wait", "x bare step",
-                  "epoch start s", "img/s with start",
+                  "epoch start s", "img/s with start", "in trackers",
                   title=f"training (steady state), batch {batch}, {img_size}px, amp {amp}"
                         f"{', channels-last' if channels_last else ''} ({env}; "
                         f"{workers} loader workers)")
     for r in bare:
-        table.add_row(r.model, r.mode, "bare", f"{r.img_per_s:,.0f}", "-", "1.000", "-", "-")
+        table.add_row(r.model, r.mode, "bare", f"{r.img_per_s:,.0f}", "-", "1.000", "-", "-",
+                      "-")
     for e in engine:
         if e.error:
-            table.add_row(e.model, e.mode, e.pipeline, "failed", "-", "-", "-", "-")
+            table.add_row(e.model, e.mode, e.pipeline, "failed", "-", "-", "-", "-", "-")
             continue
         table.add_row(e.model, e.mode, e.pipeline, f"{e.img_per_s:,.0f}",
                       f"{100 * e.data_wait_frac:.0f}%", f"{e.ratio_to_bare:.3f}",
-                      f"{e.first_batch_s:.2f}", f"{e.epoch_img_per_s:,.0f}")
+                      f"{e.first_batch_s:.2f}", f"{e.epoch_img_per_s:,.0f}",
+                      "-" if e.tracking_frac is None else f"{100 * e.tracking_frac:.3f}%")
     Console().print(table)
     for e in engine:
         if e.error:

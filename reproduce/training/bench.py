@@ -165,6 +165,10 @@ class EngineResult:
     error: str | None = None  # the pipeline failed: why (the other pipelines still ran)
     first_batch_s: float | None = None  # the epoch start until the first batch is in hand
     epoch_img_per_s: float | None = None  # the whole timed epoch, its start included
+    #: share of the steady-state time the training thread spent in the trackers' calls (None
+    #: without trackers); a writer's own background thread is not in it (the ratio to the
+    #: run without trackers covers that, within the machine's noise)
+    tracking_frac: float | None = None
 
 
 class DeviceBatches:
@@ -248,10 +252,12 @@ def bench_engine(name: str, mode: str, pipeline: str, batch: int, img_size: int,
 
         trainer.train_step = clocked_step  # type: ignore[method-assign]
         sync()
+        tracked0 = trainer.tracker.seconds
         t0 = time.perf_counter()
         stats = trainer.train_epoch()
         sync()
         t1 = time.perf_counter()
+        tracked = trainer.tracker.seconds - tracked0
         trainer.tracker.close()
     start = first[0] - t0 if first else 0.0
     steady = t1 - (first[0] if first else t0)
@@ -260,7 +266,8 @@ def bench_engine(name: str, mode: str, pipeline: str, batch: int, img_size: int,
     label = f"{pipeline}+{log}" if log != "none" else pipeline
     return EngineResult(name, mode, label, batch, amp, stats.images / steady,
                         waited / steady, stats.steps + stats.skipped_steps,
-                        first_batch_s=start, epoch_img_per_s=stats.images / (t1 - t0))
+                        first_batch_s=start, epoch_img_per_s=stats.images / (t1 - t0),
+                        tracking_frac=tracked / steady if log != "none" else None)
 
 
 def run_engine_bench(models: list[str], modes: list[str], pipelines: list[str], batch: int,

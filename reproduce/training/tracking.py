@@ -232,8 +232,18 @@ class Tracking:
     def __init__(self, trackers: Sequence[_Tracker] = ()) -> None:
         self.trackers = list(trackers)
         self.finished = False
+        #: seconds the training thread spent in the trackers' calls (``srv bench`` reports
+        #: it as a share of the step time: the cost of tracking, measured directly)
+        self.seconds = 0.0
 
     def _each(self, what: str, *args: Any) -> None:
+        start = time.perf_counter()
+        try:
+            self._call_each(what, *args)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def _call_each(self, what: str, *args: Any) -> None:
         for tracker in list(self.trackers):
             try:
                 getattr(tracker, what)(*args)
