@@ -26,8 +26,9 @@ from typing import Any
 
 from reproduce.errors import SrvError
 
-#: the stability claims' grids at the presets whose configurations the calibration ran
-DEFAULT_GRIDS = "lr:quick,warmup:quick,optimizer:quick,stem:quick-linear,epochs:quick"
+#: every grid of ``srv claims --run`` at the presets whose configurations the calibration ran
+DEFAULT_GRIDS = ("stem:quick,stem:quick-linear,lr:quick,warmup:quick,optimizer:quick,"
+                 "epochs:quick,lr-wd-edf:quick")
 
 
 def _cells(grid_name: str, preset: str, seeds: list[int], runs: Path) -> list[Any]:

@@ -161,10 +161,11 @@ def test_calibration_export_writes_each_grids_curves(tmp_path: Path) -> None:
     first = lr_recs[0]
     assert first["stem"] == "patch" and first["tag"] == "lr=0.0005" and first["t"] == 100.0
     assert first["curve"] == pytest.approx([40.0 * e / 8 for e in range(1, 9)])
-    # lr 1e-3 is also the warmup grid's 3-epoch cell and the 8-epoch patchify cell
+    # lr 1e-3 is also the stem grid's patchify cell, the warmup grid's 3-epoch cell, the
+    # AdamW cell and the 8-epoch patchify cell
     assert {(r["grid"], r["seed"]) for r in recs if r["grid"] != "lr"} == {
-        ("warmup", 200), ("warmup", 201), ("optimizer", 200), ("optimizer", 201),
-        ("epochs", 200), ("epochs", 201)}
+        ("stem", 200), ("stem", 201), ("warmup", 200), ("warmup", 201), ("optimizer", 200),
+        ("optimizer", 201), ("epochs", 200), ("epochs", 201)}
 
 
 def test_paired_edf_claim_against_scipy(tmp_path: Path) -> None:
