@@ -93,3 +93,15 @@ def train_until_killed(cfg: Any, runs_root: Path, after_step: int = 6) -> Path:
         with pytest.raises(Killed):
             train(cfg, runs_root, progress=False)
     return runs_root / cfg.run_name
+
+
+def evaluate_runs(runs: Path | str, claims: Any = None, **kwargs: Any) -> Any:
+    """``srv claims`` over a runs folder: its runs exported as records (the diversity claim's
+    grids measured on their checkpoints unless ``diversity=False``), then evaluated."""
+    from reproduce.commands._records import record_index
+    from reproduce.report import claims as cl
+
+    cs = claims or cl.load_claims()
+    measure = ({c.grid for c in cs.claims if c.statistic == "diversity"}
+               if kwargs.get("diversity", True) else None)
+    return cl.evaluate(record_index(Path(runs), None, measure), cs, **kwargs)

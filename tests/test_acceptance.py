@@ -38,7 +38,7 @@ def test_main_job_cells_conv_stem_beats_patchify(tmp_path: Path,
     conv_run, conv = results["vit-mini-conv"]
     _, patch = results["vit-mini-patch"]
     assert conv >= 85.0 and patch < conv - 25.0, (conv, patch)
-    table = (tables / "stem-quick.md").read_text()
+    table = (tables / "stem-quick-seeds0.md").read_text()  # seed 0: not the preset's seeds
     assert f"{conv:.1f}" in table and f"{patch:.1f}" in table
     assert "n = 1" in done.stdout or "n=1" in done.stdout  # one seed: no verdict
     evaluated = subprocess.run([sys.executable, "-m", "reproduce", "eval", str(conv_run),

@@ -17,9 +17,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from reproduce.cli import app
-from reproduce.errors import SrvError
-from reproduce.report.diversity import (
+from reproduce.analysis.diversity import (
     Diversity,
     diversity_tables,
     effective_rank,
@@ -29,8 +27,10 @@ from reproduce.report.diversity import (
     singular_values,
     token_diversity,
 )
-from reproduce.report.stem_bn import stem_bn_stats
-from reproduce.report.targets import TargetSpec, resolve_target
+from reproduce.analysis.stem_bn import stem_bn_stats
+from reproduce.analysis.targets import TargetSpec, resolve_target
+from reproduce.cli import app
+from reproduce.errors import SrvError
 
 runner = CliRunner()
 

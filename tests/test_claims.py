@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import evaluate_runs
 from scipy import stats as sp
 from test_tables import tables_env, write_run  # noqa: F401 - a fixture
 from typer.testing import CliRunner
@@ -47,7 +48,7 @@ def _by_id(report: cl.Report) -> dict[str, cl.Result]:
 
 def test_known_data_give_known_p_values_and_verdicts(tmp_path: Path) -> None:
     write_grid_runs(tmp_path / "runs", "stem", "quick", QUICK)
-    report = cl.evaluate(tmp_path / "runs", ids=["accuracy", "bn", "relu", "stable-seeds"])
+    report = evaluate_runs(tmp_path / "runs", ids=["accuracy", "bn", "relu", "stable-seeds"])
     res = _by_id(report)
     p = {k: sp.ttest_ind(QUICK["conv"], QUICK[b], equal_var=False).pvalue
          for k, b in (("accuracy", "patch"), ("bn", "conv-nobn"), ("relu", "conv-norelu"))}
@@ -77,19 +78,19 @@ def test_claims_report_golden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.chdir(tmp_path)
     write_grid_runs(Path("runs"), "stem", "quick", QUICK)
-    text = cl.evaluate("runs", diversity=False).text()
+    text = evaluate_runs("runs", diversity=False).text()
     _golden("claims_quick.md", text)
 
 
 def test_verdicts_flip_when_the_evidence_does(tmp_path: Path) -> None:
     flipped = {**QUICK, "conv-norelu": [96.1, 97.0, 96.4]}  # BN only now beats BN + ReLU
     write_grid_runs(tmp_path / "a", "stem", "quick", flipped)
-    res = _by_id(cl.evaluate(tmp_path / "a", ids=["relu", "accuracy"]))
+    res = _by_id(evaluate_runs(tmp_path / "a", ids=["relu", "accuracy"]))
     assert res["relu"].verdict == "contradicted" and res["relu"].test.diff < 0
     assert res["accuracy"].verdict == "supported"
     noisy = {**QUICK, "conv-norelu": [80.0, 95.0, 90.0]}  # overlapping: undecided
     write_grid_runs(tmp_path / "b", "stem", "quick", noisy)
-    report = cl.evaluate(tmp_path / "b", ids=["relu", "accuracy"])
+    report = evaluate_runs(tmp_path / "b", ids=["relu", "accuracy"])
     relu = _by_id(report)["relu"]
     assert relu.verdict == "inconclusive" and relu.p_holm >= 0.05
     t = relu.test
@@ -102,20 +103,20 @@ def test_verdicts_flip_when_the_evidence_does(tmp_path: Path) -> None:
 def test_holm_family_does_not_depend_on_filters(tmp_path: Path) -> None:
     """Defect D: srv claims accuracy tested one claim at unadjusted alpha."""
     write_grid_runs(tmp_path / "runs", "stem", "quick", QUICK)
-    full = _by_id(cl.evaluate(tmp_path / "runs", diversity=False))
+    full = _by_id(evaluate_runs(tmp_path / "runs", diversity=False))
     for ids, grids in ((["relu"], None), (None, ["stem"])):
-        part = cl.evaluate(tmp_path / "runs", ids=ids, grids=grids, diversity=False)
+        part = evaluate_runs(tmp_path / "runs", ids=ids, grids=grids, diversity=False)
         for r in part.shown:
             assert r.p_holm == full[r.claim.id].p_holm
     # a skipped diversity measurement still takes its place in the family, at p = 1
-    assert cl.evaluate(tmp_path / "runs", diversity=False).family == 5
+    assert evaluate_runs(tmp_path / "runs", diversity=False).family == 5
 
 
 def test_too_small_to_resolve_names_the_effect(tmp_path: Path) -> None:
     """Defect E: not "the observed effect is about 0" for a variance ratio of 0.62."""
     same = {**QUICK, "conv-norelu": [93.2, 94.1, 92.6]}
     write_grid_runs(tmp_path / "runs", "stem", "quick", same)
-    relu = _by_id(cl.evaluate(tmp_path / "runs", ids=["relu"], diversity=False))["relu"]
+    relu = _by_id(evaluate_runs(tmp_path / "runs", ids=["relu"], diversity=False))["relu"]
     assert relu.seeds_needed is None
     assert f"a difference of {relu.test.diff:+.1f} is too small to resolve with n = 3 + 3" \
         in relu.reason and "about 0" not in relu.reason
@@ -128,7 +129,7 @@ def test_divergences_count_at_chance_with_fishers_test(tmp_path: Path) -> None:
     cell = next(c for c in load_grid("stem", preset="quick", seeds=[2]).cells()
                 if c.label_dict["stem"] == "conv-nobn")
     write_run(runs, cell.model, cell.override_dict, "diverged", None, seed=2)
-    bn = _by_id(cl.evaluate(runs, ids=["bn"], diversity=False))["bn"]
+    bn = _by_id(evaluate_runs(runs, ids=["bn"], diversity=False))["bn"]
     assert bn.evidence.values_b == pytest.approx([37.8, 35.0, 10.0])  # 100 / 10 classes
     assert bn.evidence.diverged == (0, 1)
     p = sp.fisher_exact([[0, 3], [1, 2]]).pvalue
@@ -149,10 +150,10 @@ def test_no_test_reason_names_the_arm_that_does_not_vary() -> None:
 
 def test_one_seed_never_gives_a_verdict(tmp_path: Path) -> None:
     write_grid_runs(tmp_path / "runs", "stem", "mini", {"patch": [40.0], "conv": [98.0]})
-    for r in cl.evaluate(tmp_path / "runs", ids=["accuracy", "stable-seeds"]).shown:
+    for r in evaluate_runs(tmp_path / "runs", ids=["accuracy", "stable-seeds"]).shown:
         assert r.verdict == "inconclusive" and r.test is None and r.p is None
         assert r.seeds_needed is None and "n = 1 + 1" in r.reason
-    report = cl.evaluate(tmp_path / "runs", ids=["bn", "stable-lr"])
+    report = evaluate_runs(tmp_path / "runs", ids=["bn", "stable-lr"])
     assert {r.verdict for r in report.shown} == {"no evidence"}
     assert "srv ablate stem --preset quick" in _by_id(report)["bn"].reason
     # a claim that names its preset points at it (and at the full run that trains it)
@@ -167,8 +168,9 @@ def test_round_one_two_seed_stem_grid(tmp_path: Path, tables_env: Path) -> None:
                                  "--no-diversity"])
     assert result.exit_code == 0, result.output
     text = (tables_env / "claims.md").read_text()
-    assert text in result.output
-    report = cl.evaluate(tmp_path / "runs", diversity=False)
+    report, hidden = text.rsplit("<!-- ", 1)  # the hidden line: the evidence it rests on
+    assert report in result.output and hidden == "srv evidence: 6 tested claims, 10 runs -->\n"
+    report = evaluate_runs(tmp_path / "runs", diversity=False)
     res = _by_id(report)
     # five tests (accuracy, bn, relu, convs-alone, stable-seeds) and the diversity claim whose
     # measurement --no-diversity skipped (in the family at p = 1): Holm over six
@@ -208,7 +210,7 @@ def test_spread_claim_counts_a_divergence_as_chance(tmp_path: Path) -> None:
         status = "done" if value is not None else "diverged"
         write_run(runs, cell.model, cell.override_dict, status, value, seed=cell.seed,
                   epoch=2 if value is None else None)
-    res = _by_id(cl.evaluate(runs, ids=["stable-warmup"]))["stable-warmup"]
+    res = _by_id(evaluate_runs(runs, ids=["stable-warmup"]))["stable-warmup"]
     # patch seed 0 diverged at warmup 0: 10% (chance on 10 classes) -> spread 60 - 10 = 50
     assert res.evidence.values_b == pytest.approx([50.0, 21.0])
     assert res.evidence.values_a == pytest.approx([3.0, 2.1])
@@ -250,13 +252,33 @@ def test_a_report_without_runs_never_replaces_the_last_one(tmp_path: Path,
     assert (tables_env / "claims.md").read_text() == "the verdicts of 36 finished runs\n"
 
 
+def test_a_report_with_less_evidence_never_replaces_one_with_more(tmp_path: Path,
+                                                                  tables_env: Path) -> None:  # noqa: F811
+    """A claims.md from 2 seeds per arm is not replaced by one from 1 seed (fewer tested
+    claims): one line naming --force, exit 2, the file untouched; --force replaces it."""
+    write_grid_runs(tmp_path / "big", "stem", "mini", STEM_2SEEDS)
+    assert runner.invoke(app, ["claims", "--runs-dir", str(tmp_path / "big"),
+                               "--no-diversity"]).exit_code == 0
+    before = (tables_env / "claims.md").read_text()
+    small = {k: v[:1] for k, v in STEM_2SEEDS.items()}
+    write_grid_runs(tmp_path / "small", "stem", "mini", small)
+    args = ["claims", "--runs-dir", str(tmp_path / "small"), "--no-diversity"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "holds verdicts from more evidence (6 tested claims, 10 runs)" in result.stderr
+    assert "--force" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (tables_env / "claims.md").read_text() == before
+    assert runner.invoke(app, [*args, "--force"]).exit_code == 0
+    assert (tables_env / "claims.md").read_text() != before
+
+
 def test_diversity_claim_measures_the_checkpoints(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiny real runs (two stems, two seeds), their effective rank after the last block."""
     from conftest import TINY
 
-    from reproduce.report.diversity import measure_diversity
-    from reproduce.report.targets import grid_targets
+    from reproduce.analysis.diversity import measure_diversity
+    from reproduce.analysis.targets import grid_targets
     from reproduce.training.engine import train
 
     grids = tmp_path / "grids"
@@ -275,7 +297,7 @@ def test_diversity_claim_measures_the_checkpoints(tmp_path: Path,
     states = plan(grid, tmp_path / "runs")
     for st in states:
         assert train(st.cfg, runs_root=tmp_path / "runs", progress=False).status == "completed"
-    res = cl.evaluate(tmp_path / "runs", cl.load_claims(tmp_path / "claims.toml")).results[0]
+    res = evaluate_runs(tmp_path / "runs", cl.load_claims(tmp_path / "claims.toml")).results[0]
     targets, _ = grid_targets(grid, tmp_path / "runs", "last", states=plan(grid,
                                                                            tmp_path / "runs"))
     erank = [r.erank[-1] for r in measure_diversity(targets)]
@@ -286,7 +308,7 @@ def test_diversity_claim_measures_the_checkpoints(tmp_path: Path,
     assert "after block 6" in res.evidence.notes[-1] or "after" in res.evidence.notes[-1]
     # beside them, the same models untrained (each run's config and seed), measured here by
     # srv analyze diversity's own path on untrained targets
-    from reproduce.report.targets import TargetSpec
+    from reproduce.analysis.targets import TargetSpec
 
     fresh = [TargetSpec(f"{t.label} (untrained)", "model", t.config["model"], t.config,
                         seed=t.seed) for t in targets]
@@ -315,7 +337,7 @@ def test_main_job_ends_with_the_verdicts(tmp_path: Path) -> None:
     assert verdicts.count("**supported**") == 3  # accuracy, bn, relu
     assert "has a checkpoint (last.pt) to measure" in verdicts  # hand-written runs: no weights
     assert "| stable-lr" in (tables / "claims.md").read_text()
-    assert (tables / "stem-quick.md").exists()
+    assert (tables / "stem-quick-seeds100-102.md").exists()  # not the preset's seeds: named so
 
 
 def test_one_calibration_rule_for_the_design_and_each_claims_preset(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import evaluate_runs
 from test_tables import write_run
 from typer.testing import CliRunner
 
@@ -185,7 +186,7 @@ def test_paired_edf_claim_against_scipy(tmp_path: Path) -> None:
         top1 = (conv_top1 if cell.label_dict["stem"] == "conv" else patch_top1)[i]
         write_run(runs, cell.model, cell.override_dict, "done" if top1 is not None else
                   "diverged", top1, seed=cell.seed)
-    res = {r.claim.id: r for r in cl.evaluate(runs, diversity=False).results}["stable-edf"]
+    res = {r.claim.id: r for r in evaluate_runs(runs, diversity=False).results}["stable-edf"]
     err_conv = [100 - v for v in conv_top1]
     err_patch = [100 - (v if v is not None else 10.0) for v in patch_top1]  # chance: 10 classes
     expect = sp.wilcoxon(err_conv, err_patch)
@@ -204,7 +205,7 @@ def test_paired_edf_claim_against_scipy(tmp_path: Path) -> None:
         top1 = (patch_top1 if cell.label_dict["stem"] == "conv" else conv_top1)[i]
         write_run(runs2, cell.model, cell.override_dict, "done" if top1 is not None else
                   "diverged", top1, seed=cell.seed)
-    swapped = {r.claim.id: r for r in cl.evaluate(runs2, ids=["stable-edf"],
+    swapped = {r.claim.id: r for r in evaluate_runs(runs2, ids=["stable-edf"],
                                                   diversity=False).results}["stable-edf"]
     assert swapped.verdict == "contradicted" and swapped.p == pytest.approx(expect.pvalue)
 

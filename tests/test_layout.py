@@ -10,17 +10,23 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "reproduce"
 
 #: the layers, lowest first: a module may import its own subpackage and any lower layer only
-LAYERS: dict[str, int] = {
+LAYERS: dict[str, float] = {
     "reproduce": 0, "reproduce.errors": 0,
-    "reproduce.utils": 1,
+    "reproduce.utils": 1, "reproduce.records": 1.5,  # records: utils (atomic writes) only
     "reproduce.recipes": 2,
     "reproduce.models": 3, "reproduce.data": 3,  # siblings: neither imports the other
     "reproduce.training": 4,
     "reproduce.experiments": 5,
     "reproduce.report": 6,
-    "reproduce.commands": 7,
-    "reproduce.cli": 8,
-    "reproduce.__main__": 9,
+    "reproduce.analysis": 7,
+    "reproduce.commands": 8,
+    "reproduce.cli": 9,
+    "reproduce.__main__": 10,
+}
+#: reporting reads run records only: it never re-resolves configs through the training stack
+#: (the analyses of trained models, which load checkpoints, live in reproduce.analysis)
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "reproduce.report": ("reproduce.experiments", "reproduce.training"),
 }
 MAX_LINES = 550
 MAX_TOP_LEVEL = 10
@@ -127,6 +133,14 @@ def test_imports_flow_down_the_layers() -> None:
             if dep_own != own and dep_rank >= rank:
                 wrong.append(f"{name} -> {dep}")
     assert not wrong, "imports against the layering:\n" + "\n".join(sorted(wrong))
+
+
+def test_report_reads_records_not_the_training_stack() -> None:
+    wrong = [f"{name} -> {dep}" for name, deps in _graph().items()
+             for banned_for, banned in FORBIDDEN.items()
+             if name == banned_for or name.startswith(banned_for + ".")
+             for dep in deps if dep.startswith(banned)]
+    assert not wrong, "report/ imports the training stack:\n" + "\n".join(sorted(wrong))
 
 
 def test_no_import_cycles() -> None:

@@ -55,7 +55,7 @@ def test_a_recipe_can_extend_another(tmp_path: Path) -> None:
 
 
 def test_train_and_analyze_agree_on_each_models_recipe() -> None:
-    from reproduce.report.targets import resolve_target
+    from reproduce.analysis.targets import resolve_target
     from reproduce.training.config import default_recipe
 
     expected = {"vit-mini-conv": "mini", "vit-s-conv": "deit", "vit-b-xiao": "deit",

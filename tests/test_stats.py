@@ -10,14 +10,20 @@ from scipy import stats as sp
 from test_tables import _golden, _grid, check_latex, tables_env, write_run  # noqa: F401
 
 from reproduce.errors import SrvError
+from reproduce.experiments.export import grid_records
 from reproduce.report import stats
-from reproduce.report.records import gather
+from reproduce.report.records import frame
 from reproduce.report.render import render_latex, render_markdown
 from reproduce.report.stat_columns import fmt_p
 from reproduce.report.tables import build_table
 
 A = [93.1, 94.2, 92.5, 95.0]
 B = [41.1, 44.4, 43.3]
+
+
+def gather(grid, runs):  # noqa: ANN001, ANN201
+    """A grid's runs folder as the report's frame (export, then the report's view)."""
+    return frame(grid, grid_records(grid, runs))
 
 
 def test_mean_interval_is_the_student_t_interval() -> None:

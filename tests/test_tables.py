@@ -20,8 +20,9 @@ from typer.testing import CliRunner
 
 from reproduce.cli import app
 from reproduce.errors import SrvError
+from reproduce.experiments.export import grid_records, grid_seeds
 from reproduce.recipes.grids import load_grid
-from reproduce.report.records import discover_seeds, gather
+from reproduce.report.records import frame
 from reproduce.report.render import latex_escape, render_latex, render_markdown
 from reproduce.report.tables import build_table
 from reproduce.report.tables import report as make_report
@@ -83,6 +84,11 @@ set = { epochs = 15, img_size = 16 }
 
 WANG_HEADER = ("model,stem,setting,optimizer,lr,warmup_epochs,epochs,top1,top1_err,params_m,"
                "gflops,source,note\n")
+
+
+def gather(grid, runs):  # noqa: ANN001, ANN201
+    """A grid's runs folder as the report's frame (export, then the report's view)."""
+    return frame(grid, grid_records(grid, runs))
 
 
 def write_run(runs_root: Path, model: str, overrides: dict[str, Any], status: str,
@@ -296,7 +302,7 @@ def test_edf_table_and_plot(tmp_path: Path, tables_env: Path) -> None:
                                                  "done", "done", "done", "failed"],
                                   [80, 90, None, 60, 95, 97, 96, None], strict=True):
         write_run(runs, cell.model, cell.override_dict, status, top1, epoch=2)
-    rep = make_report(grid, runs, tables_env, formats=("markdown", "latex"))
+    rep = make_report(grid, grid_records(grid, runs), tables_env, formats=("markdown", "latex"))
     md = rep.texts["markdown"]
     assert rep.table.kind == "edf"
     patch = rep.table.rows[0]
@@ -385,6 +391,6 @@ def test_seeds_only_other_grids_ran_do_not_count(tmp_path: Path, tables_env: Pat
         write_run(runs, cell.model, cell.override_dict, "done", top1, epoch=2)
     other = {"img_size": 16, "lr": 0.002}  # another grid's cell: same models, recipe, seed 5
     write_run(runs, "vit-mini-patch", other, "done", 40.0, seed=5)
-    assert discover_seeds(grid, runs) == grid.seeds
+    assert grid_seeds(grid, runs) == grid.seeds
     write_run(runs, grid.cells()[0].model, grid.cells()[0].override_dict, "done", 81.0, seed=5)
-    assert discover_seeds(grid, runs) == sorted({*grid.seeds, 5})  # a draw run at seed 5 counts
+    assert grid_seeds(grid, runs) == sorted({*grid.seeds, 5})  # a draw run at seed 5 counts

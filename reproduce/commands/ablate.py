@@ -241,11 +241,12 @@ def ablate(
     if options.follower:
         table = claims = False  # node 0 writes the table
     if table and any(s.status in ("done", "diverged") for s in summary.states):
-        from reproduce.report.reference import tables_dir as default_tables_dir
+        from reproduce.experiments.export import grid_records
+        from reproduce.report.reference import output_dir
         from reproduce.report.tables import report
 
-        out_dir = tables_dir or default_tables_dir()
-        rep = report(grid, runs_dir, out_dir, states=summary.states, force=force)
+        out_dir = output_dir(runs_dir, tables_dir)
+        rep = report(grid, grid_records(grid, runs_dir, summary.states), out_dir, force=force)
         print()
         print(rep.texts["markdown"], end="")
         written = list(rep.paths)
@@ -272,17 +273,24 @@ def _claims(grid_name: str, runs_dir: Path, out_dir: Path, force: bool) -> list[
     """Print the verdicts of the claims whose evidence is this grid (evaluated with all the
     others, so the Holm family is that of srv claims) and write the full tables/claims.md;
     nothing for a grid no claim reads."""
+    from reproduce.commands._records import record_index, write_claims
+    from reproduce.errors import SrvError
     from reproduce.report import claims as cl
-    from reproduce.report.render import write_table
 
     claim_set = cl.load_claims()
     if not any(c.grid == grid_name for c in claim_set.claims):
         return []
-    rep = cl.evaluate(runs_dir, claim_set, force=force)
+    measure = {c.grid for c in claim_set.claims if c.statistic == "diversity"}
+    rep = cl.evaluate(record_index(runs_dir, None, measure), claim_set, force=force)
     print()
     print(cl.render_markdown(rep, only={c.claim.id for c in rep.results
                                         if c.claim.grid == grid_name}), end="")
-    return [write_table(rep.text(), Path(out_dir) / "claims.md")]
+    try:
+        return [write_claims(rep.text(), rep.family, rep.evidence_runs(),
+                             Path(out_dir) / "claims.md", force)]
+    except SrvError as err:  # the grid trained fine: say why claims.md was kept, go on
+        print(f"srv: note: {err}")
+        return []
 
 
 def _print_summary(summary, grid_name: str) -> None:  # noqa: ANN001

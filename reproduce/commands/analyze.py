@@ -51,8 +51,8 @@ SeedOpt = Annotated[int, typer.Option(help="Init seed of untrained models.")]
 FormatOpt = Annotated[Format, typer.Option(
     "--format", help="table (rich), markdown or json.")]
 OutOpt = Annotated[Path | None, typer.Option(
-    help="The PNG to write (a Markdown table goes next to it); default: in tables/ of the "
-         "current directory ($SRV_TABLES_DIR).")]
+    help="The PNG to write (a Markdown table goes next to it); default: in <runs-dir>/tables/ "
+         "($SRV_TABLES_DIR).")]
 WriteOpt = Annotated[bool, typer.Option(
     "--write/--no-write", help="Write the PNG and its Markdown table.")]
 
@@ -76,11 +76,11 @@ def _device(want: str) -> str:
 def _load_grid(name: str, preset: str | None, seeds: str | None, axis: list[str] | None,
                sets: list[str] | None, runs_dir: Path) -> Any:
     from reproduce.commands.ablate import load_cli_grid
-    from reproduce.report.records import discover_seeds
+    from reproduce.experiments.export import grid_seeds
 
     grid = load_cli_grid(name, preset, seeds, axis, sets, None)
     if seeds is None:  # every seed that was run, not only the preset's (as srv table)
-        found = discover_seeds(grid, runs_dir)
+        found = grid_seeds(grid, runs_dir)
         if found != grid.seeds:
             grid = load_cli_grid(name, preset, ",".join(map(str, found)), axis, sets, None)
     return grid
@@ -91,8 +91,8 @@ def _targets(targets: list[str] | None, grid_name: str | None, preset: str | Non
              runs_dir: Path, weights: str, recipe: str | None, seed: int,
              command: str) -> tuple[list[Any], Any, list[str]]:
     """The targets of the command line (grid cells first), the grid (or None), skip notes."""
+    from reproduce.analysis.targets import grid_targets, resolve_target, unique_labels
     from reproduce.recipes.recipe import parse_overrides
-    from reproduce.report.targets import grid_targets, resolve_target, unique_labels
 
     if not targets and not grid_name:
         raise SrvError(f"srv analyze {command}: give run directories, checkpoints or model "
@@ -116,12 +116,14 @@ def _targets(targets: list[str] | None, grid_name: str | None, preset: str | Non
     return specs, grid, notes
 
 
-def _default_out(kind: str, grid: Any) -> Path:
-    from reproduce.report.reference import tables_dir
+def _default_out(kind: str, grid: Any, runs_dir: Path) -> Path:
+    """``<runs>/tables/<kind>-<grid>.png`` (or ``$SRV_TABLES_DIR``): never a clone's shipped
+    ``tables/`` unless ``--out`` says so."""
+    from reproduce.report.reference import output_dir
     from reproduce.report.tables import output_stem
 
     name = f"{kind}-{output_stem(grid)}" if grid is not None else kind
-    return tables_dir() / f"{name}.png"
+    return output_dir(runs_dir) / f"{name}.png"
 
 
 def _emit(tables: list[Any], fmt: Format, record: dict[str, Any], out: Path | None,
@@ -184,7 +186,7 @@ def diversity(
     pairwise cosine similarity (lower = more diverse) and effective rank (higher = more diverse)
     on a fixed batch of val images. Prints the table and draws every target's curves on one
     PNG."""
-    from reproduce.report.diversity import diversity_tables, measure_diversity, plot_diversity
+    from reproduce.analysis.diversity import diversity_tables, measure_diversity, plot_diversity
 
     if images < 2:
         raise SrvError(f"--images {images}: give at least 2 images")
@@ -202,7 +204,7 @@ def diversity(
     tables = diversity_tables(specs, results, title=title, provenance=provenance,
                               notes=[n[0].upper() + n[1:] + "." for n in notes])
     image = None
-    path = out or _default_out("diversity", g)
+    path = out or _default_out("diversity", g, runs_dir)
     if write:
         image = plot_diversity(specs, results, path, title)
     record = {
@@ -243,7 +245,7 @@ def stem_bn(
     """The per-channel BN scale (gamma) of every BatchNorm in the stem of conv-stem models:
     summary stats (mean, std, min, max, fraction |gamma| < 0.1) and a violin plot per layer.
     A model whose stem has no BN is an error (grid cells without BN are skipped)."""
-    from reproduce.report.stem_bn import SMALL_GAMMA, plot_stem_bn, stem_bn_stats, stem_bn_table
+    from reproduce.analysis.stem_bn import SMALL_GAMMA, plot_stem_bn, stem_bn_stats, stem_bn_table
 
     specs, g, notes = _targets(targets, grid, preset, seeds, axis, sets, runs_dir,
                                weights.value, recipe, seed, "stem-bn")
@@ -268,7 +270,7 @@ def stem_bn(
                  f"init seed {seed})."
     table = stem_bn_table(kept, layers, provenance=provenance,
                           notes=[n[0].upper() + n[1:] + "." for n in notes])
-    path = out or _default_out("stem-bn", g)
+    path = out or _default_out("stem-bn", g, runs_dir)
     image = plot_stem_bn(kept, layers, path, title) if write else None
     record = {
         "command": "stem-bn", "weights": weights.value, "small_gamma": SMALL_GAMMA,
@@ -296,7 +298,7 @@ def stability(
     """Training stability of a grid's runs: final top-1 beside grad-norm max / mean, loss
     spikes, the largest update ratio and diverged status (from each run's metrics.jsonl), and a
     PNG of the per-epoch curves."""
-    from reproduce.report.stability_summary import plot_stability, stability_rows, stability_table
+    from reproduce.analysis.stability_summary import plot_stability, stability_rows, stability_table
 
     g = _load_grid(grid, preset, seeds, axis, sets, runs_dir)
     rows = stability_rows(g, runs_dir)
@@ -307,7 +309,7 @@ def stability(
     provenance = f"Provenance: srv analyze stability; scale: {g.scale}; recipe {g.recipe}; " \
                  f"runs in {runs_dir}."
     table = stability_table(g, rows, provenance=provenance)
-    path = out or _default_out("stability", g)
+    path = out or _default_out("stability", g, runs_dir)
     image = plot_stability(rows, path, g.title) if write else None
     record = {"command": "stability", "grid": {"name": g.name, "preset": g.preset},
               "plot": str(image) if image else None,

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from reproduce.commands._options import RunsDirOpt
+from reproduce.commands._records import RecordsOpt
 from reproduce.errors import SrvError, handle_errors
 
 RUN = "The full run (srv claims --run)"
@@ -32,9 +33,10 @@ def claims(
         "--preset", help="Only evidence from this preset (repeatable); default: for each claim "
                          "the preset with the most seeds per arm.")] = None,
     runs_dir: RunsDirOpt = Path("runs"),
+    records: RecordsOpt = None,
     tables_dir: Annotated[Path | None, typer.Option(
-        help="Where claims.md is written; default: ./tables, tables/ in the current "
-             "directory ($SRV_TABLES_DIR).")] = None,
+        help="Where claims.md is written; default: $SRV_TABLES_DIR, else <runs-dir>/tables "
+             "(the shipped tables/claims.md only with --tables-dir tables).")] = None,
     write: Annotated[bool, typer.Option(
         "--write/--no-write", help="Write tables/claims.md (only when every claim is "
                                    "evaluated).")] = True,
@@ -45,7 +47,8 @@ def claims(
         "--format", case_sensitive=False, help="markdown (default) or json.")
     ] = Format.markdown,
     force: Annotated[bool, typer.Option(
-        "--force", help="Use evidence that mixes code versions.")] = False,
+        "--force", help="Use evidence that mixes code versions, and replace a claims.md that "
+                        "rests on more evidence.")] = False,
     claims_file: Annotated[Path | None, typer.Option(
         "--claims", help="A claims file (default: recipes/claims/wang2022.toml, "
                          "$SRV_CLAIMS).")] = None,
@@ -75,36 +78,38 @@ def claims(
     claim is made testable."""
     import json
 
+    from reproduce.commands._records import record_index, write_claims
     from reproduce.report import claims as cl
-    from reproduce.report.reference import tables_dir as default_tables_dir
-    from reproduce.report.render import write_table
+    from reproduce.report.reference import output_dir
 
     if run or dry_run or scale != "quick":
         if not run:
             raise SrvError("--dry-run and --scale go with --run: srv claims --run --dry-run")
+        if records is not None:
+            raise SrvError("--records reads finished runs; --run trains them: give one")
         from reproduce.commands._claims_run import full_run
 
         if not full_run(ids or None, runs_dir, claims_file, scale, dry_run, jobs, img_per_s):
             return
         ids = None  # the report below is the full one
-    if not runs_dir.is_dir():
-        raise SrvError(f"no runs directory at {runs_dir}: give --runs-dir (or $SRV_RUNS) the "
-                       "folder that srv ablate / srv train wrote its runs to")
-    report = cl.evaluate(runs_dir, cl.load_claims(claims_file), ids=ids or None,
-                         grids=grid or None, presets=preset or None, force=force,
-                         diversity=diversity)
+    claim_set = cl.load_claims(claims_file)
+    measure = {c.grid for c in claim_set.claims if c.statistic == "diversity"} \
+        if diversity else None
+    index = record_index(runs_dir, records, measure)
+    report = cl.evaluate(index, claim_set, ids=ids or None, grids=grid or None,
+                         presets=preset or None, force=force, diversity=diversity)
     text = report.text()
     if output is Format.json:
         print(json.dumps([r.to_dict() for r in report.shown], indent=2))
     else:
         print(text, end="")
     if write and not ids and not grid and not preset:
-        target = Path(tables_dir or default_tables_dir()) / "claims.md"
-        if not any(runs_dir.glob("*/result.json")):
+        target = output_dir(runs_dir, tables_dir) / "claims.md"
+        if not any(r.result.status in ("done", "diverged") for r in index.records):
             # a report from no runs at all would replace the verdicts of an earlier one
-            print(f"\nnot written: no finished runs in {runs_dir}; {target} left as it was")
+            print(f"\nnot written: no finished runs; {target} left as it was")
             return
-        path = write_table(text, target)
+        path = write_claims(text, report.family, report.evidence_runs(), target, force)
         print(f"\nwrote {path}")
 
 

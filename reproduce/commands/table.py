@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from reproduce.commands._options import RunsDirOpt
+from reproduce.commands._records import RecordsOpt
 from reproduce.errors import SrvError, handle_errors
 
 SPECIAL = ("complexity", "reference")
@@ -37,9 +38,10 @@ def table(
     force: Annotated[bool, typer.Option(
         "--force", help="Mix results of different recipes or code versions.")] = False,
     runs_dir: RunsDirOpt = Path("runs"),
+    records: RecordsOpt = None,
     tables_dir: Annotated[Path | None, typer.Option(
-        help="Where tables are written; default: tables/ in the current directory "
-             "($SRV_TABLES_DIR).")] = None,
+        help="Where tables are written; default: $SRV_TABLES_DIR, else <runs-dir>/tables (the "
+             "shipped tables/ only with --tables-dir tables).")] = None,
     write: Annotated[bool, typer.Option(
         "--write/--no-write", help="Write tables/<name>.md / .tex (and the plot).")] = True,
     flops: Annotated[bool, typer.Option(
@@ -57,17 +59,22 @@ def table(
     Wilson intervals, diverged runs as div@eN, published numbers beside ours, params/FLOPs and
     a provenance line. Refuses to mix
     recipes or code versions unless --force."""
-    from reproduce.commands.ablate import load_cli_grid
     from reproduce.recipes.grids import list_grids
-    from reproduce.report.records import discover_seeds
-    from reproduce.report.reference import reference_names
-    from reproduce.report.reference import tables_dir as default_tables_dir
+    from reproduce.report.reference import output_dir, reference_names
     from reproduce.report.reference_columns import reference_table
     from reproduce.report.render import render_latex, render_markdown, write_table
     from reproduce.report.tables import report
 
     formats = tuple(f for f, on in (("markdown", markdown or not latex), ("latex", latex)) if on)
-    out_dir = (tables_dir or default_tables_dir()) if write else None
+    out_dir = output_dir(runs_dir, tables_dir) if write else None
+    index = None
+    if records is not None:
+        from reproduce.commands._records import record_index
+
+        index = record_index(runs_dir, records)
+        if seeds or axis or samples or sets:
+            raise SrvError("--seeds, --axis, --samples and --set select runs of a runs folder; "
+                           "with --records every recorded run of the grid is used")
     if metric is not None and metric not in ("top1", "best_top1"):
         raise SrvError(f"--metric {metric!r}: use top1 or best_top1")
     explicit = bool(names)
@@ -97,32 +104,58 @@ def table(
                         written.append(write_table(text, Path(out_dir) / f"{t.name}{suffix}"))
                 printed += 1
             continue
-        grid = load_cli_grid(name, preset, seeds, axis, sets, samples)
-        if seeds is None:  # every seed that was run, not only the preset's
-            found = discover_seeds(grid, runs_dir)
-            if found != grid.seeds:
-                grid = load_cli_grid(name, preset, ",".join(map(str, found)), axis, sets,
-                                     samples)
-        from reproduce.experiments.cells import plan
-
-        states = plan(grid, runs_dir)
-        if not any(s.status in ("done", "diverged") for s in states):
-            if explicit:
-                raise SrvError(f"grid {grid.name!r} ({grid.preset}) has no finished runs in "
-                               f"{runs_dir}: run 'srv ablate {grid.name} --preset "
-                               f"{grid.preset}' first (or give --runs-dir)")
-            continue
-        rep = report(grid, runs_dir, out_dir, formats=formats, states=states, metric=metric,
-                     force=force, flops=flops, plot=plot, baseline=baseline)
-        for fmt in formats:
-            print(rep.texts[fmt])
-        written += rep.paths
-        printed += 1
+        source = str(records) if index is not None else str(runs_dir)
+        if index is not None:
+            found = _recorded(index, name, preset)
+        else:
+            found = _from_runs(name, preset, seeds, axis, sets, samples, runs_dir)
+        if not found and explicit:
+            raise SrvError(f"grid {name!r} has no finished runs in {source}: run 'srv "
+                           f"ablate {name}' first (or give --runs-dir / --records)")
+        for grid, grid_records in found:
+            rep = report(grid, grid_records, out_dir, formats=formats, metric=metric,
+                         force=force, flops=flops, plot=plot, baseline=baseline)
+            for fmt in formats:
+                print(rep.texts[fmt])
+            written += rep.paths
+            printed += 1
     if not printed:
-        raise SrvError(f"no grid has finished runs in {runs_dir}: run e.g. 'srv ablate stem "
-                       f"--preset mini' first (or give --runs-dir)")
+        raise SrvError(f"no grid has finished runs in {records or runs_dir}: run e.g. 'srv "
+                       f"ablate stem --preset quick' first (or give --runs-dir / --records)")
     if written:
         print("wrote " + ", ".join(str(p) for p in written))
+
+
+def _recorded(index: Any, name: str, preset: str | None) -> list[tuple[Any, list[Any]]]:
+    """A grid's recorded runs at ``preset`` (default: at every preset the records hold)."""
+    from reproduce.recipes.grids import load_grid
+
+    out = []
+    for p in [preset] if preset else load_grid(name).presets:
+        found = index.frame(name, p)
+        if found is not None:
+            out.append((found[0], [r for r in index.records
+                                   if r.grid == name and r.preset == p]))
+    return out
+
+
+def _from_runs(name: str, preset: str | None, seeds: str | None, axis: list[str] | None,
+               sets: list[str] | None, samples: int | None,
+               runs_dir: Path) -> list[tuple[Any, list[Any]]]:
+    """A grid's runs in a runs folder as records, at every seed one of its cells ran (or
+    ``--seeds``); None when none finished."""
+    from reproduce.commands.ablate import load_cli_grid
+    from reproduce.experiments.export import grid_records, grid_seeds
+
+    grid = load_cli_grid(name, preset, seeds, axis, sets, samples)
+    if seeds is None:  # every seed that was run, not only the preset's
+        found = grid_seeds(grid, runs_dir)
+        if found != grid.seeds:
+            grid = load_cli_grid(name, preset, ",".join(map(str, found)), axis, sets, samples)
+    recs = grid_records(grid, runs_dir)
+    if not any(r.result.status in ("done", "diverged") for r in recs):
+        return []
+    return [(grid, recs)]
 
 
 def _complexity(formats: tuple[str, ...], out_dir: Path | None) -> list[Path]:

@@ -54,15 +54,16 @@ def _save(fig: Any, path: Path) -> Path:
     return atomic_savefig(fig, path, format="png")
 
 
-def plot_curves(df: pd.DataFrame, runs_root: Path | str, labels: list[str], path: Path | str,
+def plot_curves(df: pd.DataFrame, labels: list[str], path: Path | str,
                 title: str = "") -> Path | None:
-    """Train loss and val top-1 per epoch of every run in ``df`` (from
-    :func:`reproduce.report.records.gather`); ``labels[i]`` names the cell of row ``i`` (its axis
-    values, without the seed). Returns the PNG path, or None when no run has logged an epoch."""
-    runs_root = Path(runs_root)
+    """Train loss and val top-1 per epoch of every run in ``df`` (a grid's frame,
+    :func:`reproduce.report.records.frame`: each row's ``curve`` holds its epochs);
+    ``labels[i]`` names the cell of row ``i`` (its axis values, without the seed). Returns the
+    PNG path, or None when no run has logged an epoch."""
     curves = []
     for label, (_, row) in zip(labels, df.iterrows(), strict=True):
-        metrics = read_metrics(runs_root / row["run"])
+        metrics = [{"epoch": e.epoch, "train_loss": e.train_loss, "val_top1": e.val_top1}
+                   for e in (row["curve"] or [])]
         if metrics:
             curves.append((label, int(row["seed"]), row["status"], metrics))
     if not curves:

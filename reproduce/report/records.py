@@ -1,103 +1,84 @@
-"""A grid's runs as records: one row per (cell, seed), gathered with pandas.
+"""A grid's run records as a DataFrame: one row per (cell, seed), with pandas.
 
-:func:`gather` reads every cell's run directory (``result.json`` for finished runs,
-``status.json`` otherwise) into a DataFrame; :func:`check_consistent` refuses to mix recipes or
-code versions; :class:`RunIndex` reads a runs directory once and keeps each grid's cells and
-frame. The axis helpers (:func:`axis_column`, ``_match``, ``_ordered``, :func:`cell_label`)
-select and name the rows of a cell for the tables (:mod:`reproduce.report.tables`), the
-statistics (:mod:`reproduce.report.stat_columns`) and the claims (:mod:`reproduce.report.claims`).
+:func:`frame` lays a grid's records (:mod:`reproduce.records`, from ``results/*.jsonl`` or
+exported from a runs folder by :mod:`reproduce.experiments.export`) over its cells: a cell with
+no record is ``pending``. :func:`check_consistent` refuses to mix recipes or code versions;
+:class:`RecordIndex` holds a set of records and each grid's frame. The axis helpers
+(:func:`axis_column`, ``_match``, ``_ordered``, :func:`cell_label`) select and name the rows of
+a cell for the tables, the statistics and the claims. Nothing here reads a run folder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from reproduce.errors import SrvError
 from reproduce.recipes.grids import Grid
-from reproduce.training.runs import read_json
+from reproduce.records import RunRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 __all__ = [
-    "RunIndex",
-    "run_seeds",
-    "discover_seeds",
-    "gather",
+    "RecordIndex",
+    "frame",
     "check_consistent",
     "axis_column",
     "cell_label",
 ]
 
-
-def run_seeds(grid: Grid, configs: Iterable[dict[str, Any]]) -> set[int]:
-    """The seeds of the run configs that belong to the grid (one of its models, its recipe)."""
-    models = {c.model for c in grid.cells()}
-    return {int(c["seed"]) for c in configs
-            if c.get("model") in models and c.get("recipe") == grid.recipe and "seed" in c}
-
-
-def discover_seeds(grid: Grid, runs_root: Path) -> list[int]:
-    """The preset's seeds plus every other seed at which one of the grid's own cells has a run
-    in ``runs_root`` (so ``srv table`` shows what ``srv ablate --seeds ...`` ran). A seed that
-    only other grids ran with the same models and recipe (the lr grid's seeds beside the
-    lr-wd-edf draws' one seed) does not count: its cells would all be missing."""
-    from dataclasses import replace
-
-    from reproduce.experiments.cells import plan
-
-    configs = (read_json(p) or {} for p in runs_root.glob("*/config.json"))
-    extra = sorted(run_seeds(grid, configs) - set(grid.seeds))
-    ran = {st.cell.seed for st in plan(replace(grid, seeds=extra), runs_root)
-           if st.run_dir.is_dir()} if extra else set()
-    return sorted(set(grid.seeds) | ran)
+#: the columns of a row besides the axes (``axis:<name>``)
+COLUMNS = ("seed", "model", "stem", "run", "opt", "lr", "warmup_epochs", "status", "epoch",
+           "epochs", "reason", "top1", "best_top1", "n_val", "params_m", "skipped_steps",
+           "img_size", "dataset", "num_classes", "stem_width", "recipe", "git_commit",
+           "git_dirty", "code_version", "finished", "curve", "erank", "erank_untrained")
 
 
-def gather(grid: Grid, runs_root: Path | str, states: list[Any] | None = None) -> pd.DataFrame:
-    """One row per (cell, seed): the axis labels, status and result of its run.
+def _row(record: RunRecord) -> dict[str, Any]:
+    s, r, e = record.settings, record.result, record.env
+    return dict(
+        seed=record.seed, model=s.model, stem=s.stem, run=record.run, opt=s.opt, lr=s.lr,
+        warmup_epochs=s.warmup_epochs, status=r.status, epoch=r.epoch, epochs=s.epochs,
+        reason=r.reason, top1=r.top1, best_top1=r.best_top1, n_val=r.n_val,
+        params_m=r.params_m, skipped_steps=r.skipped_steps, img_size=s.img_size,
+        dataset=s.dataset, num_classes=s.num_classes, stem_width=s.stem_width, recipe=s.recipe,
+        git_commit=e.git_commit, git_dirty=e.git_dirty, code_version=e.code_version,
+        finished=r.finished, curve=list(record.curve), erank=r.erank,
+        erank_untrained=r.erank_untrained)
 
-    ``states`` (from :func:`reproduce.experiments.cells.plan`) saves resolving the configs again.
-    Columns: one per axis (the value label, named ``axis:<name>``), ``seed``, ``model``,
-    ``stem``, ``run``, ``status``, ``epoch``, ``epochs``, ``reason``, ``top1``, ``best_top1``,
-    ``n_val``, ``params_m``, ``skipped_steps`` (fp16 steps the GradScaler skipped, when the engine
-    records them), ``img_size``, ``dataset``, ``num_classes``, ``stem_width``, ``recipe``,
-    ``git_commit``, ``git_dirty``, ``code_version``, ``finished``.
-    """
+
+def frame(grid: Grid, records: Sequence[RunRecord]) -> pd.DataFrame:
+    """One row per cell of ``grid`` (its seeds included), from the records of its grid and
+    preset; a cell without a record is ``pending`` (its settings taken from a record of the
+    same cell at another seed, when there is one).
+
+    Columns: one per axis (the value label, named ``axis:<name>``) and :data:`COLUMNS`."""
     import pandas as pd
 
-    from reproduce.experiments.cells import plan
-
-    runs_root = Path(runs_root)
-    if states is None:
-        states = plan(grid, runs_root)
+    mine = [r for r in records if r.grid == grid.name and r.preset == grid.preset]
+    by_key = {(tuple(sorted(r.cell.items())), r.seed): r for r in mine}
+    by_cell = {tuple(sorted(r.cell.items())): r for r in mine}
     rows = []
-    for st in states:
-        cfg = st.cfg
-        result = st.info.get("result") or read_json(st.run_dir / "result.json") or {}
-        env = read_json(st.run_dir / "env.json") or {}
-        config = read_json(st.run_dir / "config.json") or {}
-        recipe = cfg.recipe
-        row: dict[str, Any] = {axis_column(a): label for a, label in st.cell.labels}
-        row.update(
-            seed=st.cell.seed, model=cfg.model, stem=recipe.stem, run=cfg.run_name,
-            opt=recipe.opt, lr=recipe.lr, warmup_epochs=recipe.warmup_epochs,
-            status=st.status, epoch=st.info.get("epoch"), epochs=recipe.epochs,
-            reason=st.info.get("reason"),
-            top1=result.get("top1"), best_top1=result.get("best_top1"),
-            n_val=result.get("n_val"), params_m=result.get("params_m"),
-            skipped_steps=result.get("skipped_steps"),
-            img_size=recipe.img_size, dataset=recipe.dataset,
-            num_classes=recipe.num_classes or (config.get("derived") or {}).get("num_classes"),
-            stem_width=recipe.stem_width, recipe=cfg.recipe_name,
-            git_commit=result.get("git_commit", env.get("git_commit")),
-            git_dirty=result.get("git_dirty", env.get("git_dirty")),
-            code_version=result.get("code_version", env.get("code_version")),
-            finished=result.get("finished"),
-        )
+    for cell in grid.cells():
+        key = tuple(sorted(cell.labels))
+        row: dict[str, Any] = {axis_column(a): label for a, label in cell.labels}
+        record = by_key.get((key, cell.seed))
+        if record is not None:
+            row.update(_row(record))
+        else:
+            like = by_cell.get(key)
+            base = _row(like) if like is not None else {"model": cell.model,
+                                                         "recipe": cell.recipe}
+            row.update({c: None for c in COLUMNS})
+            row.update({k: base.get(k) for k in ("model", "stem", "opt", "lr",
+                                                   "warmup_epochs", "epochs", "img_size",
+                                                   "dataset", "num_classes", "stem_width",
+                                                   "recipe")})
+            row.update(seed=cell.seed, status="pending", curve=[])
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=[*(axis_column(a.name) for a in grid.axes), *COLUMNS]
+                        ) if rows else pd.DataFrame(columns=list(COLUMNS))
 
 
 def check_consistent(df: pd.DataFrame, name: str, force: bool = False) -> list[str]:
@@ -121,46 +102,42 @@ def check_consistent(df: pd.DataFrame, name: str, force: bool = False) -> list[s
     return notes
 
 
-class RunIndex:
-    """The runs of a runs directory, read once; a grid at a preset (its planned cells and, when
-    any of its runs finished, its gathered DataFrame) loaded once and kept."""
+class RecordIndex:
+    """A set of run records and each grid's frame at each preset, built once.
 
-    def __init__(self, runs_root: Path | str) -> None:
-        self.runs_root = Path(runs_root)
-        self.configs = [c for c in (read_json(p) for p in self.runs_root.glob("*/config.json"))
-                        if c]
-        #: (grid name, preset) -> (its planned cells, (grid, frame) or None): one cache for both
-        self._loaded: dict[tuple[str, str], tuple[list[Any], Any]] = {}
+    ``source`` says where the records came from (``results/`` or a runs folder, as the user
+    named it: never an absolute path of another machine)."""
 
-    def _get(self, grid_name: str, preset: str
-             ) -> tuple[list[Any], tuple[Grid, pd.DataFrame] | None]:
-        key = (grid_name, preset)
-        if key not in self._loaded:
-            self._loaded[key] = self._load(grid_name, preset)
-        return self._loaded[key]
+    def __init__(self, records: Iterable[RunRecord], source: str = "") -> None:
+        self.records = list(records)
+        self.source = source
+        self._frames: dict[tuple[str, str], tuple[Grid, pd.DataFrame] | None] = {}
 
-    def states(self, grid_name: str, preset: str) -> list[Any]:
-        """The planned cells of a grid at a preset (none when no run of it was found)."""
-        return self._get(grid_name, preset)[0]
+    def seeds(self, grid_name: str, preset: str) -> list[int]:
+        """The seeds the records hold for a grid at a preset."""
+        return sorted({r.seed for r in self.records
+                       if r.grid == grid_name and r.preset == preset})
 
     def frame(self, grid_name: str, preset: str) -> tuple[Grid, pd.DataFrame] | None:
-        """The grid at ``preset`` with every seed found for it, and its gathered runs; None when
-        none of its runs finished."""
-        return self._get(grid_name, preset)[1]
+        """The grid at ``preset`` with its preset's seeds and every seed its records hold (a
+        preset seed with no record is pending, as ``srv table`` on a runs folder shows it),
+        and its frame; None when none of its runs finished."""
+        key = (grid_name, preset)
+        if key not in self._frames:
+            self._frames[key] = self._load(grid_name, preset)
+        return self._frames[key]
 
-    def _load(self, grid_name: str, preset: str
-              ) -> tuple[list[Any], tuple[Grid, pd.DataFrame] | None]:
-        from reproduce.experiments.cells import plan
+    def _load(self, grid_name: str, preset: str) -> tuple[Grid, pd.DataFrame] | None:
         from reproduce.recipes.grids import load_grid
 
-        seeds = sorted(run_seeds(load_grid(grid_name, preset=preset), self.configs))
-        if not seeds:
-            return [], None
-        grid = load_grid(grid_name, preset=preset, seeds=seeds)
-        states = plan(grid, self.runs_root)
-        if not any(s.status in ("done", "diverged") for s in states):
-            return states, None
-        return states, (grid, gather(grid, self.runs_root, states))
+        mine = [r for r in self.records if r.grid == grid_name and r.preset == preset]
+        if not any(r.result.status in ("done", "diverged") for r in mine):
+            return None
+        grid = load_grid(grid_name, preset=preset)
+        seeds = sorted(set(grid.seeds) | set(self.seeds(grid_name, preset)))
+        if seeds != grid.seeds:
+            grid = load_grid(grid_name, preset=preset, seeds=seeds)
+        return grid, frame(grid, mine)
 
 
 # --- the axes of a cell ---------------------------------------------------------------------------

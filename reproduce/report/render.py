@@ -2,8 +2,8 @@
 (tabulate via pandas), booktabs LaTeX and a rich table for the terminal.
 
 Every table srv prints or writes (a grid's results, the statistics, the published numbers, the
-analyses of :mod:`reproduce.report.diversity`, :mod:`reproduce.report.stem_bn` and
-:mod:`reproduce.report.stability_summary`) is built as a :class:`Table` and rendered here.
+analyses of :mod:`reproduce.analysis.diversity`, :mod:`reproduce.analysis.stem_bn` and
+:mod:`reproduce.analysis.stability_summary`) is built as a :class:`Table` and rendered here.
 """
 
 from __future__ import annotations

@@ -77,7 +77,8 @@ def cell_stats(grid: Grid, df: pd.DataFrame, rows_ax: list[str], cols_ax: list[s
             sub = df[_match(df, axes, key)]
             values = metric_values(sub, metric)
             div = int((sub["status"] == "diverged").sum())
-            out.append(CellStats(key, values, stats.mean_interval(values), div,
+            bounds = (0.0, 100.0) if metric.endswith("top1") else None
+            out.append(CellStats(key, values, stats.mean_interval(values, bounds=bounds), div,
                                  len(values) + div))
     base = baseline_label(grid, rows_ax, baseline)
     n_val = df["n_val"].dropna() if "n_val" in df else []

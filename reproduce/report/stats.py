@@ -100,8 +100,10 @@ class Interval:
         return self.low is not None and self.high is not None
 
 
-def mean_interval(values: Sequence[float], level: float = LEVEL) -> Interval | None:
-    """Mean and Student-t interval, ``mean ± t_{n-1, (1+level)/2} · sd / sqrt(n)``.
+def mean_interval(values: Sequence[float], level: float = LEVEL,
+                  bounds: tuple[float, float] | None = None) -> Interval | None:
+    """Mean and Student-t interval, ``mean ± t_{n-1, (1+level)/2} · sd / sqrt(n)``, clipped to
+    ``bounds`` (a top-1 lies in [0, 100]: an interval past 100 says nothing more).
 
     None for no values; for n = 1 the mean with no interval (there is no variance estimate).
     """
@@ -115,7 +117,10 @@ def mean_interval(values: Sequence[float], level: float = LEVEL) -> Interval | N
     if sd is None:
         return Interval(mean, 1, None, None, None, level)
     half = float(stats.t.ppf((1 + level) / 2, len(x) - 1)) * sd / math.sqrt(len(x))
-    return Interval(mean, len(x), sd, mean - half, mean + half, level)
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return Interval(mean, len(x), sd, low, high, level)
 
 
 @dataclass(frozen=True)
@@ -355,9 +360,13 @@ class PairedDraws:
     under_b: float
     mean_a: float
     mean_b: float
+    method: str = "exact"  # scipy's: exact, or approx (normal, tie-corrected)
 
     def describe(self) -> str:
-        return f"Wilcoxon signed-rank over {self.n} paired draws, W = {self.statistic:g}"
+        how = ("exact" if self.method == "exact" else
+               "normal approximation with tie correction")
+        return (f"Wilcoxon signed-rank over {self.n} paired draws ({how}), "
+                f"W = {self.statistic:g}")
 
 
 def paired_draws(a: Sequence[float], b: Sequence[float], level: float = LEVEL
@@ -375,7 +384,11 @@ def paired_draws(a: Sequence[float], b: Sequence[float], level: float = LEVEL
     d = x - y
     if len(d) < 2 or not np.any(d != 0):
         return None
-    res = stats.wilcoxon(x, y, zero_method="wilcox", alternative="two-sided")
+    # scipy's exact null distribution holds without ties or zero differences (n <= 50 here);
+    # otherwise the normal approximation with the tie correction, and the report says which
+    exact = len(d) <= 50 and np.all(d != 0) and len(np.unique(np.abs(d))) == len(d)
+    method = "exact" if exact else "approx"
+    res = stats.wilcoxon(x, y, zero_method="wilcox", alternative="two-sided", method=method)
     sd = float(np.std(d, ddof=1))
     half = float(stats.t.ppf(0.5 + level / 2, len(d) - 1)) * sd / math.sqrt(len(d))
     pooled = float(np.median(np.concatenate([x, y])))
@@ -383,7 +396,7 @@ def paired_draws(a: Sequence[float], b: Sequence[float], level: float = LEVEL
                        float(d.mean()) + half, float(res.statistic), float(res.pvalue),
                        float(np.median(x)), float(np.median(y)), pooled,
                        float(np.mean(x <= pooled)), float(np.mean(y <= pooled)),
-                       float(x.mean()), float(y.mean()))
+                       float(x.mean()), float(y.mean()), method)
 
 
 def draws_needed(diff: float, sd_diff: float, alpha: float, power: float = 0.8,

@@ -1,6 +1,6 @@
 """A grid's table: its runs aggregated over seeds into the paper's layout, and the report files.
 
-Pipeline: :func:`reproduce.report.records.gather` reads every cell's run directory into a
+Pipeline: :func:`reproduce.report.records.frame` lays a grid's run records over its cells, a
 DataFrame with one row per (cell, seed); :func:`build_table` checks it is one recipe and code
 version (:func:`~reproduce.report.records.check_consistent`), aggregates over seeds (mean,
 sample std with ddof=1, n) into the paper's layout, adds params / GFLOPs
@@ -15,12 +15,14 @@ stays empty until a user adds the paper's numbers to ``tables/reference/wang2022
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reproduce.errors import SrvError
 from reproduce.recipes.grids import Grid
+from reproduce.records import RunRecord
 from reproduce.report.records import (
     _axis_header,
     _match,
@@ -28,7 +30,7 @@ from reproduce.report.records import (
     _ordered,
     axis_column,
     check_consistent,
-    gather,
+    frame,
 )
 from reproduce.report.reference_columns import (
     _cell_settings,
@@ -116,7 +118,8 @@ def provenance(grid: Grid, df: pd.DataFrame, metric: str, mixed: list[str]) -> s
     commits = sorted({str(c)[:7] for c in started["git_commit"].dropna()})
     versions = sorted({str(v) for v in started["code_version"].dropna()})
     dirty = bool(started["git_dirty"].fillna(False).astype(bool).any())
-    code = f"srv {', '.join(versions) or '?'}, git {', '.join(commits) or 'unknown'}"
+    code = (f"srv {', '.join(versions) or '?'}, "
+            f"{'git ' + ', '.join(commits) if commits else 'no git commit recorded'}")
     if dirty:
         code += " (uncommitted changes)"
     n_val = sorted({int(v) for v in started["n_val"].dropna()})
@@ -364,8 +367,25 @@ def edf_errors(sub: pd.DataFrame) -> list[float]:
 
 def output_stem(grid: Grid) -> str:
     """``stem`` at the grid's default preset, ``stem-full`` at another: scales never overwrite
-    each other's tables."""
-    return grid.name if grid.preset == grid.default_preset else f"{grid.name}-{grid.preset}"
+    each other's tables; ``stem-quick-seeds200-202`` when the seeds are not the preset's, so a
+    run at other seeds never replaces the preset's table."""
+    from reproduce.recipes.grids import load_grid
+
+    name = grid.name if grid.preset == grid.default_preset else f"{grid.name}-{grid.preset}"
+    try:
+        preset_seeds = load_grid(grid.name, preset=grid.preset).seeds
+    except SrvError:  # a grid file given by path with no such preset: name it as it is
+        preset_seeds = grid.seeds
+    if sorted(grid.seeds) != sorted(preset_seeds):
+        name += f"-seeds{_seed_range(sorted(grid.seeds))}"
+    return name
+
+
+def _seed_range(seeds: list[int]) -> str:
+    """``100-103`` for a run of seeds, else ``0_2_5``."""
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return "_".join(map(str, seeds))
 
 
 @dataclass
@@ -375,14 +395,14 @@ class Report:
     paths: list[Path]
 
 
-def report(grid: Grid, runs_root: Path | str, tables_dir: Path | str | None,
-           formats: tuple[str, ...] = ("markdown",), states: list[Any] | None = None,
-           metric: str | None = None, force: bool = False, flops: bool = True,
-           plot: bool = True, baseline: str | None = AUTO) -> Report:
-    """Build a grid's table, render it, and (unless ``tables_dir`` is None) write
-    ``<tables_dir>/<stem>.md`` / ``.tex`` and the plot ``<stem>.png`` (EDF: ``<stem>-edf.png``)."""
-    runs_root = Path(runs_root)
-    df = gather(grid, runs_root, states)
+def report(grid: Grid, records: Sequence[RunRecord], tables_dir: Path | str | None,
+           formats: tuple[str, ...] = ("markdown",), metric: str | None = None,
+           force: bool = False, flops: bool = True, plot: bool = True,
+           baseline: str | None = AUTO) -> Report:
+    """Build a grid's table from its run records, render it, and (unless ``tables_dir`` is
+    None) write ``<tables_dir>/<stem>.md`` / ``.tex`` and the plot ``<stem>.png`` (EDF:
+    ``<stem>-edf.png``)."""
+    df = frame(grid, records)
     table = build_table(grid, df, metric=metric, force=force, flops=flops, baseline=baseline)
     stem = output_stem(grid)
     paths: list[Path] = []
@@ -402,7 +422,7 @@ def report(grid: Grid, runs_root: Path | str, tables_dir: Path | str | None,
         else:
             labels = [", ".join(a.show(row[axis_column(a.name)]) for a in grid.axes)
                       for _, row in df.iterrows()]
-            image = plots.plot_curves(df, runs_root, labels, tables_dir / f"{stem}.png",
+            image = plots.plot_curves(df, labels, tables_dir / f"{stem}.png",
                                       grid.title)
         if image is not None:
             paths.append(image)

@@ -61,14 +61,23 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def _build_info() -> dict[str, Any]:
+    """The commit an installed (non-editable) srv was built from (setup.py writes it)."""
+    return read_json(Path(__file__).resolve().parents[1] / "_build_info.json") or {}
+
+
 @cache
 def git_state() -> dict[str, Any]:
-    """The code version: git commit of the srv checkout and whether it has local changes."""
+    """The code version: git commit of the srv checkout and whether it has local changes; for
+    an installed srv, the commit its package was built from."""
     commit = _git("rev-parse", "HEAD")
     dirty = None
     if commit is not None:
         status = _git("status", "--porcelain", "--untracked-files=no", "--", "reproduce")
         dirty = bool(status)
+    else:
+        built = _build_info()
+        commit, dirty = built.get("git_commit"), built.get("git_dirty")
     from reproduce import __version__
 
     return {"git_commit": commit, "git_dirty": dirty, "code_version": __version__}

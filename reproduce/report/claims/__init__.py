@@ -3,21 +3,14 @@
 :mod:`.spec` reads the claims file (``recipes/claims/wang2022.toml``: claims, decision rule and
 the pre-registered design), :mod:`.evidence` finds each claim's evidence among the runs,
 :mod:`.verdicts` tests it and decides (Holm over every tested claim), :mod:`.render` writes the
-report. :func:`evaluate` runs the four; docs/claims.md says how each claim is made testable.
+report. :mod:`.evaluate` runs the four over a set of run records; docs/claims.md says how each
+claim is made testable.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from reproduce.errors import SrvError
-from reproduce.report.claims.evidence import (
-    Evidence,
-    RunIndex,
-    find_evidence,
-    hint,
-    measure_diversity,
-)
+from reproduce.report.claims.evaluate import evaluate
+from reproduce.report.claims.evidence import Evidence
 from reproduce.report.claims.render import Report, render_markdown
 from reproduce.report.claims.spec import (
     STATISTICS,
@@ -29,14 +22,7 @@ from reproduce.report.claims.spec import (
     claims_path,
     load_claims,
 )
-from reproduce.report.claims.verdicts import (
-    Result,
-    cost_result,
-    decide,
-    no_test_reason,
-    run_test,
-    statistic_text,
-)
+from reproduce.report.claims.verdicts import Result
 
 __all__ = [
     "STATISTICS",
@@ -53,79 +39,3 @@ __all__ = [
     "evaluate",
     "render_markdown",
 ]
-
-
-def _result(claim: Claim, index: RunIndex, presets: list[str] | None, force: bool,
-            measure: bool) -> tuple[Result, bool]:
-    """The claim's result before the Holm step, and whether it is a family member whose p is
-    unknown (testable, but its measurement was skipped)."""
-    ev, why = find_evidence(claim, index, presets, force)
-    if ev is None:
-        return Result(claim, None, reason=why), False
-    if claim.statistic == "diversity" and not measure:
-        testable = min(ev.n) >= 2
-        return Result(claim, None, reason="skipped (--no-diversity)"
-                      + ("; in the Holm family at p = 1" if testable else "")), testable
-    if claim.statistic == "diversity":
-        measure_diversity(claim, ev, index)
-    result = Result(claim, ev)
-    na, nb = ev.n
-    if min(na, nb) == 0:
-        missing = ev.a_name if na == 0 else ev.b_name
-        result.reason = (f"no finished run of {missing} has a checkpoint (last.pt) to measure"
-                         if claim.statistic == "diversity" and (ev.runs_a if na == 0 else
-                                                                ev.runs_b) else
-                         f"no finished run of {missing}; run: {hint(claim)}")
-    elif min(na, nb) < 2:
-        result.verdict = "inconclusive"
-        result.reason = (f"one paired draw, so no test; run more draws (srv ablate {claim.grid} "
-                         f"--preset {ev.preset} --samples 16)" if claim.statistic == "paired-edf"
-                         else f"n = {na} + {nb}: one seed has no variance, so no test and no "
-                         f"estimate; run the preset's seeds (srv ablate {claim.grid} "
-                         f"--preset {ev.preset})")
-    else:
-        result.test = run_test(claim, ev)
-        if result.test is None:
-            result.verdict = "inconclusive"
-            result.reason = no_test_reason(ev, claim.statistic)
-        else:
-            result.statistic = statistic_text(claim, ev, result.test)
-    return result, False
-
-
-def evaluate(runs_root: Path | str = "runs", claims: ClaimSet | None = None,
-             ids: list[str] | None = None, grids: list[str] | None = None,
-             presets: list[str] | None = None, force: bool = False,
-             diversity: bool = True) -> Report:
-    """Every claim against the runs in ``runs_root``; ``ids`` / ``grids`` only choose which are
-    shown. The Holm family is every claim that gets a test: ``presets`` limits the evidence, but
-    a claim testable only at another preset still joins the family with its best evidence there;
-    ``diversity=False`` skips loading checkpoints, and a testable diversity claim then counts in
-    the family at p = 1 (so the others' adjusted p-values can only be larger, never smaller)."""
-    cs = claims or load_claims()
-    if ids:
-        unknown = sorted(set(ids) - {c.id for c in cs.claims})
-        if unknown:
-            raise SrvError(f"no claim {', '.join(unknown)} in {cs.path}; claims: "
-                           f"{', '.join(c.id for c in cs.claims)}")
-    shown = None if not ids and not grids else {
-        c.id for c in cs.claims if (not ids or c.id in ids) and (not grids or c.grid in grids)}
-    index = RunIndex(runs_root)
-    results: list[Result] = []
-    hidden: list[Result] = []  # family members tested outside the chosen presets
-    untested = 0
-    for claim in cs.claims:
-        if claim.statistic == "cost":
-            results.append(cost_result(claim))
-            continue
-        result, unknown_p = _result(claim, index, presets, force, diversity)
-        untested += unknown_p
-        if presets and result.test is None and not unknown_p:
-            other, other_unknown = _result(claim, index, None, force, diversity)
-            if other.test is not None:
-                hidden.append(other)
-            untested += other_unknown
-        results.append(result)
-    family = decide(results + hidden, cs, untested)
-    return Report(results, cs.alpha, cs.power, family, Path(runs_root), cs.path, shown,
-                  cs.design)

@@ -11,20 +11,20 @@ diversity claim measures each run's checkpoint (the effective rank after the las
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from reproduce.errors import SrvError
+from reproduce.records.schema import ERANK_IMAGES
 from reproduce.report.claims.spec import Claim
-from reproduce.report.records import RunIndex
+from reproduce.report.records import RecordIndex
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from reproduce.recipes.grids import Grid
 
-__all__ = ["Evidence", "RunIndex", "find_evidence", "hint", "measure_diversity", "per_draw"]
+__all__ = ["Evidence", "RecordIndex", "find_evidence", "hint", "measure_diversity", "per_draw"]
 
 
 @dataclass
@@ -165,7 +165,7 @@ def _paired(claim: Claim, rows_a: pd.DataFrame, rows_b: pd.DataFrame) -> tuple[l
             [b[k][0] for k in keys], [k[1] for k in keys], [b[k][1] for k in keys])
 
 
-def find_evidence(claim: Claim, index: RunIndex, presets: list[str] | None,
+def find_evidence(claim: Claim, index: RecordIndex, presets: list[str] | None,
                    force: bool) -> tuple[Evidence | None, str]:
     """The evidence over the grid's presets: testable first, then the claim's own preset, then
     the most seeds in the smaller arm."""
@@ -265,70 +265,31 @@ def hint(claim: Claim) -> str:
     return f"srv ablate {claim.grid} --seeds 0-2"
 
 
-def _last_block_erank(targets: list[Any], n_images: int = 256) -> tuple[list[float], str]:
-    """Each target's mean effective rank of the patch tokens after its last block, on the fixed
-    val batch of ``srv analyze diversity`` (the last column of its table; only that layer is
-    measured here, which is what the claim reads)."""
-    import torch
-
-    from reproduce.report.diversity import _image_key, effective_rank, fixed_images, token_layers
-
-    cache: dict[Any, Any] = {}
-    out: list[float] = []
-    layer = "the last block"
-    for t in targets:
-        r = t.recipe()
-        key = _image_key(r)  # the batch srv analyze diversity uses for this data
-        if key not in cache:
-            cache[key] = fixed_images(r, n_images)
-        images, num_classes, _ = cache[key]
-        model = t.load("last", "cpu", num_classes)
-        layer, module, drop = token_layers(model)[-1]
-        ranks: list[torch.Tensor] = []
-        handle = module.register_forward_hook(
-            lambda _m, _i, o, d=drop, acc=ranks: acc.append(
-                effective_rank(o[:, d:].to(torch.float64))))
-        try:
-            with torch.no_grad():
-                for chunk in images.split(64):
-                    model.forward_features(chunk)
-        finally:
-            handle.remove()
-        out.append(float(torch.cat(ranks).mean()))
-        del model
-    return out, layer
-
-
-def measure_diversity(claim: Claim, ev: Evidence, index: RunIndex) -> None:
-    """Replace the evidence's values by each run's effective rank after the last block."""
-    from reproduce.report.diversity import DEFAULT_IMAGES
-    from reproduce.report.targets import grid_targets
-
-    grid, _ = index.frame(claim.grid, ev.preset)  # type: ignore[misc]
-    wanted = set(ev.runs_a) | set(ev.runs_b)
-    states = [s for s in index.states(claim.grid, ev.preset) if s.cfg.run_name in wanted]
-    targets, _ = grid_targets(grid, index.runs_root, "last", states=states)
-    values, layer = _last_block_erank(targets, DEFAULT_IMAGES)
-    erank = {t.source: v for t, v in zip(targets, values, strict=True)}
-    # the same models before training: built from each run's config and seed, untrained
-    fresh = [dataclasses.replace(t, kind="model", info={}) for t in targets]
-    before = dict(zip((t.source for t in targets), _last_block_erank(fresh, DEFAULT_IMAGES)[0],
-                      strict=True))
+def measure_diversity(claim: Claim, ev: Evidence, index: RecordIndex) -> None:
+    """Replace the evidence's values by each run's effective rank after the last block, as its
+    record holds it (measured on its checkpoint by ``srv export`` / ``srv claims``:
+    :func:`reproduce.analysis.diversity.with_eranks`), with the same model untrained beside it."""
+    found = index.frame(claim.grid, ev.preset)
+    assert found is not None  # find_evidence found this preset
+    _, df = found
     va: list[float] = []
     vb: list[float] = []
     sa: list[int] = []
     sb: list[int] = []
-    for st in states:
-        value = erank.get(str(st.run_dir))
-        if value is None:
+    ua: list[float] = []
+    ub: list[float] = []
+    for _, row in df.sort_values("seed").iterrows():
+        value = row.get("erank")
+        if value is None or value != value:
             continue
-        if st.cfg.run_name in ev.runs_a:
-            va.append(value)
-            sa.append(st.cell.seed)
-            ev.untrained_a.append(before[str(st.run_dir)])
-        else:
-            vb.append(value)
-            sb.append(st.cell.seed)
-            ev.untrained_b.append(before[str(st.run_dir)])
+        if row["run"] in ev.runs_a:
+            va.append(float(value))
+            sa.append(int(row["seed"]))
+            ua.append(float(row["erank_untrained"]))
+        elif row["run"] in ev.runs_b:
+            vb.append(float(value))
+            sb.append(int(row["seed"]))
+            ub.append(float(row["erank_untrained"]))
     ev.values_a, ev.values_b, ev.seeds_a, ev.seeds_b = va, vb, sa, sb
-    ev.notes.append(f"after {layer}, {DEFAULT_IMAGES} val images")
+    ev.untrained_a, ev.untrained_b = ua, ub
+    ev.notes.append(f"after the last block, {ERANK_IMAGES} val images")

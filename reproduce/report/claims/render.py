@@ -20,7 +20,7 @@ class Report:
     alpha: float
     power: float
     family: int  # tested claims (Holm family size), whatever is shown
-    runs_root: Path
+    source: str  # where the records came from: "results/", "the runs in runs/"
     path: Path
     shown_ids: set[str] | None = None  # None: all
     design: Design | None = None
@@ -31,6 +31,11 @@ class Report:
 
     def text(self) -> str:
         return render_markdown(self)
+
+    def evidence_runs(self) -> int:
+        """The distinct runs the claims' evidence rests on."""
+        return len({run for r in self.results if r.evidence
+                    for run in r.evidence.runs_a + r.evidence.runs_b})
 
 
 def _design_text(report: Report) -> str:
@@ -88,11 +93,14 @@ def render_markdown(report: Report, only: set[str] | None = None) -> str:
     fam = report.family
     lines = [
         "## Does the claim reproduce?", "",
-        f"Wang et al. 2022's claims (docs/paper.md §1; {report.path.name}) checked against the "
-        f"finished runs in {report.runs_root}: {summary}.", "",
+        f"Wang et al. 2022's claims (docs/paper.md §1; {report.path.name}) checked against "
+        f"{report.source}: {summary}.", "",
         body, "",
-        f"Decision rule: the p-values of all {fam} tested claim{'s' if fam != 1 else ''} "
-        f"are Holm-adjusted together, whichever are shown; supported = adjusted "
+        (f"Decision rule: the p-values of all {fam} tested claim{'s' if fam != 1 else ''} "
+         if fam else "Decision rule (no claim has a test yet): the p-values of the tested "
+         "claims ")
+        + f"are Holm-adjusted together, whichever are shown (cost is stated, never tested); "
+        f"supported = adjusted "
         f"p < {report.alpha:g} with the effect in the claimed direction, contradicted = adjusted "
         f"p < {report.alpha:g} against it; otherwise inconclusive, with the seeds per arm that "
         f"would give power {report.power:g} at the observed effect and spread (post-hoc, by "
@@ -104,7 +112,8 @@ def render_markdown(report: Report, only: set[str] | None = None) -> str:
         f"few seeds per arm is descriptive. Evidence: of the grid presets with a test, the "
         f"claim's own, else the one with the most seeds per arm (others listed). Intervals: "
         f"95%, Welch (difference of means) or F (variance ratio).{_paired_text(report)}"
-        f"{_design_text(report)} Code: git {', '.join(commits) or 'unknown'}. How each claim "
-        f"is made testable: docs/claims.md.",
+        f"{_design_text(report)} Code: "
+        f"{'git ' + ', '.join(commits) if commits else 'no git commit recorded'}. How each "
+        f"claim is made testable: docs/claims.md.",
     ]
     return "\n".join(lines) + "\n"

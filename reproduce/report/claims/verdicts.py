@@ -174,10 +174,14 @@ def decide(results: list[Result], cs: ClaimSet, untested: int = 0) -> int:
     adjusted = stats.holm([r.p for r in tested] + [1.0] * untested)
     for r, p in zip(tested, adjusted, strict=False):
         r.p_holm = p
-    m = max(1, len(tested) + untested)
+    family = len(tested) + untested
+    m = max(1, family)
     for r in tested:
         direction = _claimed_direction(r.claim, r.test)
-        head, sep, best = r.statistic.partition("; best-epoch")  # Holm p beside p
+        # Holm p right after p, before what is descriptive (untrained values, best epoch)
+        cut = min((i for i in (r.statistic.find("; untrained"), r.statistic.find("; best-epoch"))
+                   if i >= 0), default=len(r.statistic))
+        head, sep, best = r.statistic[:cut], "", r.statistic[cut:]
         r.statistic = f"{head}, Holm p {p_text(r.p_holm)}{sep}{best}"
         if r.p_holm is not None and r.p_holm < cs.alpha and direction != 0:
             r.verdict = "supported" if direction > 0 else "contradicted"
@@ -204,7 +208,7 @@ def decide(results: list[Result], cs: ClaimSet, untested: int = 0) -> int:
                         f"{stats.MAX_SEEDS} seeds per arm would be needed ({where})")
         else:
             r.reason = f"about {need} seeds per arm would decide it ({where})"
-    return m
+    return family
 
 
 def _draws_reason(r: Result, cs: ClaimSet, m: int, n_text: str) -> None:

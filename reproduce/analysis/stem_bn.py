@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from reproduce.analysis.targets import TargetSpec
 from reproduce.errors import SrvError
 from reproduce.report.render import Entry, Table
-from reproduce.report.targets import TargetSpec
 
 __all__ = ["SMALL_GAMMA", "BNLayer", "stem_bn_stats", "stem_bn_table", "plot_stem_bn"]
 

@@ -16,7 +16,7 @@ matrix ``X``:
   ``min(N, C)``; higher = more diverse.
 
 Both are averaged over the images (their std over images is kept too). What is measured (runs,
-checkpoints, untrained models, a grid's cells) comes from :mod:`reproduce.report.targets`.
+checkpoints, untrained models, a grid's cells) comes from :mod:`reproduce.analysis.targets`.
 """
 
 from __future__ import annotations
@@ -32,9 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reproduce.analysis.targets import TargetSpec, resolve_target
 from reproduce.errors import SrvError
+from reproduce.records import RunRecord
+from reproduce.records.schema import ERANK_IMAGES
 from reproduce.report.render import Entry, Table
-from reproduce.report.targets import TargetSpec
 
 __all__ = [
     "DEFAULT_IMAGES",
@@ -51,7 +53,7 @@ __all__ = [
     "plot_diversity",
 ]
 
-DEFAULT_IMAGES = 256
+DEFAULT_IMAGES = ERANK_IMAGES
 
 
 # --- the metrics ---------------------------------------------------------------------------------
@@ -346,3 +348,55 @@ def plot_diversity(targets: Sequence[TargetSpec], results: Sequence[Diversity],
         note += f"; seeds {', '.join(map(str, seeds))} ({', '.join(SEED_STYLES[: len(seeds)])})"
     fig.suptitle(f"{title}  [{note}]" if title else note, fontsize=10)
     return _save(fig, Path(path))
+
+
+# --- the diversity claim's measurement, into run records ----------------------------------------
+
+
+def last_block_erank(targets: Sequence[TargetSpec], n_images: int = ERANK_IMAGES) -> list[float]:
+    """Each target's mean effective rank of the patch tokens after its last block, on the fixed
+    val batch of ``srv analyze diversity`` (the last column of its table; only that layer is
+    measured, which is what the diversity claim reads)."""
+    cache: dict[Any, Any] = {}
+    out: list[float] = []
+    for t in targets:
+        r = t.recipe()
+        key = _image_key(r)  # the batch srv analyze diversity uses for this data
+        if key not in cache:
+            cache[key] = fixed_images(r, n_images)
+        images, num_classes, _ = cache[key]
+        model = t.load("last", "cpu", num_classes)
+        _, module, drop = token_layers(model)[-1]
+        ranks: list[torch.Tensor] = []
+        handle = module.register_forward_hook(
+            lambda _m, _i, o, d=drop, acc=ranks: acc.append(
+                effective_rank(o[:, d:].to(torch.float64))))
+        try:
+            with torch.no_grad():
+                for chunk in images.split(64):
+                    model.forward_features(chunk)
+        finally:
+            handle.remove()
+        out.append(float(torch.cat(ranks).mean()))
+        del model
+    return out
+
+
+def with_eranks(records: Sequence[RunRecord], runs_root: Path | str,
+                grids: set[str] | None = None) -> list[RunRecord]:
+    """The records with each finished run's effective rank after the last block, trained
+    (its ``last.pt``) and untrained (the same config and seed, freshly initialised), measured
+    once per run folder; ``grids`` limits which grids' runs are measured."""
+    runs_root = Path(runs_root)
+    wanted = sorted({r.run for r in records if r.result.status == "done"
+                     and r.result.erank is None and (grids is None or r.grid in grids)
+                     and (runs_root / r.run / "last.pt").exists()})
+    measured: dict[str, tuple[float, float]] = {}
+    if wanted:
+        targets = [resolve_target(str(runs_root / run)) for run in wanted]
+        trained = last_block_erank(targets)
+        fresh = [dataclasses.replace(t, kind="model", info={}) for t in targets]
+        untrained = last_block_erank(fresh)
+        measured = dict(zip(wanted, zip(trained, untrained, strict=True), strict=True))
+    return [r.with_result(erank=measured[r.run][0], erank_untrained=measured[r.run][1])
+            if r.run in measured else r for r in records]
