@@ -204,14 +204,15 @@ def test_table_intervals_tests_and_divergence(tmp_path: Path) -> None:
     rows = {r[0].text: r for r in table.rows}
     iv = stats.mean_interval(A)
     assert rows["conv"][col["95% CI"]].text == f"[{iv.low:.1f}, {iv.high:.1f}]"
-    ref = sp.ttest_ind(A, B, equal_var=False)
+    patch = [*B, 10.0]  # the diverged seed at chance-level top-1 (10 classes), as in srv claims
+    ref = sp.ttest_ind(A, patch, equal_var=False)
     ci = ref.confidence_interval()
     assert rows["conv"][col["Δ vs patch [95% CI]"]].text == \
-        f"{sum(A) / 4 - sum(B) / 3:+.1f} [{ci.low:.1f}, {ci.high:.1f}]"
-    assert ref.pvalue < 0.001 and rows["conv"][col["p"]].text == "<0.001"
-    p_norelu = sp.ttest_ind([47.0, 44.0, 49.5, 45.2], B, equal_var=False).pvalue
+        f"{sum(A) / 4 - sum(patch) / 4:+.1f} [{ci.low:.1f}, {ci.high:.1f}]"
+    assert ref.pvalue < 0.05 and rows["conv"][col["p"]].text == fmt_p(ref.pvalue)
+    p_norelu = sp.ttest_ind([47.0, 44.0, 49.5, 45.2], patch, equal_var=False).pvalue
     want = stats.holm([ref.pvalue, p_norelu])  # two comparisons: conv-nobn has n = 1
-    assert want == pytest.approx([2 * ref.pvalue, p_norelu]) and 0.001 < p_norelu
+    assert rows["conv"][col["Holm p"]].text == fmt_p(want[0]) and 0.001 < p_norelu
     assert rows["conv-norelu"][col["p"]].text == fmt_p(p_norelu)
     assert rows["conv-norelu"][col["Holm p"]].text == fmt_p(want[1])
     lo, hi = stats.wilson(1, 4)

@@ -44,8 +44,23 @@ class CellStats:
 
 
 def metric_values(sub: pd.DataFrame, metric: str) -> list[float]:
-    """The metric of the finished ("done") runs of ``sub``: one value per seed."""
-    return [float(v) for v in sub[sub["status"] == "done"][metric].dropna()]
+    """The metric of the finished runs of ``sub``, one value per seed: a diverged run counts as
+    a chance-level top-1 (the claims' rule, docs/claims.md: dropping it would make an arm that
+    diverges look more accurate and more repeatable); other metrics leave it out."""
+    values = []
+    for _, row in sub.iterrows():
+        if row["status"] == "done" and row[metric] == row[metric] and row[metric] is not None:
+            values.append(float(row[metric]))
+        elif row["status"] == "diverged" and metric.endswith("top1"):
+            values.append(chance_top1(row))
+    return values
+
+
+def chance_top1(row: pd.Series) -> float:
+    """Top-1 (%) of a guess among the run's classes: what a diverged run is worth."""
+    from reproduce.report.records import _num_classes
+
+    return 100.0 / _num_classes(row)
 
 
 def baseline_label(grid: Grid, rows_ax: list[str], baseline: str | None) -> str | None:
@@ -78,8 +93,9 @@ def cell_stats(grid: Grid, df: pd.DataFrame, rows_ax: list[str], cols_ax: list[s
             values = metric_values(sub, metric)
             div = int((sub["status"] == "diverged").sum())
             bounds = (0.0, 100.0) if metric.endswith("top1") else None
+            started = int((sub["status"] == "done").sum()) + div
             out.append(CellStats(key, values, stats.mean_interval(values, bounds=bounds), div,
-                                 len(values) + div))
+                                 started))
     base = baseline_label(grid, rows_ax, baseline)
     n_val = df["n_val"].dropna() if "n_val" in df else []
     resolution = 100.0 / float(n_val.max()) if len(n_val) and metric.endswith("top1") else 0.0
@@ -152,8 +168,9 @@ def _div_text(cs: CellStats) -> str:
 
 
 def _stats_notes(base_name: str | None, n_tests: int, any_div: bool) -> list[str]:
-    notes = ["95% CI: Student-t interval of the mean over the n finished seeds (diverged runs "
-             "excluded); n=1: no interval exists (no variance estimate), none is shown."]
+    notes = ["95% CI: Student-t interval of the mean over the n finished seeds (a diverged run "
+             "counts as chance-level top-1, as in srv claims), clipped to [0, 100]; n=1: no "
+             "interval exists (no variance estimate), none is shown."]
     if base_name is not None:
         family = (f"Holm-adjusted over the {n_tests} comparison{'s' if n_tests != 1 else ''} "
                   f"of this table" if n_tests else "no comparison has 2 finished seeds in both "

@@ -8,9 +8,10 @@ sample std with ddof=1, n) into the paper's layout, adds params / GFLOPs
 and the published numbers (:mod:`reproduce.report.reference_columns`); :func:`report` renders it
 (:mod:`reproduce.report.render`) and writes the table files and the plot.
 
-Rules: a diverged seed is shown as ``div@e<epoch>`` beside the mean of the others, never dropped
-or averaged; unfinished cells say so (``1 pending``, ``running e4/15``); the Wang et al. column
-stays empty until a user adds the paper's numbers to ``tables/reference/wang2022.csv``.
+Rules: a diverged seed counts as a chance-level top-1 in the mean (as in the claims) and is
+flagged ``div@e<epoch>``, never dropped; unfinished cells say so (``1 pending``, ``running
+e4/15``); the Wang et al. column stays empty until a user adds the paper's numbers to
+``tables/reference/wang2022.csv``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from reproduce.report.stat_columns import (
     _stats_table,
     baseline_label,
     cell_stats,
+    metric_values,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,8 +74,11 @@ def _div_note(epochs: list[Any]) -> str:
 
 
 def _aggregate(sub: pd.DataFrame, metric: str) -> Entry:
-    """Mean ± sample std over the finished seeds, with the rest accounted for in notes."""
-    done = sub[sub["status"] == "done"][metric].dropna().astype(float)
+    """Mean ± sample std over the finished seeds (a diverged run at chance-level top-1, flagged
+    div@eN), with the rest accounted for in notes."""
+    import pandas as pd
+
+    done = pd.Series(metric_values(sub, metric), dtype=float)
     entry = Entry()
     if len(done):
         entry.mean = float(done.mean())
