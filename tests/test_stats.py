@@ -14,7 +14,7 @@ from reproduce.experiments.export import grid_records
 from reproduce.report import stats
 from reproduce.report.records import frame
 from reproduce.report.render import render_latex, render_markdown
-from reproduce.report.stat_columns import fmt_p
+from reproduce.report.stats import fmt_p
 from reproduce.report.tables import build_table
 
 A = [93.1, 94.2, 92.5, 95.0]

@@ -4,6 +4,7 @@ register: its name starts with _)."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +22,26 @@ RecordsOpt = Annotated[Path | None, typer.Option(
 _EVIDENCE = re.compile(r"<!-- srv evidence: (\d+) tested claims, (\d+) runs -->")
 
 
+def output_dir(runs_dir: Path | str, given: Path | str | None = None) -> Path:
+    """Where a command writes its tables and plots: ``given`` (``--tables-dir``), else
+    ``$SRV_TABLES_DIR``, else ``<runs>/tables``: a user's runs never write into a clone's
+    shipped ``tables/`` unless told to (``--tables-dir tables``)."""
+    if given is not None:
+        return Path(given)
+    env = os.environ.get("SRV_TABLES_DIR")
+    return Path(env).expanduser() if env else Path(runs_dir) / "tables"
+
+
+def shown_path(path: Path | str) -> str:
+    """A path as a generated file may name it: relative to the current folder when it is
+    under it, else its last two components (never a machine's absolute path)."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve())) or "."
+    except ValueError:
+        return str(Path(*path.parts[-2:])) if path.is_absolute() else str(path)
+
+
 def record_index(runs_dir: Path, records: Path | None, diversity_grids: set[str] | None = None,
                  grids: list[str] | None = None) -> Any:
     """The run records to report on, as a :class:`~reproduce.report.records.RecordIndex`:
@@ -28,8 +49,6 @@ def record_index(runs_dir: Path, records: Path | None, diversity_grids: set[str]
     runs of ``diversity_grids`` measured on their checkpoints)."""
     from reproduce.records import load_records
     from reproduce.report.records import RecordIndex
-    from reproduce.report.reference import shown_path
-
     if records is not None:
         return RecordIndex(load_records(records),
                            source=f"the run records in {shown_path(records)}")
@@ -55,7 +74,7 @@ def evidence_line(tested: int, runs: int) -> str:
 def write_claims(text: str, tested: int, runs: int, target: Path, force: bool) -> Path:
     """Write a claims report unless ``target`` holds one that rests on more evidence (more
     tested claims, or as many from more runs): then refuse with one line naming --force."""
-    from reproduce.report.render import write_table
+    from reproduce.utils.atomic import atomic_write_text
 
     if target.exists() and not force:
         old = _EVIDENCE.search(target.read_text())
@@ -66,4 +85,4 @@ def write_claims(text: str, tested: int, runs: int, target: Path, force: bool) -
                     f"{target} holds verdicts from more evidence ({old_tested} tested claims, "
                     f"{old_runs} runs) than this report ({tested}, {runs}): left as it was; "
                     f"write elsewhere with --tables-dir DIR, or replace it with --force")
-    return write_table(text + evidence_line(tested, runs), target)
+    return atomic_write_text(target, text + evidence_line(tested, runs))

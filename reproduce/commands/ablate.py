@@ -241,8 +241,8 @@ def ablate(
     if options.follower:
         table = claims = False  # node 0 writes the table
     if table and any(s.status in ("done", "diverged") for s in summary.states):
+        from reproduce.commands._records import output_dir
         from reproduce.experiments.export import grid_records
-        from reproduce.report.reference import output_dir
         from reproduce.report.tables import report
 
         out_dir = output_dir(runs_dir, tables_dir)

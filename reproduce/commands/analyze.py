@@ -119,7 +119,7 @@ def _targets(targets: list[str] | None, grid_name: str | None, preset: str | Non
 def _default_out(kind: str, grid: Any, runs_dir: Path) -> Path:
     """``<runs>/tables/<kind>-<grid>.png`` (or ``$SRV_TABLES_DIR``): never a clone's shipped
     ``tables/`` unless ``--out`` says so."""
-    from reproduce.report.reference import output_dir
+    from reproduce.commands._records import output_dir
     from reproduce.report.tables import output_stem
 
     name = f"{kind}-{output_stem(grid)}" if grid is not None else kind

@@ -78,9 +78,8 @@ def claims(
     claim is made testable."""
     import json
 
-    from reproduce.commands._records import record_index, write_claims
+    from reproduce.commands._records import output_dir, record_index, write_claims
     from reproduce.report import claims as cl
-    from reproduce.report.reference import output_dir
 
     if run or dry_run or scale != "quick":
         if not run:

@@ -59,8 +59,9 @@ def table(
     Wilson intervals, diverged runs as div@eN, published numbers beside ours, params/FLOPs and
     a provenance line. Refuses to mix
     recipes or code versions unless --force."""
+    from reproduce.commands._records import output_dir
     from reproduce.recipes.grids import list_grids
-    from reproduce.report.reference import output_dir, reference_names
+    from reproduce.report.reference import reference_names
     from reproduce.report.reference_columns import reference_table
     from reproduce.report.render import render_latex, render_markdown, write_table
     from reproduce.report.tables import report

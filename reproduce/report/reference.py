@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 __all__ = ["ENV_TABLES_DIR", "load_reference", "reference_dir", "reference_names",
-           "reference_path", "tables_dir", "output_dir", "shown_path"]
+           "reference_path", "tables_dir"]
 
 ENV_TABLES_DIR = "SRV_TABLES_DIR"
 REQUIRED_COLUMNS = ("model", "source")
@@ -39,26 +39,6 @@ def tables_dir() -> Path:
     current directory (as ``runs/``), wherever srv is installed."""
     env = os.environ.get(ENV_TABLES_DIR)
     return Path(env).expanduser() if env else Path.cwd() / "tables"
-
-
-def output_dir(runs_dir: Path | str, given: Path | str | None = None) -> Path:
-    """Where a command writes its tables and plots: ``given`` (``--tables-dir``), else
-    ``$SRV_TABLES_DIR``, else ``<runs>/tables``: a user's runs never write into a clone's
-    shipped ``tables/`` unless told to (``--tables-dir tables``)."""
-    if given is not None:
-        return Path(given)
-    env = os.environ.get(ENV_TABLES_DIR)
-    return Path(env).expanduser() if env else Path(runs_dir) / "tables"
-
-
-def shown_path(path: Path | str) -> str:
-    """A path as a generated file may name it: relative to the current folder when it is
-    under it, else its last two components (never a machine's absolute path)."""
-    path = Path(path)
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve())) or "."
-    except ValueError:
-        return str(Path(*path.parts[-2:])) if path.is_absolute() else str(path)
 
 
 def reference_dir() -> Path:

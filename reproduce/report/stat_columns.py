@@ -15,6 +15,7 @@ from reproduce.errors import SrvError
 from reproduce.recipes.grids import Grid
 from reproduce.report.records import _axis_header, _match, _ordered
 from reproduce.report.render import Entry, Table
+from reproduce.report.stats import fmt_p
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -113,13 +114,6 @@ def cell_stats(grid: Grid, df: pd.DataFrame, rows_ax: list[str], cols_ax: list[s
         for cs, p in zip(tested, stats.holm([cs.diff.p for cs in tested]), strict=True):
             cs.p_holm = p
     return out
-
-
-def fmt_p(p: float | None) -> str:
-    """``0.034``, ``<0.001``; ``—`` for no test."""
-    if p is None or p != p:
-        return "—"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _stat_header(base_name: str | None, any_div: bool) -> list[str]:

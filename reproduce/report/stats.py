@@ -42,6 +42,7 @@ __all__ = [
     "Interval",
     "Difference",
     "VarianceRatio",
+    "fmt_p",
     "mean_interval",
     "welch",
     "holm",
@@ -98,6 +99,13 @@ class Interval:
     @property
     def has_interval(self) -> bool:
         return self.low is not None and self.high is not None
+
+
+def fmt_p(p: float | None) -> str:
+    """``0.034``, ``<0.001``; ``—`` for no test."""
+    if p is None or p != p:
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def mean_interval(values: Sequence[float], level: float = LEVEL,

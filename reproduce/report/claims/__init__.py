@@ -2,16 +2,15 @@
 
 :mod:`.spec` reads the claims file (``recipes/claims/wang2022.toml``: claims, decision rule and
 the pre-registered design), :mod:`.evidence` finds each claim's evidence among the runs,
-:mod:`.verdicts` tests it and decides (Holm over every tested claim), :mod:`.render` writes the
-report. :mod:`.evaluate` runs the four over a set of run records; docs/claims.md says how each
-claim is made testable.
+:mod:`.verdicts` tests it and decides (Holm over every tested claim), :mod:`.report` runs them
+over a set of run records and writes the report; docs/claims.md says how each claim is made
+testable.
 """
 
 from __future__ import annotations
 
-from reproduce.report.claims.evaluate import evaluate
 from reproduce.report.claims.evidence import Evidence
-from reproduce.report.claims.render import Report, render_markdown
+from reproduce.report.claims.report import Report, evaluate, render_markdown
 from reproduce.report.claims.spec import (
     STATISTICS,
     VERDICTS,

@@ -84,7 +84,7 @@ class Result:
 
 def p_text(p: float | None) -> str:
     """``= 0.034`` or ``< 0.001``."""
-    from reproduce.report.stat_columns import fmt_p
+    from reproduce.report.stats import fmt_p
 
     text = fmt_p(p)
     return text.replace("<", "< ") if text.startswith("<") else f"= {text}"
