@@ -92,9 +92,11 @@ def ablate(
         min=1, help="Number of random (lr, wd) samples of lr-wd-edf.")] = None,
     data: Annotated[str | None, typer.Option(
         help="Data folder for every cell (ImageNet layout: train/ and val/ with a folder per "
-             "class); the full presets need it. Checked before anything is launched.")] = None,
+             "class); the full presets need it; fashion-mnist: a folder of its four IDX files. "
+             "Checked before anything is launched.")] = None,
     dataset: Annotated[str | None, typer.Option(
-        help="digits, imagefolder, synthetic, cifar10, cifar100 (every cell).")] = None,
+        help="digits, fashion-mnist, imagefolder, synthetic, cifar10, cifar100 (every "
+             "cell).")] = None,
     batch_size: Annotated[int | None, typer.Option(
         min=1, help="GLOBAL batch size of every cell.")] = None,
     accum_steps: Annotated[int | None, typer.Option(
