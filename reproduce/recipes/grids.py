@@ -43,6 +43,12 @@ Grid file format (all keys except ``axes`` and ``presets`` are optional)::
     [presets.mini.axes.lr]              # replace fields of an axis at this scale
     values = [5e-4, 1e-3]
 
+    [presets.cal]                       # a calibration: its runs choose a scale, and srv
+    calibration = true                  # claims never takes them as evidence
+    [presets.cal.add_axes.train]        # an axis of this preset only, after the grid's axes
+    key = "train_subset"
+    values = [5000, 10000]
+
 Nothing here imports torch: expanding a grid is pure Python; resolving a cell's config (and so
 its run directory) is :mod:`reproduce.experiments`' job.
 """
@@ -74,7 +80,8 @@ __all__ = [
 TABLE_KINDS = ("grid", "edf")
 METRICS = ("top1", "best_top1")
 _TOP_KEYS = {"name", "title", "description", "default_preset", "table", "axes", "presets"}
-_PRESET_KEYS = {"recipe", "scale", "seeds", "model", "vars", "set", "axes", "description"}
+_PRESET_KEYS = {"recipe", "scale", "seeds", "model", "vars", "set", "axes", "add_axes",
+                "calibration", "description"}
 _TABLE_KEYS = {"rows", "columns", "kind", "caption", "reference", "metric", "label"}
 
 
@@ -174,6 +181,9 @@ class Grid:
     model: str | None
     table: dict[str, Any]
     default_preset: str = ""
+    #: a calibration preset (``calibration = true``): its runs choose a scale (issue 28's
+    #: pre-registration), so they are never a claim's evidence
+    calibration: bool = False
 
     @property
     def table_kind(self) -> str:
@@ -285,6 +295,17 @@ def load_grid(
         if name not in axis_specs:
             raise SrvError(f"{pwhere}: changes axis {name!r}, which the grid does not define")
         axis_specs[name].update(change)
+    for name, spec in (p.get("add_axes") or {}).items():
+        if name in axis_specs:
+            raise SrvError(f"{pwhere}: add_axes.{name}: the grid already has axis {name!r}; "
+                           f"change it under [presets.{preset}.axes.{name}]")
+        if not isinstance(spec, dict):
+            raise SrvError(f"{pwhere}: add_axes.{name} must be a table (key = ..., values = "
+                           f"[...]), as an axis of the grid")
+        axis_specs[name] = copy.deepcopy(spec)
+    calibration = p.get("calibration", False)
+    if not isinstance(calibration, bool):
+        raise SrvError(f"{pwhere}: calibration must be true or false")
     if samples is not None:
         randoms = [n for n, s in axis_specs.items() if s.get("kind") == "random"]
         if not randoms:
@@ -336,6 +357,7 @@ def load_grid(
         model=fill(None, model, variables, pwhere) if model else None,
         table=table,
         default_preset=default_preset,
+        calibration=calibration,
     )
 
 
