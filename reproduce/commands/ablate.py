@@ -29,7 +29,8 @@ PRESET_HELP = ("Scale: mini (digits on CPU, minutes), quick (8 epochs on digits,
                "full (ImageNet, the paper's recipe; one seed, so srv claims gives no verdict "
                "from it: add --seeds 0-2); default: the grid's default (mini). quick is the "
                "claims' scale (the stem grid's is the main job; quick-linear its conv-linear "
-               "arm).")
+               "arm); the stem grid's regime-cal is issue 28's calibration on Fashion-MNIST "
+               "(seeds 300-302; scripts/regime_criterion.py reads it).")
 
 
 def load_cli_grid(name: str, preset: str | None, seeds: str | None, axis: list[str] | None,
