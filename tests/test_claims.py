@@ -373,3 +373,19 @@ def test_one_calibration_rule_for_the_design_and_each_claims_preset(tmp_path: Pa
     path.write_text(src.replace('"stable-edf", "diversity"', '"diversity"'))
     with pytest.raises(SrvError, match=r"\[design\]: family lacks stable-edf; Holm's family"):
         cl.load_claims(path)
+
+
+def test_a_calibration_preset_is_never_evidence(tmp_path: Path) -> None:
+    """The regime calibration's runs (stem / regime-cal, calibration = true) chose the scale: a
+    claim finds no evidence in them, however many seeds they have."""
+    from test_tables import write_run
+
+    runs = tmp_path / "runs"
+    grid = load_grid("stem", preset="regime-cal", axes={"train": ["5000"], "epochs": ["5"],
+                                                        "batch": ["64"]})
+    for cell in grid.cells():
+        top1 = {"patch": 84.0, "conv": 88.0}[cell.label_dict["stem"]] + cell.seed % 10
+        write_run(runs, cell.model, cell.override_dict, "done", top1, seed=cell.seed,
+                  recipe=cell.recipe)
+    res = _by_id(cl.evaluate(runs, ids=["accuracy"]))["accuracy"]
+    assert res.evidence is None and res.verdict != "supported"

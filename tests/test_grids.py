@@ -285,3 +285,63 @@ def test_bad_ablate_input_is_one_line_and_exit_2() -> None:
         assert result.exit_code == 2, (args, result.output)
         assert result.stderr.startswith("srv: error: ") and message in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+#: every seed a preset or calibration used before issue 28's regime calibration
+USED_SEEDS = set(range(10)) | set(range(100, 104)) | set(range(200, 203))
+
+
+def test_a_preset_may_add_axes_of_its_own(tmp_path: Path) -> None:
+    """``add_axes`` sweeps a recipe key at one preset only (after the grid's axes); an axis the
+    grid already has must be changed under ``axes``, not added again."""
+    path = tmp_path / "g.toml"
+    path.write_text('[axes.stem]\nkey = "model"\nformat = "vit-mini-{value}"\n'
+                    'values = ["patch", "conv"]\n[presets.a]\nrecipe = "mini"\n'
+                    '[presets.b]\nrecipe = "mini"\ncalibration = true\n'
+                    '[presets.b.add_axes.train]\nkey = "train_subset"\nvalues = [256, 512]\n')
+    plain, cal = load_grid(path, "a"), load_grid(path, "b")
+    assert len(plain.cells()) == 2 and not plain.calibration
+    assert cal.calibration and [a.name for a in cal.axes] == ["stem", "train"]
+    assert [(c.label_dict["train"], c.override_dict["train_subset"]) for c in cal.cells()][:2] \
+        == [("256", 256), ("512", 512)]
+    assert load_grid(path, "b", axes={"train": ["1024"]}).cells()[0].override_dict == {
+        "train_subset": 1024}
+    path.write_text(path.read_text().replace("add_axes.train", "add_axes.stem"))
+    with pytest.raises(SrvError, match="already has axis 'stem'.*presets.b.axes.stem"):
+        load_grid(path, "b")
+    path.write_text(path.read_text().replace("add_axes.stem", "add_axes.train")
+                    .replace("calibration = true", "calibration = 1"))
+    with pytest.raises(SrvError, match="calibration must be true or false"):
+        load_grid(path, "b")
+
+
+def test_the_regime_calibration_plans_patch_and_conv_on_new_seeds(tmp_path: Path) -> None:
+    """Issue 28: srv ablate stem --preset regime-cal plans both stems over train subset x epochs
+    x batch on Fashion-MNIST, on seeds no other preset or calibration used, and estimates its
+    cost (here from a tiny IDX folder: a dry run reads no image)."""
+    from test_fashion import write_idx
+
+    grid = load_grid("stem", "regime-cal")
+    assert grid.calibration and grid.recipe == "fmnist"
+    assert not set(grid.seeds) & USED_SEEDS and len(grid.seeds) == 3
+    for other in grid.presets:
+        if other != "regime-cal":
+            assert not set(grid.seeds) & set(load_grid("stem", other).seeds)
+    assert [a.name for a in grid.axes] == ["stem", "train", "epochs", "batch"]
+    cells = grid.cells()
+    assert len(cells) == 2 * 2 * 2 * 2 * 3
+    assert {c.model for c in cells} == {"vit-mini-patch", "vit-mini-conv"}
+    cfg = resolve_config(cells[0].model, cells[0].recipe, {**cells[0].override_dict, "seed": 300})
+    assert cfg.recipe.dataset == "fashion-mnist" and cfg.recipe.val_subset >= 1000
+    data = write_idx(tmp_path / "fmnist")
+    result = runner.invoke(app, ["ablate", "stem", "--preset", "regime-cal", "--dry-run",
+                                 "--data", str(data), "--img-per-s", "210", "--runs-dir",
+                                 str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert "48 cells: 48 pending" in result.output
+    assert "2,695,680 training images; 3.6 GPU-hours" in result.output
+    assert "calibration seeds per cell" in result.output
+    missing = runner.invoke(app, ["ablate", "stem", "--preset", "regime-cal", "--dry-run",
+                                  "--data", str(tmp_path), "--runs-dir", str(tmp_path / "r")])
+    assert missing.exit_code == 2 and "no Fashion-MNIST at" in missing.stdout
+    assert not (tmp_path / "runs").exists()

@@ -29,7 +29,8 @@ PRESET_HELP = ("Scale: mini (digits on CPU, minutes), quick (8 epochs on digits,
                "full (ImageNet, the paper's recipe; one seed, so srv claims gives no verdict "
                "from it: add --seeds 0-2); default: the grid's default (mini). quick is the "
                "claims' scale (the stem grid's is the main job; quick-linear its conv-linear "
-               "arm).")
+               "arm); the stem grid's regime-cal is issue 28's calibration on Fashion-MNIST "
+               "(seeds 300-302; scripts/regime_criterion.py reads it).")
 
 
 def load_cli_grid(name: str, preset: str | None, seeds: str | None, axis: list[str] | None,
@@ -92,9 +93,11 @@ def ablate(
         min=1, help="Number of random (lr, wd) samples of lr-wd-edf.")] = None,
     data: Annotated[str | None, typer.Option(
         help="Data folder for every cell (ImageNet layout: train/ and val/ with a folder per "
-             "class); the full presets need it. Checked before anything is launched.")] = None,
+             "class); the full presets need it; fashion-mnist: a folder of its four IDX files. "
+             "Checked before anything is launched.")] = None,
     dataset: Annotated[str | None, typer.Option(
-        help="digits, imagefolder, synthetic, cifar10, cifar100 (every cell).")] = None,
+        help="digits, fashion-mnist, imagefolder, synthetic, cifar10, cifar100 (every "
+             "cell).")] = None,
     batch_size: Annotated[int | None, typer.Option(
         min=1, help="GLOBAL batch size of every cell.")] = None,
     accum_steps: Annotated[int | None, typer.Option(

@@ -43,9 +43,11 @@ def train(
     weight_decay: Annotated[float | None, typer.Option(help="Weight decay.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     img_size: Annotated[int | None, typer.Option(help="Input resolution.")] = None,
-    data: Annotated[str | None, typer.Option(help="Data folder (imagefolder / cifar).")] = None,
+    data: Annotated[str | None, typer.Option(
+        help="Data folder (imagefolder / cifar; fashion-mnist: its four IDX files, default "
+             "/usr/share/datasets/fashion-mnist).")] = None,
     dataset: Annotated[str | None, typer.Option(
-        help="digits, imagefolder, synthetic, cifar10, cifar100.")] = None,
+        help="digits, fashion-mnist, imagefolder, synthetic, cifar10, cifar100.")] = None,
     amp: Annotated[str | None, typer.Option(help="off, bf16 or fp16.")] = None,
     deterministic: Annotated[bool, typer.Option(
         "--deterministic", help="Deterministic GPU kernels (no cuDNN autotuning, no TF32): "

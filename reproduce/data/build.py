@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 from reproduce.data import dali
 from reproduce.data.loaders import TorchTrainLoader, TorchValLoader
 from reproduce.errors import SrvError
-from reproduce.recipes.recipe import Recipe
+from reproduce.recipes.recipe import IN_MEMORY_DATASETS, Recipe
 from reproduce.utils.distributed import DistInfo
 
 __all__ = ["build_train_loader", "build_val_loader"]
@@ -31,8 +31,9 @@ def build_train_loader(dataset: Dataset | None, r: Recipe, info: DistInfo) -> An
     if r.loader == "dali":
         return dali.build_train_loader(_dali_root(r), r, info)
     assert dataset is not None
-    # in-memory tensors (digits, synthetic) have no random transform: nothing to seed
-    seeded = r.dataset not in ("digits", "synthetic")
+    # in-memory tensors (digits, fashion-mnist, synthetic) have no random transform: nothing
+    # to seed
+    seeded = r.dataset not in IN_MEMORY_DATASETS
     return TorchTrainLoader(dataset, r, info, seeded=seeded)
 
 

@@ -1,4 +1,5 @@
-"""Data sets and transforms: ImageNet-style folders, the embedded digits, synthetic, CIFAR.
+"""Data sets and transforms: ImageNet-style folders, the embedded digits, Fashion-MNIST,
+synthetic, CIFAR.
 
 * ``imagefolder``: ``<path>/train/<class>/*.jpg`` and ``<path>/val/<class>/*.jpg`` (ImageNet
   layout), checked before training starts (:func:`check_imagefolder`). Read with
@@ -7,6 +8,9 @@
 * ``digits``: the 1,797 8x8 digit images that ship inside scikit-learn, upsampled to
   ``img_size`` with 3 channels, fixed stratified split of 1,437 train / 360 val (docs/paper.md
   §5). Needs no download, so a fresh machine can train at once.
+* ``fashion-mnist``: Fashion-MNIST's 60,000 train / 10,000 test 28x28 images from the four IDX
+  files (``--data DIR``, default Debian's ``dataset-fashion-mnist``), padded to ``img_size``, 3
+  channels, class-balanced fixed subsets (:mod:`.fashion`). In memory like the digits.
 * ``synthetic``: random tensors with random labels, for throughput checks.
 * ``cifar10`` / ``cifar100``: torchvision's loaders from a local folder (never downloads).
 
@@ -27,7 +31,7 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from reproduce.errors import SrvError
-from reproduce.recipes.recipe import Recipe
+from reproduce.recipes.recipe import IN_MEMORY_DATASETS, Recipe
 
 #: why a run on an image folder with no folder given cannot start (also srv train / ablate
 #: --dry-run's reason)
@@ -137,7 +141,7 @@ CIFAR_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 def transforms_for(r: Recipe) -> tuple[Any, Any, str]:
     """The recipe's train / eval transforms for its data set (timm's, plus PCA lighting:
     :mod:`.transforms`) and the eval transform's description; none for in-memory tensors."""
-    if r.dataset in ("digits", "synthetic"):
+    if r.dataset in IN_MEMORY_DATASETS:
         return None, None, "none (tensors)"
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
@@ -157,6 +161,21 @@ def _subset(ds: Dataset, n: int, seed: int = 0) -> Dataset:
     return Subset(ds, idx.tolist())
 
 
+def _fashion(r: Recipe, train: bool) -> Datasets:
+    """Fashion-MNIST's tensors (:mod:`.fashion`): the test files are the val set."""
+    from reproduce.data.fashion import data_dir, fashion_tensors
+
+    xt, yt, xv, yv, classes = fashion_tensors(r.data_path, r.img_size, r.train_subset,
+                                              r.val_subset, train)
+    n_train = len(yt) if yt is not None else None
+    train_set = TensorDataset(xt, yt) if xt is not None and yt is not None else None
+    how = "padded" if (r.img_size - 28) % 2 == 0 and r.img_size >= 28 else "bilinear resize"
+    return Datasets(train_set, TensorDataset(xv, yv), len(classes),
+                    f"fashion-mnist ({data_dir(r.data_path)}), {n_train} train / {len(yv)} "
+                    f"val, {r.img_size}x{r.img_size}", f"28x28 {how} to {r.img_size}",
+                    fingerprint("fashion-mnist", classes, n_train, len(yv)))
+
+
 def build_datasets(r: Recipe, train: bool = True) -> Datasets:
     """Build the recipe's train (unless ``train=False``) and val sets, validating paths and
     layout first."""
@@ -166,6 +185,8 @@ def build_datasets(r: Recipe, train: bool = True) -> Datasets:
                        f"digits (scikit-learn), {len(yt)} train / {len(yv)} val, "
                        f"{r.img_size}x{r.img_size}", f"bilinear upsample to {r.img_size}",
                        fingerprint("digits", 10, len(yt), len(yv)))
+    elif r.dataset == "fashion-mnist":
+        out = _fashion(r, train)
     elif r.dataset == "synthetic":
         n_classes = r.num_classes or SYNTHETIC_CLASSES
         g = torch.Generator().manual_seed(1234)

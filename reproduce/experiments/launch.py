@@ -90,8 +90,11 @@ def cost_lines(grid: Grid, states: Sequence[CellState], options: RunOptions,
     costs = grid_cost(states, options, folders, img_per_s)
     seeds = len(grid.seeds)
     draws = sum(len(a.points) for a in grid.axes if a.kind == "random")
+    note = (f"{seeds} calibration seed{'s' if seeds != 1 else ''} per cell: a calibration "
+            f"preset chooses a scale (scripts/regime_criterion.py reads its runs); srv claims "
+            f"never takes them as evidence" if grid.calibration else seeds_note(seeds, draws))
     if not costs:
-        return ["cost: nothing left to train", f"seeds: {seeds_note(seeds, draws)}"]
+        return ["cost: nothing left to train", f"seeds: {note}"]
     by_model: dict[str, list[Cost]] = {}
     for s, c in costs:
         by_model.setdefault(s.cell.model, []).append(c)
@@ -105,5 +108,5 @@ def cost_lines(grid: Grid, states: Sequence[CellState], options: RunOptions,
     for model, cs in by_model.items():
         merged = Cost(sum(c.images for c in cs), cs[0].throughput)
         lines.append(f"  {model} x {len(cs)}: {merged.describe()}")
-    lines.append(f"seeds: {seeds_note(seeds, draws)}")
+    lines.append(f"seeds: {note}")
     return lines

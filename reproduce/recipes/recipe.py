@@ -23,11 +23,12 @@ from typing import Any
 from reproduce.errors import SrvError
 
 __all__ = ["Recipe", "load_recipe", "recipe_dir", "list_recipes", "parse_overrides",
-           "apply_overrides", "key_help", "recipe_keys_set", "CHOICES", "LOG_BACKENDS"]
+           "apply_overrides", "key_help", "recipe_keys_set", "CHOICES", "LOG_BACKENDS",
+           "IN_MEMORY_DATASETS"]
 
 #: allowed values of the string keys that take a fixed set
 CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": ("digits", "imagefolder", "synthetic", "cifar10", "cifar100"),
+    "dataset": ("digits", "fashion-mnist", "imagefolder", "synthetic", "cifar10", "cifar100"),
     "lr_scaling": ("linear", "sqrt", "none"),
     "sched": ("cosine", "step", "constant", "none"),
     "sched_step": ("update", "epoch", "epoch-after"),
@@ -37,6 +38,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
     "loader": ("timm", "dali"),
 }
+#: data sets held as tensors in memory: no image transform (no augmentation), no per-sample seeds
+IN_MEMORY_DATASETS = ("digits", "fashion-mnist", "synthetic")
 #: the trackers the ``log`` key may list (comma-separated); ``none`` alone turns tracking off
 LOG_BACKENDS = ("none", "tensorboard", "mlflow", "wandb")
 
@@ -51,13 +54,17 @@ class Recipe:
     """Every knob of a training run, with the defaults of the DeiT recipe where one applies."""
 
     # data
-    dataset: str = _key("imagefolder", "data set: digits (embedded), imagefolder (ImageNet "
-                        "layout), synthetic, cifar10, cifar100")
-    data_path: str = _key("", "data folder (imagefolder: PATH/{train,val}/<class>/*)")
+    dataset: str = _key("imagefolder", "data set: digits (embedded), fashion-mnist (IDX "
+                        "files), imagefolder (ImageNet layout), synthetic, cifar10, cifar100")
+    data_path: str = _key("", "data folder (imagefolder: PATH/{train,val}/<class>/*; "
+                          "fashion-mnist: the four IDX files, default Debian's "
+                          "/usr/share/datasets/fashion-mnist)")
     img_size: int = _key(224, "input resolution (train crop and eval crop)")
     num_classes: int = _key(0, "classes; 0: from the data set")
-    train_subset: int = _key(0, "0: all training images; N: the first N of a fixed shuffle")
-    val_subset: int = _key(0, "0: all val images; N: the first N of a fixed shuffle")
+    train_subset: int = _key(0, "0: all training images; N: the first N of a fixed shuffle "
+                             "(fashion-mnist: class-balanced, N // 10 per class)")
+    val_subset: int = _key(0, "0: all val images; N: the first N of a fixed shuffle "
+                           "(fashion-mnist: class-balanced, N >= 1,000)")
     num_workers: int = _key(8, "DataLoader worker processes (not part of the run's identity)")
     loader: str = _key("timm", "input pipeline: timm (DataLoader, CPU workers) or dali (NVIDIA "
                        "DALI, decoding and augmentation on the GPU)")

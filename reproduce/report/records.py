@@ -177,4 +177,5 @@ def _num_classes(row: pd.Series) -> int:
     n = row.get("num_classes")
     if n and n == n:
         return int(n)
-    return {"digits": 10, "cifar10": 10, "cifar100": 100}.get(str(row.get("dataset")), 1000)
+    return {"digits": 10, "fashion-mnist": 10, "cifar10": 10, "cifar100": 100}.get(
+        str(row.get("dataset")), 1000)

@@ -10,11 +10,11 @@ another way: the engine records its fingerprint (class names, image counts) and 
 resume a run on data that really changed.
 
 Keys that cannot act on the chosen data set are not hashed silently either: the in-memory data
-sets (``digits``, ``synthetic``) have no image transform, so RandAugment, erasing, crops, flips,
-interpolation and crop_pct do nothing there. Set explicitly (``--set aa=...`` or a grid axis),
-such a key is refused; coming from the recipe file (the DeiT recipe on digits), it is reset to
-its neutral value with a note. Derived values (per-device batch, the lr after the scaling rule,
-warmup in steps) are recorded next to the config, not hashed.
+sets (``digits``, ``fashion-mnist``, ``synthetic``) have no image transform, so RandAugment,
+erasing, crops, flips, interpolation and crop_pct do nothing there. Set explicitly (``--set
+aa=...`` or a grid axis), such a key is refused; coming from the recipe file (the DeiT recipe on
+digits), it is reset to its neutral value with a note. Derived values (per-device batch, the lr
+after the scaling rule, warmup in steps) are recorded next to the config, not hashed.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reproduce.errors import SrvError
-from reproduce.recipes.recipe import Recipe, apply_overrides, load_recipe
+from reproduce.recipes.recipe import IN_MEMORY_DATASETS, Recipe, apply_overrides, load_recipe
 
 __all__ = ["RunConfig", "StartFrom", "resolve_config", "default_recipe", "scaled_lr", "config_diff"]
 
@@ -35,8 +35,6 @@ __all__ = ["RunConfig", "StartFrom", "resolve_config", "default_recipe", "scaled
 UNHASHED = frozenset({"num_workers", "device", "sync_every", "update_ratio_every",
                       "data_path", "deterministic", "log", "accum_steps"})
 
-#: data sets held as tensors in memory: no image transform, so these keys do nothing there
-IN_MEMORY_DATASETS = ("digits", "synthetic")
 #: recipe keys that act only through the image transform, with their neutral (inactive) values
 TRANSFORM_KEYS: dict[str, Any] = {
     "aa": "", "color_jitter": 0.0, "hflip": 0.0, "scale_min": 1.0, "reprob": 0.0,

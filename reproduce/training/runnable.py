@@ -34,9 +34,10 @@ __all__ = ["Parts", "build_mixup_loss", "build_parts", "check_data", "check_runn
 
 #: training-set sizes srv knows without reading the data
 IMAGENET_TRAIN = 1_281_167
-KNOWN_TRAIN = {"digits": 1797 - DIGITS_VAL, "cifar10": 50_000, "cifar100": 50_000}
-KNOWN_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "imagefolder": 1000,
-                 "synthetic": SYNTHETIC_CLASSES}
+KNOWN_TRAIN = {"digits": 1797 - DIGITS_VAL, "fashion-mnist": 60_000, "cifar10": 50_000,
+               "cifar100": 50_000}
+KNOWN_CLASSES = {"digits": 10, "fashion-mnist": 10, "cifar10": 10, "cifar100": 100,
+                 "imagefolder": 1000, "synthetic": SYNTHETIC_CLASSES}
 
 
 def num_classes(r: Recipe) -> int:
@@ -214,9 +215,17 @@ def build_parts(cfg: RunConfig, world_size: int = 1, device: str = "cpu",
 
 def check_data(cfg: RunConfig, checked_folders: set[str] | None = None) -> None:
     """The data checks of a run: an image-folder run needs ``data_path`` (the engine refuses to
-    start without it) and its layout is checked. A folder already in ``checked_folders``
-    (shared over a grid's cells) is not listed again. Raises :class:`SrvError`."""
+    start without it) and its layout is checked; a Fashion-MNIST run needs its four IDX files
+    (:func:`reproduce.data.fashion.find_files`, nothing read) and a val subset of at least 1,000.
+    A folder already in ``checked_folders`` (shared over a grid's cells) is not listed again.
+    Raises :class:`SrvError`."""
     r = cfg.recipe
+    if r.dataset == "fashion-mnist":
+        from reproduce.data.fashion import check_val_subset, data_dir, find_files
+
+        check_val_subset(r.val_subset)
+        find_files(data_dir(r.data_path))
+        return
     if r.dataset != "imagefolder":
         return
     if not r.data_path:  # the engine's own refusal

@@ -168,7 +168,8 @@ def _paired(claim: Claim, rows_a: pd.DataFrame, rows_b: pd.DataFrame) -> tuple[l
 def find_evidence(claim: Claim, index: RecordIndex, presets: list[str] | None,
                    force: bool) -> tuple[Evidence | None, str]:
     """The evidence over the grid's presets: testable first, then the claim's own preset, then
-    the most seeds in the smaller arm."""
+    the most seeds in the smaller arm. A calibration preset (``calibration = true``) is never
+    evidence: its runs chose the scale."""
     from reproduce.recipes.grids import load_grid
     from reproduce.report.records import check_consistent
 
@@ -183,7 +184,7 @@ def find_evidence(claim: Claim, index: RecordIndex, presets: list[str] | None,
         if presets and preset not in presets:
             continue
         found = index.frame(claim.grid, preset)
-        if found is None:
+        if found is None or found[0].calibration:  # a calibration's runs chose the scale
             continue
         grid, df = found
         arm_a, arm_b = _arm(grid, df, claim.a), _arm(grid, df, claim.b)
