@@ -15,12 +15,47 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from reproduce.recipes.grids import load_grid  # noqa: E402
-from reproduce.report.regime import cheapest, evaluate_grid, render  # noqa: E402
+from reproduce.report.regime import (  # noqa: E402
+    Verdict,
+    _value,
+    cheapest,
+    judge,
+    render,
+    settings_of,
+)
+
+
+def evaluate_grid(grid: Any, runs_root: Path | str, stem_axis: str = "stem"
+                  ) -> list[Verdict]:
+    """The criterion on every setting of a calibration grid (e.g. ``stem`` at ``regime-cal``)
+    from the runs under ``runs_root``: a setting is a combination of the non-stem axes."""
+    from reproduce.experiments.cells import plan
+    from reproduce.experiments.export import grid_records
+    from reproduce.report.records import axis_column, frame
+    from reproduce.training.runnable import steps_per_epoch
+
+    states = plan(grid, runs_root)
+    df = frame(grid, grid_records(grid, runs_root, states))
+    others = [a.name for a in grid.axes if a.name != stem_axis]
+    rows = []
+    for st, (_, row) in zip(states, df.iterrows(), strict=True):
+        r = st.cfg.recipe
+        rows.append({
+            "setting": " ".join(f"{a}={row[axis_column(a)]}" for a in others) or "all",
+            stem_axis: row[axis_column(stem_axis)],
+            "cost": steps_per_epoch(r)[0] * r.batch_size * r.epochs,
+            "status": row["status"], "top1": _value(row["top1"]),
+            "n_val": _value(row["n_val"]), "num_classes": _value(row["num_classes"])})
+    return [judge(s) for s in settings_of(rows, stem_axis)]
+
+
+
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 __all__ = ["PATCH_WITHIN", "CONV_MIN_ERROR", "MIN_VAL", "Setting", "Verdict", "judge",
-           "cheapest", "settings_of", "evaluate_grid", "render"]
+           "cheapest", "settings_of", "render"]
 
 PATCH_WITHIN = 5.0  # points of top-1
 CONV_MIN_ERROR = 3.0  # points of top-1 error
@@ -126,29 +125,6 @@ def settings_of(rows: Sequence[dict[str, Any]], stem_axis: str = "stem", patch: 
         out.append(Setting(label, int(members[0]["cost"]), tuple(values[patch]),
                            tuple(values[conv]), min(n_vals) if n_vals else None, unfinished))
     return out
-
-
-def evaluate_grid(grid: Any, runs_root: Path | str, stem_axis: str = "stem"
-                  ) -> list[Verdict]:
-    """The criterion on every setting of a calibration grid (e.g. ``stem`` at ``regime-cal``)
-    from the runs under ``runs_root``: a setting is a combination of the non-stem axes."""
-    from reproduce.experiments.cells import plan
-    from reproduce.report.records import axis_column, gather
-    from reproduce.training.runnable import steps_per_epoch
-
-    states = plan(grid, runs_root)
-    df = gather(grid, runs_root, states)
-    others = [a.name for a in grid.axes if a.name != stem_axis]
-    rows = []
-    for st, (_, row) in zip(states, df.iterrows(), strict=True):
-        r = st.cfg.recipe
-        rows.append({
-            "setting": " ".join(f"{a}={row[axis_column(a)]}" for a in others) or "all",
-            stem_axis: row[axis_column(stem_axis)],
-            "cost": steps_per_epoch(r)[0] * r.batch_size * r.epochs,
-            "status": row["status"], "top1": _value(row["top1"]),
-            "n_val": _value(row["n_val"]), "num_classes": _value(row["num_classes"])})
-    return [judge(s) for s in settings_of(rows, stem_axis)]
 
 
 def _value(x: Any) -> Any:
