@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from reproduce.cli import app
 from reproduce.experiments import RunOptions, campaign
+from reproduce.experiments import claims_plan as cr
 from reproduce.experiments.local import Outcome
 from reproduce.recipes.grids import load_grid
 from reproduce.report import claims as cl
-from reproduce.report.claims import run as cr
 from reproduce.training.config import resolve_config
 
 runner = CliRunner()

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from reproduce.cli import app
-from reproduce.report.runs import collect_runs, write_grid_index
+from reproduce.experiments.overview import collect_runs, write_grid_index
 
 runner = CliRunner()
 STAMP = "%Y-%m-%dT%H:%M:%S%z"

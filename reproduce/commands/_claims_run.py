@@ -34,8 +34,8 @@ def full_run(ids: list[str] | None, runs_dir: Path, claims_file: Path | None, sc
     from reproduce.commands._options import benchmark_folders
     from reproduce.commands.ablate import _print_summary, _refuse, print_plan
     from reproduce.experiments import campaign
+    from reproduce.experiments import claims_plan as cr
     from reproduce.report import claims as cl
-    from reproduce.report.claims import run as cr
 
     if scale not in cr.SCALES:
         raise SrvError(f"no scale {scale!r}: choose {' or '.join(cr.SCALES)}")

@@ -219,7 +219,7 @@ def ablate(
         _refuse(unrunnable, grid, len(states))
     if dry_run:
         return
-    from reproduce.report.runs import write_grid_index  # srv runs names the cells
+    from reproduce.experiments.overview import write_grid_index  # srv runs names the cells
 
     write_grid_index(runs_dir, grid.name, grid.preset,
                      {s.run_dir.name: s.cell.describe() for s in states})

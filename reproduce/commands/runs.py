@@ -39,7 +39,7 @@ def runs(
     epoch's), training time and, for running ones, the ETA."""
     from collections import Counter
 
-    from reproduce.report.runs import COLUMNS, collect_runs, render
+    from reproduce.experiments.overview import COLUMNS, collect_runs, render
     from reproduce.utils.console import is_terminal
 
     rows = collect_runs(runs_dir, grid=grid, status=status)
