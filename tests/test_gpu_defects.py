@@ -148,12 +148,20 @@ def test_sam_second_pass_with_non_finite_gradients_is_skipped() -> None:
 
 def test_bf16_on_a_gpu_without_bf16_is_refused(monkeypatch: pytest.MonkeyPatch,
                                                runs_root: Path) -> None:
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    with pytest.raises(SrvError, match="use --set amp=fp16"):
+    # a V100 / T4 as torch sees it: bf16 "supported" through emulation, compute capability 7
+    capability = [(7, 0)]
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability[0])
+    with pytest.raises(SrvError, match=r"this one is 7\.0: use --set amp=fp16"):
         check_amp("bf16", torch.device("cuda"))
     check_amp("fp16", torch.device("cuda"))
     check_amp("bf16", torch.device("cpu"))
-    # the whole command, on a machine that looks like a V100 to srv
+    capability[0] = (8, 0)  # an A100
+    check_amp("bf16", torch.device("cuda", 0))
+    capability[0] = (7, 5)
+    # the whole command, on a machine that looks like a T4 to srv
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

@@ -57,12 +57,24 @@ def configure_device(device: torch.device, deterministic: bool = False) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the GPU computes in bf16 natively: compute capability 8.0 or newer (A100, H100),
+    or ROCm. Not ``torch.cuda.is_bf16_supported()``: by default that also says True where bf16
+    is only emulated (V100, T4), which runs, several times slower than fp16."""
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def check_amp(amp: str, device: torch.device) -> None:
-    """Refuse bf16 on a GPU without bf16 support (e.g. V100): torch's autocast would only warn
-    and run fp32 while the run records ``amp = bf16``."""
-    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise SrvError("amp=bf16 needs a GPU with bf16 support (compute capability 8.0 or newer) "
-                       "and this one has none: use --set amp=fp16 (with its loss scaler)")
+    """Refuse bf16 on a GPU without native bf16 (e.g. V100, T4): emulated bf16 runs at a
+    fraction of fp16's speed, and a torch that emulates nothing would only warn and run fp32
+    while the run records ``amp = bf16``."""
+    if amp == "bf16" and device.type == "cuda" and not native_bf16(device):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise SrvError(f"amp=bf16 needs a GPU with native bf16 (compute capability 8.0 or newer) "
+                       f"and this one is {major}.{minor}: use --set amp=fp16 (with its loss "
+                       f"scaler)")
 
 
 def autocast(r: Recipe, device: torch.device) -> Any:
