@@ -222,3 +222,52 @@ def test_deterministic_is_not_part_of_the_run_identity() -> None:
     det = resolve_config("vit-mini-conv", "mini", {**TINY, "deterministic": True})
     assert det.recipe.deterministic and plain.hash == det.hash
     assert json.dumps(det.to_dict())  # recorded in config.json
+
+
+def test_deterministic_does_not_leak_into_the_next_run_of_the_process(runs_root: Path) -> None:
+    """Grid cells run one after another in one process: a --deterministic cell must leave
+    torch's process-wide flags as it found them."""
+    cudnn = torch.backends.cudnn
+    before = (torch.are_deterministic_algorithms_enabled(), cudnn.benchmark,
+              cudnn.deterministic)
+    seen: list[bool] = []
+    real = TrainStep.__call__
+
+    def recording(self: TrainStep, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return real(self, *args, **kwargs)
+
+    TrainStep.__call__ = recording  # type: ignore[method-assign]
+    try:
+        out = train(resolve_config("vit-mini-conv", "mini",
+                                   {**TINY, "epochs": 1, "train_subset": 64,
+                                    "val_subset": 16, "deterministic": True}),
+                    runs_root, progress=False)
+        assert out.status == "completed" and seen and all(seen)  # on during the run
+        after = (torch.are_deterministic_algorithms_enabled(), cudnn.benchmark,
+                 cudnn.deterministic)
+    finally:
+        TrainStep.__call__ = real  # type: ignore[method-assign]
+        torch.use_deterministic_algorithms(before[0])
+        cudnn.benchmark, cudnn.deterministic = before[1:]
+    assert after == before
+
+
+def test_cublas_workspace_is_set_before_cuda_is_used_or_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuBLAS reads CUBLAS_WORKSPACE_CONFIG when it makes a handle: set once CUDA is in use it
+    would do nothing (and silence torch's own check)."""
+    import os
+
+    from reproduce.training.step import cublas_workspace
+
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # unset (and restored after the test)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    cublas_workspace(False)  # not asked for: nothing to refuse
+    with pytest.raises(SrvError, match="export CUBLAS_WORKSPACE_CONFIG=:4096:8"):
+        cublas_workspace(True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    cublas_workspace(True)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    cublas_workspace(True)  # set in time: nothing to refuse

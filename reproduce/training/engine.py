@@ -48,7 +48,12 @@ from reproduce.training.checkpoints import load_checkpoint_model
 from reproduce.training.config import RunConfig, config_diff
 from reproduce.training.evaluation import evaluate, val_loader
 from reproduce.training.runs import RunDir, atomic_write_json, environment
-from reproduce.training.step import configure_device, step_unless_skipped
+from reproduce.training.step import (
+    configure_device,
+    cublas_workspace,
+    device_flags_kept,
+    step_unless_skipped,
+)
 from reproduce.training.tracking import open_tracking, require_trackers
 from reproduce.training.trainer import Diverged, Trainer
 from reproduce.utils.distributed import DistInfo, cleanup, init_distributed
@@ -102,9 +107,18 @@ def train(cfg: RunConfig, runs_root: Path | str = "runs", restart: bool = False,
 
     Returns the outcome; a completed or diverged run is not retrained (``restart`` moves the old
     directory aside to ``<dir>.old-<time>`` and starts again). Raises :class:`SrvError` for bad
-    input (data, batch, model).
+    input (data, batch, model). torch's process-wide device flags (deterministic algorithms,
+    cuDNN autotuning, TF32) are as before when it returns.
     """
     require_trackers(cfg.recipe.log)
+    r = cfg.recipe
+    cublas_workspace(r.deterministic and r.device != "cpu")  # before anything touches CUDA
+    with device_flags_kept():
+        return _train(cfg, runs_root, restart, run_dir, progress)
+
+
+def _train(cfg: RunConfig, runs_root: Path | str, restart: bool, run_dir: Path | str | None,
+           progress: bool | None) -> RunOutcome:
     info = init_distributed(cfg.recipe.device)
     started = time.time()
     run = RunDir(Path(run_dir) if run_dir else Path(runs_root) / cfg.run_name)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -31,7 +32,42 @@ from reproduce.training import sam
 from reproduce.utils.distributed import DistInfo
 
 __all__ = ["TrainStep", "EpochClock", "HostEvent", "autocast", "check_amp", "compile_model",
-           "configure_device", "step_unless_skipped", "any_rank"]
+           "configure_device", "device_flags_kept", "cublas_workspace", "step_unless_skipped",
+           "any_rank"]
+
+CUBLAS_WORKSPACE = ":4096:8"  # torch's "Reproducibility" notes: deterministic cuBLAS workspaces
+
+
+def cublas_workspace(deterministic: bool) -> None:
+    """Set ``CUBLAS_WORKSPACE_CONFIG`` for a deterministic run, before the process's first
+    cuBLAS handle: cuBLAS reads it when a handle is made, and torch keeps its handles for the
+    process, so set later it has no effect (while it silences torch's own check). Refuses when
+    CUDA is already in use in this process without it (e.g. an earlier grid cell in-process)."""
+    if not deterministic or os.environ.get("CUBLAS_WORKSPACE_CONFIG"):
+        return
+    if torch.cuda.is_initialized():
+        raise SrvError(f"--deterministic needs CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} set "
+                       f"before this process's first cuBLAS call, and CUDA is already in use "
+                       f"here: export CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE}, or train "
+                       f"the run in a process of its own (srv train, or srv ablate --jobs 2)")
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+
+
+@contextmanager
+def device_flags_kept() -> Iterator[None]:
+    """Put torch's process-wide flags that :func:`configure_device` sets back as they were on
+    exit: a ``deterministic`` run must not leave the next run of the same process (grid cells
+    in one process, ``srv bench``) deterministic, nor a fast one leave TF32 on."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(),
+             cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, matmul.allow_tf32)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        (cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32,
+         matmul.allow_tf32) = saved[2:]
 
 
 def configure_device(device: torch.device, deterministic: bool = False) -> None:
@@ -40,12 +76,14 @@ def configure_device(device: torch.device, deterministic: bool = False) -> None:
 
     ``deterministic``: torch's reproducibility recipe instead (docs "Reproducibility"):
     ``torch.use_deterministic_algorithms(True)``, cuDNN autotuning and TF32 off, and
-    ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (needed by cuBLAS >= 10.2 for deterministic matmuls;
-    set before the first cuBLAS call, i.e. here, before the model is built). Slower, and it makes
-    a resumed GPU run bitwise equal to an uninterrupted one; without it resume on GPU is
-    statistically, not bitwise, equal (autotuned kernels and atomics vary run to run)."""
+    ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (:func:`cublas_workspace`; the engine sets it before
+    the process touches CUDA). Slower, and it makes a resumed GPU run bitwise equal to an
+    uninterrupted one; without it resume on GPU is statistically, not bitwise, equal
+    (autotuned kernels and atomics vary run to run). These flags are process-wide: the engine
+    restores them after a run (:func:`device_flags_kept`)."""
     if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        if device.type == "cuda":
+            cublas_workspace(True)
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
