@@ -102,6 +102,13 @@ class Trainer:
         elif r.sync_bn and info.distributed:
             reporter.line("note: sync_bn needs CUDA (torch's SyncBatchNorm); on CPU each rank "
                           "keeps its own BN statistics")
+        if not (r.sync_bn and info.distributed and info.device.type == "cuda"):  # BN per device
+            from reproduce.training.fidelity import bn_batch_warning
+
+            if note := bn_batch_warning(cfg.recipe_name, cfg.model, model,
+                                        self.derived["micro_batch"], info.world_size,
+                                        r.accum_steps):
+                reporter.line(f"warning: {note}")
         model.to(info.device)
         if cfg.start is not None and cfg.start.kind == "initial":  # finetuning (.start)
             load_initial(model, cfg.start)
