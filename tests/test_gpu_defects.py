@@ -271,3 +271,19 @@ def test_cublas_workspace_is_set_before_cuda_is_used_or_refused(
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     cublas_workspace(True)  # set in time: nothing to refuse
+
+
+def test_a_non_finite_loss_reaches_every_gradient_and_a_finite_one_is_unchanged() -> None:
+    """Under DDP the step's skip needs no collective of its own: a NaN loss whose gradients
+    would stay finite (a NaN term without parameters) is carried into the gradients, which
+    DDP's all-reduce spreads to every rank (tests/test_distributed_faults.py runs it)."""
+    from reproduce.training.step import carry_non_finite
+
+    w = torch.ones(3, requires_grad=True)
+    carry_non_finite((2 * w).sum() + torch.tensor(float("nan"))).backward()
+    assert torch.isnan(w.grad).all()
+    w.grad = None
+    loss = (2 * w).sum()
+    carried = carry_non_finite(loss)
+    carried.backward()
+    assert torch.equal(carried, loss) and torch.equal(w.grad, torch.full((3,), 2.0))

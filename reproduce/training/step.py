@@ -2,9 +2,11 @@
 scaler, clipping, SAM, and a skip that never stalls the host.
 
 * A step with a non-finite loss or gradient never reaches the weights: the flag is computed on
-  the device, reduced (MAX) over the ranks so that every rank skips the same steps, and handed to
-  the optimizer the way GradScaler hands it ``found_inf``. The host reads it at the next flush of
-  the step window (:mod:`reproduce.training.stability`).
+  the device and handed to the optimizer the way GradScaler hands it ``found_inf``. Every rank
+  skips the same steps with no collective of its own: under DDP a non-finite loss is multiplied
+  into its backward (:func:`carry_non_finite`), so DDP's gradient all-reduce carries it and the
+  averaged gradient's norm is non-finite on every rank. The host reads the flag at the next
+  flush of the step window (:mod:`reproduce.training.stability`).
 * On CUDA the step's device work is timed with CUDA events (:class:`EpochClock`), so img/s and
   the data-wait fraction are the GPU's, not the host's view of an asynchronous queue.
 * Gradient accumulation (``accum_steps``): the per-device batch is cut into micro-batches, each
@@ -23,7 +25,6 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from reproduce.errors import SrvError
@@ -33,7 +34,7 @@ from reproduce.utils.distributed import DistInfo
 
 __all__ = ["TrainStep", "EpochClock", "HostEvent", "autocast", "check_amp", "compile_model",
            "configure_device", "device_flags_kept", "cublas_workspace", "step_unless_skipped",
-           "any_rank"]
+           "carry_non_finite"]
 
 CUBLAS_WORKSPACE = ":4096:8"  # torch's "Reproducibility" notes: deterministic cuBLAS workspaces
 
@@ -132,14 +133,12 @@ def compile_model(net: nn.Module, **options: Any) -> nn.Module:
     return torch.compile(net, **options)  # type: ignore[return-value]
 
 
-def any_rank(flag: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """``flag`` OR-ed over all ranks (an all-reduce MAX on the device: no host sync on NCCL),
-    so that a step one rank finds non-finite is skipped by every rank."""
-    if not info.distributed:
-        return flag
-    value = flag.to(torch.float32).reshape(1)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return value[0] > 0
+def carry_non_finite(loss: torch.Tensor) -> torch.Tensor:
+    """``loss`` times 1, or times NaN when it is not finite: the same value, but its backward
+    makes every gradient NaN, which DDP's all-reduce spreads to every rank. A loss that is NaN
+    alone (a NaN added to it, a term without parameters) would otherwise leave the gradients
+    finite and the other ranks would step. On the device, no host sync."""
+    return loss * torch.where(torch.isfinite(loss), 1.0, float("nan"))
 
 
 def step_unless_skipped(opt: torch.optim.Optimizer, skipped: torch.Tensor,
@@ -266,6 +265,8 @@ class TrainStep:
             return self.criterion(out.float(), y)
 
     def _backward(self, loss: torch.Tensor) -> None:
+        if self.info.distributed:  # the gradient all-reduce carries a non-finite loss
+            loss = carry_non_finite(loss)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
         else:
@@ -317,16 +318,18 @@ class TrainStep:
         """One optimizer step; returns device tensors (loss, grad norm, skipped, update ratio).
 
         A step with a non-finite loss or gradient on any rank (either SAM pass) never reaches
-        the weights on any rank: the optimizer skips it on the device.
+        the weights on any rank: the optimizer skips it on the device. Under DDP the all-reduced
+        gradients are the same on every rank and carry any rank's non-finite loss
+        (:func:`carry_non_finite`), so their norm decides the same skip everywhere.
         """
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._forward_backward(x, y)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         grad_norm = self._grad_norm()
-        skipped = any_rank(~(torch.isfinite(grad_norm) & torch.isfinite(loss)), self.info)
+        skipped = ~(torch.isfinite(grad_norm) & torch.isfinite(loss))
         if self.sam:  # SAM never runs with a loss scaler (refused): the flag is the skip
-            skipped = skipped | any_rank(self._sam_second_pass(x, y, skipped), self.info)
+            skipped = skipped | self._sam_second_pass(x, y, skipped)
         ratio = None
         if measure_ratio:
             with torch.no_grad():
