@@ -443,6 +443,9 @@ def test_slurm_job_array_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     for line in ("--array=0-1%2", "--ntasks-per-node=2", "--gpus-per-node=2",
                  "--partition=gpu", "--time=120", "--signal=USR2@90", "--job-name=srv-tiny"):
         assert line in script, line  # USR2 before the time limit: checkpoint and requeue
+    # a failed rank ends the cell's other tasks, whatever the cluster's KillOnBadExit
+    (srun,) = [x for x in script.splitlines() if x.startswith("srun ")]
+    assert "--kill-on-bad-exit=1" in srun.split()
     assert str(runs.resolve() / ab.SUBMITIT_DIR / "tiny") in script
     # nothing ran here: the cells wait for the cluster
     assert not list(runs.glob("*/status.json"))

@@ -80,3 +80,39 @@ def test_a_process_that_sees_one_gpu_trains_on_it(monkeypatch) -> None:  # noqa:
                                        r"\(CUDA_VISIBLE_DEVICES=0,1\)"):
         distributed.init_distributed("auto")
     assert distributed.init_distributed("cpu").device == torch.device("cpu")
+
+
+def test_ddp_is_given_the_device_of_a_task_that_sees_one_gpu(monkeypatch, tmp_path) -> None:  # noqa: ANN001
+    """Local rank 3 of a SLURM task that sees one GPU trains on cuda:0: DDP must be told 0 (told
+    the local rank, it refuses to start). A fake torch.cuda (one device) and a recording DDP."""
+    import torch
+    from torch import nn
+
+    from reproduce.training import trainer as trainer_mod
+    from reproduce.training.runs import RunDir
+    from reproduce.utils import distributed
+    from reproduce.utils.progress import Reporter
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    info = distributed.init_distributed("cuda")
+    info = distributed.DistInfo(3, 4, info.local_rank, info.device)  # rank 3 of 4, no group
+
+    seen: list[dict] = []
+
+    class RecordingDDP(nn.Module):
+        def __init__(self, module: nn.Module, **kwargs: object) -> None:
+            super().__init__()
+            self.module = module
+            seen.append(kwargs)
+
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", RecordingDDP)
+    monkeypatch.setattr(nn.Module, "to", lambda self, *a, **k: self)  # no GPU to move to
+    monkeypatch.setattr(trainer_mod, "configure_device", lambda *a, **k: None)
+    cfg = resolve_config("vit-mini-conv", "mini", {**TINY, "batch_size": 64, "device": "cuda"})
+    trainer_mod.Trainer(cfg, RunDir(tmp_path / "run"), info, Reporter(enabled=False))
+    assert info.device == torch.device("cuda", 0) and info.local_rank == 3
+    assert seen and seen[0]["device_ids"] == [0]

@@ -75,3 +75,24 @@ def test_xiao_36gf_shares_the_xiao_facts_at_its_own_lr() -> None:
     peak = {s.recipe: next(f for f in s.facts if f.what == "peak lr").value
             for s in SOURCES.values() if s.recipe.startswith("xiao")}
     assert peak == {"xiao": 1e-3, "xiao-36gf": 7e-4}
+
+
+def test_a_bn_stem_warns_when_its_batch_per_device_is_not_the_sources() -> None:
+    """Per-GPU BN is faithful (neither DeiT nor pycls syncs it), but the BN batch follows the
+    launch: global batch / world size / accum_steps."""
+    from torch import nn
+
+    from reproduce.training.fidelity import bn_batch_warning, source_bn_batch
+
+    bn, plain = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)), nn.Linear(4, 4)
+    assert source_bn_batch("deit", "vit-s-conv")[0] == 256
+    assert source_bn_batch("deit", "vit-b-conv")[0] == 64
+    assert source_bn_batch("xiao", "vitc-18gf")[0] == 128
+    assert source_bn_batch("xiao-36gf", "vitc-36gf")[0] == 64
+    assert source_bn_batch("mini", "vit-mini-conv") is None
+    assert bn_batch_warning("deit", "vit-s-conv", bn, 256, 4, 1) is None  # DeiT's own launch
+    note = bn_batch_warning("deit", "vit-s-conv", bn, 128, 8, 1)  # 1024 over 8 GPUs
+    assert note and "128 images per device (global batch 1024 / 8 ranks" in note
+    assert "source's over 256 per GPU" in note
+    assert bn_batch_warning("deit", "vit-s-patch", plain, 128, 8, 1) is None  # no BN
+    assert bn_batch_warning("xiao", "vitc-4gf", bn, 256, 2, 4) is None  # 2048 / 2 / 4

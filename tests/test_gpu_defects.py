@@ -148,12 +148,20 @@ def test_sam_second_pass_with_non_finite_gradients_is_skipped() -> None:
 
 def test_bf16_on_a_gpu_without_bf16_is_refused(monkeypatch: pytest.MonkeyPatch,
                                                runs_root: Path) -> None:
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    with pytest.raises(SrvError, match="use --set amp=fp16"):
+    # a V100 / T4 as torch sees it: bf16 "supported" through emulation, compute capability 7
+    capability = [(7, 0)]
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: including_emulation)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability[0])
+    with pytest.raises(SrvError, match=r"this one is 7\.0: use --set amp=fp16"):
         check_amp("bf16", torch.device("cuda"))
     check_amp("fp16", torch.device("cuda"))
     check_amp("bf16", torch.device("cpu"))
-    # the whole command, on a machine that looks like a V100 to srv
+    capability[0] = (8, 0)  # an A100
+    check_amp("bf16", torch.device("cuda", 0))
+    capability[0] = (7, 5)
+    # the whole command, on a machine that looks like a T4 to srv
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
@@ -214,3 +222,68 @@ def test_deterministic_is_not_part_of_the_run_identity() -> None:
     det = resolve_config("vit-mini-conv", "mini", {**TINY, "deterministic": True})
     assert det.recipe.deterministic and plain.hash == det.hash
     assert json.dumps(det.to_dict())  # recorded in config.json
+
+
+def test_deterministic_does_not_leak_into_the_next_run_of_the_process(runs_root: Path) -> None:
+    """Grid cells run one after another in one process: a --deterministic cell must leave
+    torch's process-wide flags as it found them."""
+    cudnn = torch.backends.cudnn
+    before = (torch.are_deterministic_algorithms_enabled(), cudnn.benchmark,
+              cudnn.deterministic)
+    seen: list[bool] = []
+    real = TrainStep.__call__
+
+    def recording(self: TrainStep, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return real(self, *args, **kwargs)
+
+    TrainStep.__call__ = recording  # type: ignore[method-assign]
+    try:
+        out = train(resolve_config("vit-mini-conv", "mini",
+                                   {**TINY, "epochs": 1, "train_subset": 64,
+                                    "val_subset": 16, "deterministic": True}),
+                    runs_root, progress=False)
+        assert out.status == "completed" and seen and all(seen)  # on during the run
+        after = (torch.are_deterministic_algorithms_enabled(), cudnn.benchmark,
+                 cudnn.deterministic)
+    finally:
+        TrainStep.__call__ = real  # type: ignore[method-assign]
+        torch.use_deterministic_algorithms(before[0])
+        cudnn.benchmark, cudnn.deterministic = before[1:]
+    assert after == before
+
+
+def test_cublas_workspace_is_set_before_cuda_is_used_or_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuBLAS reads CUBLAS_WORKSPACE_CONFIG when it makes a handle: set once CUDA is in use it
+    would do nothing (and silence torch's own check)."""
+    import os
+
+    from reproduce.training.step import cublas_workspace
+
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # unset (and restored after the test)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    cublas_workspace(False)  # not asked for: nothing to refuse
+    with pytest.raises(SrvError, match="export CUBLAS_WORKSPACE_CONFIG=:4096:8"):
+        cublas_workspace(True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    cublas_workspace(True)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    cublas_workspace(True)  # set in time: nothing to refuse
+
+
+def test_a_non_finite_loss_reaches_every_gradient_and_a_finite_one_is_unchanged() -> None:
+    """Under DDP the step's skip needs no collective of its own: a NaN loss whose gradients
+    would stay finite (a NaN term without parameters) is carried into the gradients, which
+    DDP's all-reduce spreads to every rank (tests/test_distributed_faults.py runs it)."""
+    from reproduce.training.step import carry_non_finite
+
+    w = torch.ones(3, requires_grad=True)
+    carry_non_finite((2 * w).sum() + torch.tensor(float("nan"))).backward()
+    assert torch.isnan(w.grad).all()
+    w.grad = None
+    loss = (2 * w).sum()
+    carried = carry_non_finite(loss)
+    carried.backward()
+    assert torch.equal(carried, loss) and torch.equal(w.grad, torch.full((3,), 2.0))

@@ -203,3 +203,45 @@ def test_ablate_refuses_more_jobs_than_gpus(tmp_path: Path, two_gpus: None) -> N
     (line,) = [x for x in result.output.splitlines() if x.startswith("srv: error:")]
     assert "--jobs 3 but 2 GPUs visible (4,6)" in line and "--share-gpus" in line
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*/status.json"))
+
+
+# --- several torchrun nodes ----------------------------------------------------------------------
+
+
+def test_a_follower_node_launches_exactly_the_cells_node_0_launches(tmp_path: Path) -> None:
+    """A cell another worker holds looks "running" to a follower node, the same as one node 0
+    is launching; node 0 skips it (locked), so a follower deciding from the files would launch
+    it and wait out the rendezvous. The follower must do what node 0 decided."""
+    grid = load_grid("stem", overrides={"img_size": 16})
+    runs_root = tmp_path / "runs"
+    endpoint = f"127.0.0.1:{_free_port()}"
+    held = ab.plan(grid, runs_root)[1].lock()  # another worker holds cell 1
+    assert held.acquire()
+    launched: dict[int, list[str]] = {0: [], 1: []}
+    summaries: dict[int, ab.Summary] = {}
+    errors: list[BaseException] = []
+
+    def node(rank: int) -> None:
+        states = ab.plan(grid, runs_root)
+
+        def train_fn(state: ab.CellState, root: Path, restart: bool) -> ab.Outcome:
+            launched[rank].append(state.cfg.run_name)
+            return ab.Outcome("completed")
+
+        options = ab.RunOptions(backend="torchrun", nodes=ab.Nodes(2, rank, endpoint))
+        try:
+            summaries[rank] = ab.run_grid(states, runs_root, options, train_fn=train_fn)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=node, args=(rank,)) for rank in (1, 0)]  # follower first
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    held.release()
+    assert not errors, errors
+    names = [s.cfg.run_name for s in ab.plan(grid, runs_root)]
+    assert names[1] not in launched[0]  # node 0 skipped the held cell
+    assert launched[1] == launched[0] and len(launched[0]) == len(names) - 1
+    assert summaries[1].actions[1] == "skipped"

@@ -139,7 +139,8 @@ def ablate(
         min=0, help="torchrun: this node's rank (0 holds the cells' locks).")] = 0,
     rdzv_endpoint: Annotated[str | None, typer.Option(
         help="torchrun: HOST:PORT of the c10d rendezvous (on node 0), the same on every node; "
-             "needed with --nnodes > 1.")] = None,
+             "needed with --nnodes > 1. Node 0 also tells the others its cell decisions at "
+             "PORT + 1.")] = None,
     jobs: Annotated[int, typer.Option(
         min=1, help="local: cells trained at once, each an srv train process with CPUs / "
                     "jobs threads (on a CPU, --jobs 2 on 2 cores trains small models faster "

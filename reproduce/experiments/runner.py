@@ -22,7 +22,7 @@ from reproduce.errors import SrvError
 from reproduce.experiments.cells import CellState
 from reproduce.experiments.local import Outcome, local_gpus, run_local, run_process
 from reproduce.experiments.locks import STALE_AFTER_S
-from reproduce.experiments.torchrun import Nodes, run_torchrun
+from reproduce.experiments.torchrun import NodeDecisions, Nodes, run_torchrun
 
 __all__ = ["RunOptions", "Summary", "decide", "run_grid"]
 
@@ -46,8 +46,8 @@ class RunOptions:
 
     @property
     def follower(self) -> bool:
-        """A torchrun node other than node 0: it takes no locks and launches every cell node 0
-        launches (a cell node 0 holds shows here as ``running``), in the same order."""
+        """A torchrun node other than node 0: it takes no locks and launches exactly the cells
+        node 0 launches, in the same order, as node 0 tells it (:class:`NodeDecisions`)."""
         return self.nodes is not None and self.nodes.node_rank > 0
 
     def threads(self) -> int:
@@ -77,10 +77,9 @@ class Summary:
 
 
 def decide(state: CellState, options: RunOptions) -> str:
-    """What to do with a cell: ``run``, ``restart`` or ``skip``."""
+    """What to do with a cell: ``run``, ``restart`` or ``skip`` (a torchrun follower node does
+    what node 0 decides instead)."""
     if state.status in ("pending", "partial"):
-        return "run"
-    if state.status == "running" and options.follower:  # node 0 is launching it: join
         return "run"
     if state.status == "failed":
         return "run" if options.retry_failed else "skip"
@@ -142,7 +141,15 @@ def run_grid(states: Sequence[CellState], runs_root: Path | str, options: RunOpt
         train_fn = _default_train_fn(options, states)
     summary = Summary(list(states))
     t0 = time.monotonic()
-    todo = [i for i, s in enumerate(states) if decide(s, options) != "skip"]
+    # several torchrun nodes: node 0 decides, the others launch what it tells them
+    nodes = (NodeDecisions(options.nodes, states)
+             if options.nodes is not None and options.nodes.nnodes > 1 else None)
+    if options.follower:
+        todo = list(range(len(states)))
+    else:
+        todo = [i for i, s in enumerate(states) if decide(s, options) != "skip"]
+        for i in sorted(set(range(len(states))) - set(todo)) if nodes is not None else ():
+            nodes.tell(i, "skip")  # type: ignore[union-attr]
     stop = threading.Event()
     guard = threading.Lock()  # summary and progress, when cells run in threads
 
@@ -150,20 +157,33 @@ def run_grid(states: Sequence[CellState], runs_root: Path | str, options: RunOpt
         if stop.is_set():
             return
         state = states[i]
-        action = decide(state, options)
-        lock = _NoLock() if options.follower else state.lock(options.stale_after_s)
+        if nodes is not None and options.follower:
+            action = nodes.ask(i)
+            if action == "skip":  # node 0 does not launch it
+                state.refresh(options.stale_after_s)
+                summary.actions[i] = "skipped"
+                return
+            lock: Any = _NoLock()
+        else:
+            action = decide(state, options)
+            lock = state.lock(options.stale_after_s)
         if not lock.acquire():
             state.refresh(options.stale_after_s)
             summary.actions[i] = "locked"
+            if nodes is not None:
+                nodes.tell(i, "skip")
             return
         try:
-            state.refresh(options.stale_after_s, own_lock=True)
-            if state.status == "running" and not options.follower:  # `srv train` by hand
-                summary.actions[i] = "locked"
-                return
-            if decide(state, options) == "skip":  # another worker finished it meanwhile
-                summary.actions[i] = "skipped"
-                return
+            if not options.follower:
+                state.refresh(options.stale_after_s, own_lock=True)
+                if state.status == "running":  # `srv train` by hand
+                    summary.actions[i] = "locked"
+                elif decide(state, options) == "skip":  # another worker finished it meanwhile
+                    summary.actions[i] = "skipped"
+                if nodes is not None:
+                    nodes.tell(i, "skip" if i in summary.actions else action)
+                if i in summary.actions:
+                    return
             if progress is not None:
                 with guard:
                     progress.start_cell(i, state)
@@ -191,8 +211,9 @@ def run_grid(states: Sequence[CellState], runs_root: Path | str, options: RunOpt
                 if progress is not None:
                     progress.end_cell(i, state, time.monotonic() - started)
                 n_fail = len(summary.failures)
-                if n_fail and (options.fail_fast or (options.max_failures is not None
-                                                     and n_fail >= options.max_failures)):
+                if n_fail and not options.follower and (  # a follower stops when node 0 does
+                        options.fail_fast or (options.max_failures is not None
+                                              and n_fail >= options.max_failures)):
                     summary.stopped_early = True
                     stop.set()
         finally:
@@ -221,6 +242,8 @@ def run_grid(states: Sequence[CellState], runs_root: Path | str, options: RunOpt
                         future.cancel()
                     raise
     finally:
+        if nodes is not None:
+            nodes.close()
         summary.seconds = time.monotonic() - t0
         if progress is not None:
             progress.close()

@@ -157,11 +157,17 @@ def submitit_folder(grid: Grid, runs_root: Path | str) -> Path:
     return Path(runs_root).resolve() / SUBMITIT_DIR / grid.name
 
 
+#: srun stops a cell's other tasks as soon as one exits with an error (a failed rank), whatever
+#: the cluster's KillOnBadExit; without it they would wait in a collective until it times out
+SRUN_ARGS = ("--kill-on-bad-exit=1",)
+
+
 def slurm_parameters(grid: Grid, slurm: SlurmOptions, cluster: str = "slurm"
                      ) -> dict[str, Any]:
     """submitit's ``update_parameters`` for the grid's array: per cell ``nodes`` nodes x
-    ``gpus_per_task_node`` tasks (one per GPU) with ``cpus_per_task`` CPUs each; on submitit's
-    ``local`` / ``debug`` clusters (tests, no SLURM) only what they take."""
+    ``gpus_per_task_node`` tasks (one per GPU) with ``cpus_per_task`` CPUs each, srun run with
+    :data:`SRUN_ARGS`; on submitit's ``local`` / ``debug`` clusters (tests, no SLURM) only what
+    they take."""
     params: dict[str, Any] = dict(
         name=f"srv-{grid.name}", timeout_min=slurm.timeout_min, nodes=slurm.nodes,
         tasks_per_node=slurm.gpus_per_task_node, cpus_per_task=slurm.cpus_per_task,
@@ -175,7 +181,9 @@ def slurm_parameters(grid: Grid, slurm: SlurmOptions, cluster: str = "slurm"
             params["slurm_account"] = slurm.account
         if slurm.mem_gb:
             params["mem_gb"] = slurm.mem_gb
-        params.update(slurm.extra)
+        extra = dict(slurm.extra)
+        srun = [*SRUN_ARGS, *extra.pop("slurm_srun_args", [])]
+        params.update(extra, slurm_srun_args=srun)
         return params
     if cluster == "local":
         return {"name": params["name"], "timeout_min": slurm.timeout_min, "tasks_per_node": 1}

@@ -20,9 +20,12 @@ the outcome), the :class:`~reproduce.training.trainer.Trainer` and its epoch loo
   rank stops every rank at the next read-back with status ``diverged`` and leaves the last good
   checkpoint untouched.
 * A rank that fails (out of memory, an exception) fails the run on every rank: it records
-  ``failed`` with its reason in the run's ``status.json`` and leaves the process group, so the
-  other ranks' next collective errors out (gloo) or torchrun / srun stop them (NCCL) instead of
-  waiting for the 30-minute collective timeout.
+  ``failed`` with its reason in the run's ``status.json`` and exits. Under gloo it leaves the
+  process group and the other ranks' next collective errors out; under NCCL it aborts the group
+  (a graceful destroy would wait on the collective the others never join) and its launcher
+  stops the others (torchrun; srun with ``--kill-on-bad-exit=1``, which ``--backend slurm``
+  passes); failing that, their next collective times out after 10 minutes
+  (:data:`reproduce.utils.distributed.TIMEOUT`).
 * Stability signals per epoch: gradient norm (mean / max over steps), loss spikes (a step whose
   loss exceeds ``spike_factor`` x the running mean) and the largest update ratio
   ``||w_new - w_old|| / ||w_old||``.
@@ -45,7 +48,12 @@ from reproduce.training.checkpoints import load_checkpoint_model
 from reproduce.training.config import RunConfig, config_diff
 from reproduce.training.evaluation import evaluate, val_loader
 from reproduce.training.runs import RunDir, atomic_write_json, environment
-from reproduce.training.step import configure_device, step_unless_skipped
+from reproduce.training.step import (
+    configure_device,
+    cublas_workspace,
+    device_flags_kept,
+    step_unless_skipped,
+)
 from reproduce.training.tracking import open_tracking, require_trackers
 from reproduce.training.trainer import Diverged, Trainer
 from reproduce.utils.distributed import DistInfo, cleanup, init_distributed
@@ -99,15 +107,26 @@ def train(cfg: RunConfig, runs_root: Path | str = "runs", restart: bool = False,
 
     Returns the outcome; a completed or diverged run is not retrained (``restart`` moves the old
     directory aside to ``<dir>.old-<time>`` and starts again). Raises :class:`SrvError` for bad
-    input (data, batch, model).
+    input (data, batch, model). torch's process-wide device flags (deterministic algorithms,
+    cuDNN autotuning, TF32) are as before when it returns.
     """
     require_trackers(cfg.recipe.log)
+    r = cfg.recipe
+    cublas_workspace(r.deterministic and r.device != "cpu")  # before anything touches CUDA
+    with device_flags_kept():
+        return _train(cfg, runs_root, restart, run_dir, progress)
+
+
+def _train(cfg: RunConfig, runs_root: Path | str, restart: bool, run_dir: Path | str | None,
+           progress: bool | None) -> RunOutcome:
     info = init_distributed(cfg.recipe.device)
     started = time.time()
     run = RunDir(Path(run_dir) if run_dir else Path(runs_root) / cfg.run_name)
+    failed = True  # until an outcome is returned: how cleanup leaves the process group
     try:
         final = _prepare_run_dir(run, cfg, restart, info)
         if final is not None:
+            failed = False
             return RunOutcome(final, run.path, run.result(), (run.status() or {}).get("reason"))
         reporter = Reporter(enabled=info.is_main, rich=progress)
         for note in cfg.notes:
@@ -155,6 +174,7 @@ def train(cfg: RunConfig, runs_root: Path | str = "runs", restart: bool = False,
             if info.is_main:
                 run.write_status("diverged", d.epoch, d.step, d.reason)
             reporter.line(f"diverged: {d.reason}; last good checkpoint kept in {run.path}")
+            failed = False
             return RunOutcome("diverged", run.path, None, d.reason, info.is_main)
         if info.is_main:
             atomic_write_json(run.result_path, result)
@@ -162,6 +182,7 @@ def train(cfg: RunConfig, runs_root: Path | str = "runs", restart: bool = False,
         reporter.line(f"done: final val top-1 {result['top1']:.2f}% (best "
                       f"{result['best_top1']:.2f}% at epoch {result['best_epoch']}); "
                       f"results in {run.path}")
+        failed = False
         return RunOutcome("completed", run.path, result, is_main=info.is_main)
     except torch.OutOfMemoryError:
         _mark_failed(run, info, "out of memory", started)
@@ -178,7 +199,7 @@ def train(cfg: RunConfig, runs_root: Path | str = "runs", restart: bool = False,
         _mark_failed(run, info, f"{type(err).__name__}: {err}", started)
         raise
     finally:
-        cleanup()
+        cleanup(failed)
 
 
 def _check_same_data(run: RunDir, now: dict[str, Any]) -> None:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from reproduce.training.fidelity_measure import (  # noqa: F401  (re-exported: the public names)
     COMMON_CHOICES,
     SAME,
@@ -48,7 +50,8 @@ from reproduce.training.fidelity_measure import (  # noqa: F401  (re-exported: t
 )
 
 __all__ = ["Fact", "Difference", "RecipeSource", "Built", "SOURCES", "source_for", "SAME",
-           "COMMON_CHOICES", "deit_epoch_lr", "pycls_epoch_lr", "pycls_ema_alpha"]
+           "COMMON_CHOICES", "deit_epoch_lr", "pycls_epoch_lr", "pycls_ema_alpha",
+           "source_bn_batch", "bn_batch_warning"]
 
 DEIT = "deit@7e160fe"
 TIMM032 = "timm 0.3.2 (pytorch-image-models@6504a428)"
@@ -401,3 +404,44 @@ SOURCES: dict[str, RecipeSource] = {
 def source_for(recipe: str) -> RecipeSource | None:
     """The source table of a recipe (None for srv's own, e.g. ``mini``)."""
     return SOURCES.get(recipe)
+
+
+# --- the BatchNorm batch ------------------------------------------------------------------------
+
+#: the per-GPU batch of each source's own launch, by recipe and model size: what a BatchNorm in
+#: the stem normalised over (neither DeiT nor pycls uses SyncBN), with where it is written
+_SOURCE_PER_GPU: dict[tuple[str, str], tuple[int, str]] = {
+    ("deit", "t"): (256, f"{DEIT} README_deit.md:216: 4 GPUs x --batch-size 256"),
+    ("deit", "s"): (256, f"{DEIT} README_deit.md:216: 4 GPUs x --batch-size 256"),
+    ("deit", "b"): (64, f"{DEIT} README_deit.md: DeiT-B on 2 nodes x 8 GPUs at main.py's "
+                        f"--batch-size 64"),
+    **{(recipe, gf): (2048 // gpus, f"{PYCLS} ViT-C-{name}GF_adamw_{gpus}gpus.yaml: "
+                                     f"TRAIN.BATCH_SIZE 2048 over NUM_GPUS {gpus}")
+       for recipe in ("xiao", "xiao-36gf")
+       for gf, name, gpus in (("1gf", "1.0", 8), ("4gf", "4.0", 8), ("18gf", "18", 16),
+                              ("36gf", "36", 32))},
+}
+
+
+def source_bn_batch(recipe: str, model: str) -> tuple[int, str] | None:
+    """The recipe source's per-GPU batch for ``model`` (a catalogue name) and where it is
+    written; None where the source trained no such model (or for srv's own recipes)."""
+    size = model.split("-")[1] if model.count("-") >= 1 else ""
+    return _SOURCE_PER_GPU.get((recipe, size))
+
+
+def bn_batch_warning(recipe: str, model: str, net: torch.nn.Module, micro_batch: int,
+                     world_size: int, accum_steps: int) -> str | None:
+    """A warning when ``net`` has BatchNorm (a BN stem) and normalises over another batch per
+    device than the recipe source did: the batch statistics, and with them the results, follow
+    the launch (global batch / world size / accum_steps), not only the global batch."""
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+        return None
+    source = source_bn_batch(recipe, model)
+    if source is None or source[0] == micro_batch:
+        return None
+    return (f"{model}'s BatchNorm normalises over {micro_batch} images per device (global "
+            f"batch {micro_batch * world_size * accum_steps} / {world_size} ranks / "
+            f"accum_steps {accum_steps}), the {recipe} source's over {source[0]} per GPU "
+            f"({source[1]}): its batch statistics differ from the source's; a launch with "
+            f"micro-batches of {source[0]} matches it")

@@ -2,9 +2,11 @@
 scaler, clipping, SAM, and a skip that never stalls the host.
 
 * A step with a non-finite loss or gradient never reaches the weights: the flag is computed on
-  the device, reduced (MAX) over the ranks so that every rank skips the same steps, and handed to
-  the optimizer the way GradScaler hands it ``found_inf``. The host reads it at the next flush of
-  the step window (:mod:`reproduce.training.stability`).
+  the device and handed to the optimizer the way GradScaler hands it ``found_inf``. Every rank
+  skips the same steps with no collective of its own: under DDP a non-finite loss is multiplied
+  into its backward (:func:`carry_non_finite`), so DDP's gradient all-reduce carries it and the
+  averaged gradient's norm is non-finite on every rank. The host reads the flag at the next
+  flush of the step window (:mod:`reproduce.training.stability`).
 * On CUDA the step's device work is timed with CUDA events (:class:`EpochClock`), so img/s and
   the data-wait fraction are the GPU's, not the host's view of an asynchronous queue.
 * Gradient accumulation (``accum_steps``): the per-device batch is cut into micro-batches, each
@@ -18,11 +20,11 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from reproduce.errors import SrvError
@@ -31,7 +33,42 @@ from reproduce.training import sam
 from reproduce.utils.distributed import DistInfo
 
 __all__ = ["TrainStep", "EpochClock", "HostEvent", "autocast", "check_amp", "compile_model",
-           "configure_device", "step_unless_skipped", "any_rank"]
+           "configure_device", "device_flags_kept", "cublas_workspace", "step_unless_skipped",
+           "carry_non_finite"]
+
+CUBLAS_WORKSPACE = ":4096:8"  # torch's "Reproducibility" notes: deterministic cuBLAS workspaces
+
+
+def cublas_workspace(deterministic: bool) -> None:
+    """Set ``CUBLAS_WORKSPACE_CONFIG`` for a deterministic run, before the process's first
+    cuBLAS handle: cuBLAS reads it when a handle is made, and torch keeps its handles for the
+    process, so set later it has no effect (while it silences torch's own check). Refuses when
+    CUDA is already in use in this process without it (e.g. an earlier grid cell in-process)."""
+    if not deterministic or os.environ.get("CUBLAS_WORKSPACE_CONFIG"):
+        return
+    if torch.cuda.is_initialized():
+        raise SrvError(f"--deterministic needs CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} set "
+                       f"before this process's first cuBLAS call, and CUDA is already in use "
+                       f"here: export CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE}, or train "
+                       f"the run in a process of its own (srv train, or srv ablate --jobs 2)")
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+
+
+@contextmanager
+def device_flags_kept() -> Iterator[None]:
+    """Put torch's process-wide flags that :func:`configure_device` sets back as they were on
+    exit: a ``deterministic`` run must not leave the next run of the same process (grid cells
+    in one process, ``srv bench``) deterministic, nor a fast one leave TF32 on."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(),
+             cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, matmul.allow_tf32)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        (cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32,
+         matmul.allow_tf32) = saved[2:]
 
 
 def configure_device(device: torch.device, deterministic: bool = False) -> None:
@@ -40,12 +77,14 @@ def configure_device(device: torch.device, deterministic: bool = False) -> None:
 
     ``deterministic``: torch's reproducibility recipe instead (docs "Reproducibility"):
     ``torch.use_deterministic_algorithms(True)``, cuDNN autotuning and TF32 off, and
-    ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (needed by cuBLAS >= 10.2 for deterministic matmuls;
-    set before the first cuBLAS call, i.e. here, before the model is built). Slower, and it makes
-    a resumed GPU run bitwise equal to an uninterrupted one; without it resume on GPU is
-    statistically, not bitwise, equal (autotuned kernels and atomics vary run to run)."""
+    ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (:func:`cublas_workspace`; the engine sets it before
+    the process touches CUDA). Slower, and it makes a resumed GPU run bitwise equal to an
+    uninterrupted one; without it resume on GPU is statistically, not bitwise, equal
+    (autotuned kernels and atomics vary run to run). These flags are process-wide: the engine
+    restores them after a run (:func:`device_flags_kept`)."""
     if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        if device.type == "cuda":
+            cublas_workspace(True)
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
@@ -57,12 +96,24 @@ def configure_device(device: torch.device, deterministic: bool = False) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the GPU computes in bf16 natively: compute capability 8.0 or newer (A100, H100),
+    or ROCm. Not ``torch.cuda.is_bf16_supported()``: by default that also says True where bf16
+    is only emulated (V100, T4), which runs, several times slower than fp16."""
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def check_amp(amp: str, device: torch.device) -> None:
-    """Refuse bf16 on a GPU without bf16 support (e.g. V100): torch's autocast would only warn
-    and run fp32 while the run records ``amp = bf16``."""
-    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise SrvError("amp=bf16 needs a GPU with bf16 support (compute capability 8.0 or newer) "
-                       "and this one has none: use --set amp=fp16 (with its loss scaler)")
+    """Refuse bf16 on a GPU without native bf16 (e.g. V100, T4): emulated bf16 runs at a
+    fraction of fp16's speed, and a torch that emulates nothing would only warn and run fp32
+    while the run records ``amp = bf16``."""
+    if amp == "bf16" and device.type == "cuda" and not native_bf16(device):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise SrvError(f"amp=bf16 needs a GPU with native bf16 (compute capability 8.0 or newer) "
+                       f"and this one is {major}.{minor}: use --set amp=fp16 (with its loss "
+                       f"scaler)")
 
 
 def autocast(r: Recipe, device: torch.device) -> Any:
@@ -82,14 +133,12 @@ def compile_model(net: nn.Module, **options: Any) -> nn.Module:
     return torch.compile(net, **options)  # type: ignore[return-value]
 
 
-def any_rank(flag: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """``flag`` OR-ed over all ranks (an all-reduce MAX on the device: no host sync on NCCL),
-    so that a step one rank finds non-finite is skipped by every rank."""
-    if not info.distributed:
-        return flag
-    value = flag.to(torch.float32).reshape(1)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return value[0] > 0
+def carry_non_finite(loss: torch.Tensor) -> torch.Tensor:
+    """``loss`` times 1, or times NaN when it is not finite: the same value, but its backward
+    makes every gradient NaN, which DDP's all-reduce spreads to every rank. A loss that is NaN
+    alone (a NaN added to it, a term without parameters) would otherwise leave the gradients
+    finite and the other ranks would step. On the device, no host sync."""
+    return loss * torch.where(torch.isfinite(loss), 1.0, float("nan"))
 
 
 def step_unless_skipped(opt: torch.optim.Optimizer, skipped: torch.Tensor,
@@ -216,6 +265,8 @@ class TrainStep:
             return self.criterion(out.float(), y)
 
     def _backward(self, loss: torch.Tensor) -> None:
+        if self.info.distributed:  # the gradient all-reduce carries a non-finite loss
+            loss = carry_non_finite(loss)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
         else:
@@ -267,16 +318,18 @@ class TrainStep:
         """One optimizer step; returns device tensors (loss, grad norm, skipped, update ratio).
 
         A step with a non-finite loss or gradient on any rank (either SAM pass) never reaches
-        the weights on any rank: the optimizer skips it on the device.
+        the weights on any rank: the optimizer skips it on the device. Under DDP the all-reduced
+        gradients are the same on every rank and carry any rank's non-finite loss
+        (:func:`carry_non_finite`), so their norm decides the same skip everywhere.
         """
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._forward_backward(x, y)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         grad_norm = self._grad_norm()
-        skipped = any_rank(~(torch.isfinite(grad_norm) & torch.isfinite(loss)), self.info)
+        skipped = ~(torch.isfinite(grad_norm) & torch.isfinite(loss))
         if self.sam:  # SAM never runs with a loss scaler (refused): the flag is the skip
-            skipped = skipped | any_rank(self._sam_second_pass(x, y, skipped), self.info)
+            skipped = skipped | self._sam_second_pass(x, y, skipped)
         ratio = None
         if measure_ratio:
             with torch.no_grad():

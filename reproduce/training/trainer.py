@@ -64,6 +64,18 @@ def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _ddp(model: nn.Module, info: DistInfo) -> nn.Module:
+    """``model`` under DDP on this process's device: ``device_ids`` is the device's own index,
+    which is not the local rank where a task sees one GPU (SLURM's per-task binding: local
+    rank 3 trains on cuda:0, :func:`reproduce.utils.distributed.cuda_index`)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if info.device.type != "cuda":
+        return DistributedDataParallel(model)
+    return DistributedDataParallel(model, device_ids=[info.device.index],
+                                   output_device=info.device.index)
+
+
 class Trainer:
     """Everything a run holds: model, optimizer, schedule, EMA, data and its directory."""
 
@@ -90,6 +102,13 @@ class Trainer:
         elif r.sync_bn and info.distributed:
             reporter.line("note: sync_bn needs CUDA (torch's SyncBatchNorm); on CPU each rank "
                           "keeps its own BN statistics")
+        if not (r.sync_bn and info.distributed and info.device.type == "cuda"):  # BN per device
+            from reproduce.training.fidelity import bn_batch_warning
+
+            if note := bn_batch_warning(cfg.recipe_name, cfg.model, model,
+                                        self.derived["micro_batch"], info.world_size,
+                                        r.accum_steps):
+                reporter.line(f"warning: {note}")
         model.to(info.device)
         if cfg.start is not None and cfg.start.kind == "initial":  # finetuning (.start)
             load_initial(model, cfg.start)
@@ -102,12 +121,7 @@ class Trainer:
             model, r, self.lr, self.steps_per_epoch, fused=info.device.type == "cuda")
         self.scaler = (torch.amp.GradScaler(info.device.type, init_scale=r.amp_init_scale)
                        if r.amp == "fp16" else None)
-        net: nn.Module = model
-        if info.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            net = DistributedDataParallel(
-                model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+        net: nn.Module = _ddp(model, info) if info.distributed else model
         # evaluation runs on the unwrapped model: DDP's forward may broadcast buffers, a
         # collective that a rank with an empty val shard would never join
         self.eval_net: nn.Module = model

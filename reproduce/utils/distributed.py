@@ -2,6 +2,12 @@
 
 srv never takes ``--local-rank``: torchrun (or submitit/srun, which set the same variables) is the
 launcher. NCCL on CUDA, gloo on CPU.
+
+Timeouts: a collective of the training loop waits :data:`TIMEOUT` (10 minutes, torch's NCCL
+default) for a missing rank, then fails (NCCL's watchdog aborts the communicator, gloo raises),
+so a rank that hangs or died without its launcher noticing costs minutes, not half an hour. The
+one wait that is long by design, the other ranks waiting for local rank 0's decode check of a
+folder (:mod:`reproduce.data.dali.files`), uses :func:`long_barrier` (:data:`LONG_TIMEOUT`).
 """
 
 from __future__ import annotations
@@ -9,12 +15,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 __all__ = ["DistInfo", "cuda_index", "init_distributed", "all_reduce_sum", "broadcast_from_main",
-           "barrier", "cleanup"]
+           "barrier", "long_barrier", "cleanup", "TIMEOUT", "LONG_TIMEOUT"]
+
+#: how long a collective waits for a missing rank before the run fails
+TIMEOUT = timedelta(minutes=10)
+#: how long :func:`long_barrier` waits (a first decode check of ImageNet on a network file
+#: system can take half an hour)
+LONG_TIMEOUT = timedelta(hours=3)
+
+_long_group: Any = None  # the gloo group of long_barrier, made on first use
 
 
 @dataclass(frozen=True)
@@ -65,15 +80,16 @@ def _pick_device(want: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def init_distributed(device: str = "auto", timeout_min: int = 30) -> DistInfo:
-    """Join the process group when launched by torchrun; a single process otherwise."""
+def init_distributed(device: str = "auto", timeout: timedelta | None = None) -> DistInfo:
+    """Join the process group when launched by torchrun; a single process otherwise.
+    Collectives time out after ``timeout`` (default :data:`TIMEOUT`)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = _pick_device(device, local_rank)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=timedelta(minutes=timeout_min))
+        dist.init_process_group(backend, timeout=timeout or TIMEOUT)
     return DistInfo(rank, world, local_rank, dev)
 
 
@@ -117,6 +133,33 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def cleanup() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def long_barrier(info: DistInfo) -> None:
+    """A barrier that waits up to :data:`LONG_TIMEOUT`, not the training loop's
+    :data:`TIMEOUT`: a CPU barrier on a gloo group of its own (made on first use; every rank
+    must call it, as any barrier), for waits that are long by design."""
+    global _long_group
+    if not info.distributed:
+        return
+    if _long_group is None:
+        _long_group = dist.new_group(backend="gloo", timeout=LONG_TIMEOUT)
+    dist.barrier(group=_long_group)
+
+
+def cleanup(failed: bool = False) -> None:
+    """Leave the process group. After a failure under NCCL it is aborted, not destroyed:
+    ``destroy_process_group`` waits for the queued kernels, and a collective that the other
+    ranks never join would keep this rank from exiting (its launcher, torchrun or srun with
+    ``--kill-on-bad-exit``, then stops the others)."""
+    global _long_group
+    _long_group = None
+    if not dist.is_initialized():
+        return
+    if failed and dist.get_backend() == "nccl":
+        abort = getattr(dist.distributed_c10d, "_abort_process_group", None)
+        if abort is not None:
+            try:
+                abort()
+            except Exception:  # noqa: BLE001 - the watchdog may have aborted it already
+                pass
+            return
+    dist.destroy_process_group()

@@ -47,8 +47,10 @@ def unreadable_once_per_node(split_root: Path, paths: list[str], processes: int,
     """The unreadable files among ``paths``, decoded by one process per node.
 
     Local rank 0 runs the check (:func:`reproduce.data.images.find_unreadable`, ``processes``
-    parallel decoders) and writes its cache; the other ranks wait at a barrier, then read that
-    cache, so an 8-GPU node decodes the split once, not 8 times. A rank that finds
+    parallel decoders) and writes its cache; the other ranks wait at a barrier (hours:
+    :func:`reproduce.utils.distributed.long_barrier`, not the training loop's 10-minute
+    collective timeout; a first check of ImageNet on a network file system takes long), then
+    read that cache, so an 8-GPU node decodes the split once, not 8 times. A rank that finds
     no cache (an unwritable cache folder, a cache folder private to each rank) checks by itself,
     as every rank did before. An error of the check is raised after the barrier, on local rank
     0, so the other ranks are not left waiting for it.
@@ -56,7 +58,7 @@ def unreadable_once_per_node(split_root: Path, paths: list[str], processes: int,
     import torch.distributed as dist
 
     from reproduce.data.images import find_unreadable
-    from reproduce.utils.distributed import barrier
+    from reproduce.utils.distributed import long_barrier
 
     if info is None or not info.distributed or not dist.is_initialized():
         return find_unreadable(str(split_root), paths, processes)  # no group to wait in
@@ -67,7 +69,7 @@ def unreadable_once_per_node(split_root: Path, paths: list[str], processes: int,
             bad = find_unreadable(str(split_root), paths, processes)
         except Exception as err:  # raised below, once every rank has passed the barrier
             failed = err
-    barrier(info)
+    long_barrier(info)
     if failed is not None:
         raise failed
     if info.local_rank != 0:

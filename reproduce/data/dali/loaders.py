@@ -277,9 +277,12 @@ class DaliValLoader(_NamesUnreadable):
 
 
 def _check_processes(recipe: Recipe) -> int:
-    """Processes for the up-front decode check of a folder: the CPUs (loader threads at most
-    16 per GPU are busy only once training starts)."""
-    return max(1, min(os.cpu_count() or 1, max(recipe.num_workers, 1) * 2, 32))
+    """Processes for the up-front decode check of a folder: the CPUs this process may run on
+    (a SLURM task's ``--cpus-per-task``, not the node's count; loader threads are busy only
+    once training starts), at most twice the recipe's workers and 32."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else (os.cpu_count() or 1)
+    return max(1, min(cpus, max(recipe.num_workers, 1) * 2, 32))
 
 
 def build_train_loader(root: Path, recipe: Recipe, info: DistInfo, **kwargs: Any
