@@ -188,8 +188,23 @@ def resolve_config(
         if resolved.stem not in STEM_KINDS:
             StemSpec.parse(resolved.stem)  # raises StemSpecError with the fix
     resolved, notes = neutralise_inert_keys(resolved, overrides or {})
+    refuse_unread_data_path(resolved, meta["name"])
     return RunConfig(model=entry.name, recipe_name=meta["name"], recipe=resolved,
                      name=name or entry.name, notes=notes)
+
+
+def refuse_unread_data_path(recipe: Recipe, recipe_name: str) -> None:
+    """A data folder (``--data``) given to a recipe whose data set is held in memory (digits,
+    synthetic) would be recorded and never read: refused, naming the scale that reads it."""
+    if not recipe.data_path or recipe.dataset not in IN_MEMORY_DATASETS:
+        return
+    from pathlib import Path
+
+    missing = "" if Path(recipe.data_path).expanduser().exists() else " (it does not exist either)"
+    raise SrvError(f"--data {recipe.data_path}{missing}: recipe {recipe_name} trains on the "
+                   f"{recipe.dataset} data set, held in memory, and would never read it: for an "
+                   f"image folder add --preset full (srv ablate) or --dataset imagefolder (srv "
+                   f"train)")
 
 
 def neutralise_inert_keys(recipe: Recipe, overrides: dict[str, Any]
