@@ -10,6 +10,8 @@ import typer
 from reproduce.commands._options import LogOpt, RunsDirOpt
 from reproduce.errors import SrvError, handle_errors
 
+EXIT_INTERRUPTED = 130
+
 RECIPE_HELP = ("Recipe name in recipes/ (srv recipes) or a .toml path; default: the model's "
                "own (mini for vit-mini-*, xiao for vitp/vitc, xiao-36gf at 36GF, deit "
                "otherwise).")
@@ -81,7 +83,10 @@ def train(
 ) -> None:
     """Train MODEL with a recipe; running the same command again resumes the run.
 
-    A finished run is not retrained; a diverged run exits with code 3."""
+    A finished run is not retrained (--restart trains it again); a diverged run exits with
+    code 3; Ctrl-C stops it resumably (exit 130). A recipe's warmup longer than a shorter
+    --epochs is scaled down with a note, so srv train vit-mini-conv --epochs 1 is a quick
+    smoke test."""
     import json
 
     from reproduce.training.config import resolve_config
@@ -124,7 +129,7 @@ def train(
         cost = run_cost(cfg.recipe, parts.steps_per_epoch, rate)
         print(f"{cfg.model} with recipe {cfg.recipe_name} ({parts.params_m:.2f}M params, "
               f"world size {world}): {where}")
-        print("\n".join(summary(parts)))
+        print("\n".join([*summary(parts), *cfg.notes]))
         print(f"cost: {cost.describe()}" + (f"; {cost.gpu_hours / world:,.1f} h on {world} "
                                            f"GPUs" if cost.gpu_hours and world > 1 else ""))
         derived = cfg.derived(world, parts.steps_per_epoch)
@@ -138,18 +143,28 @@ def train(
         print(json.dumps({**cfg.to_dict(), "derived": derived, "run_dir": str(where)},
                          indent=2))
         return
-    from reproduce.training.engine import train as run_training
+    import os
 
-    outcome = run_training(cfg, runs_root=runs_dir, restart=restart, run_dir=run_dir,
-                           progress=progress)
+    from reproduce.training.engine import train as run_training
+    from reproduce.utils.console import plural
+
+    try:
+        outcome = run_training(cfg, runs_root=runs_dir, restart=restart, run_dir=run_dir,
+                               progress=progress)
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") == "0":
+            print("\ninterrupted: rerun the same command to resume", flush=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    kept = "" if outcome.retrained else "already {}, not retrained (--restart to redo): "
     if not outcome.is_main:
         pass
     elif outcome.status == "completed" and outcome.result:
         res = outcome.result
-        print(f"{cfg.model}: top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  "
-              f"({res['epochs']} epochs)  {outcome.run_dir}")
+        print(f"{cfg.model}: {kept.format('completed')}top-1 {res['top1']:.2f}%  top-5 "
+              f"{res['top5']:.2f}%  ({plural(res['epochs'], 'epoch')})  {outcome.run_dir}")
     elif outcome.status == "diverged":
-        print(f"{cfg.model}: diverged ({outcome.reason})  {outcome.run_dir}")
+        print(f"{cfg.model}: {kept.format('diverged')}diverged ({outcome.reason})  "
+              f"{outcome.run_dir}")
     raise typer.Exit(outcome.exit_code)
 
 
