@@ -169,8 +169,9 @@ def ablate(
     slurm_parallel: Annotated[int, typer.Option(
         help="Array tasks running at once.", rich_help_panel=SLURM)] = 16,
     slurm_cluster: Annotated[str | None, typer.Option(
-        help="submitit cluster: slurm, local or debug (default: slurm when sbatch exists).",
-        rich_help_panel=SLURM, hidden=True)] = None,
+        help="submitit executor: slurm (the default; needs sbatch and srun on PATH), local "
+             "(every task a process on this machine, no SLURM) or debug (in this process).",
+        rich_help_panel=SLURM)] = None,
     wait: Annotated[bool, typer.Option(
         "--wait", help="Wait for the SLURM jobs, then write the table.", rich_help_panel=SLURM)
     ] = False,
@@ -189,6 +190,12 @@ def ablate(
     if backend is Backend.local and nnodes > 1:
         raise SrvError(f"--nnodes {nnodes} needs --backend torchrun or slurm")
     nodes = ab.Nodes(nnodes, node_rank, rdzv_endpoint) if backend is Backend.torchrun else None
+    slurm = ab.SlurmOptions(
+        partition=slurm_partition, account=slurm_account, timeout_min=slurm_time,
+        gpus_per_task_node=nproc, nodes=nnodes, cpus_per_task=slurm_cpus, mem_gb=slurm_mem_gb,
+        parallelism=slurm_parallel, cluster=slurm_cluster)
+    if backend is Backend.slurm and not dry_run:
+        ab.slurm_executor(slurm)  # no sbatch here: one line, before anything else
     sets = [*(sets or []), *([f"log={log}"] if log else [])]
     grid = load_cli_grid(name, preset, seeds, axis, sets, samples, data_path=data,
                          dataset=dataset, batch_size=batch_size, accum_steps=accum_steps)
@@ -202,10 +209,6 @@ def ablate(
                             share_gpus=share_gpus, retry_failed=retry_failed,
                             retry_diverged=retry_diverged, fail_fast=fail_fast,
                             max_failures=max_failures, nodes=nodes)
-    slurm = ab.SlurmOptions(
-        partition=slurm_partition, account=slurm_account, timeout_min=slurm_time,
-        gpus_per_task_node=nproc, nodes=nnodes, cpus_per_task=slurm_cpus, mem_gb=slurm_mem_gb,
-        parallelism=slurm_parallel, cluster=slurm_cluster)
     if dry_run and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 speaks
         print_plan(grid, states, title)
         if not unrunnable:

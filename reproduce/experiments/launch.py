@@ -11,7 +11,12 @@ from pathlib import Path
 from reproduce.experiments.cells import CellState
 from reproduce.experiments.local import train_command
 from reproduce.experiments.runner import RunOptions, decide
-from reproduce.experiments.slurm import SlurmOptions, slurm_parameters, submitit_folder
+from reproduce.experiments.slurm import (
+    SlurmOptions,
+    slurm_executor,
+    slurm_parameters,
+    submitit_folder,
+)
 from reproduce.experiments.torchrun import torchrun_command
 from reproduce.recipes.grids import Grid
 from reproduce.training.cost import Cost, Throughput, measured_throughput, run_cost, seeds_note
@@ -31,14 +36,17 @@ def launch_lines(grid: Grid, states: Sequence[CellState], runs_root: Path, optio
         return ["launch: nothing to train (every cell finished, diverged, failed or running)"]
     if options.backend == "slurm":
         slurm = slurm or SlurmOptions()
-        params = slurm_parameters(grid, slurm)
+        cluster, named = slurm_executor(slurm, check=False)
+        params = slurm_parameters(grid, slurm, cluster)
         world = slurm.nodes * slurm.gpus_per_task_node
         shown = ", ".join(f"{k}={v}" for k, v in params.items())
+        logs = "<job id>/" if cluster == "slurm" else "<job id>_<task>_log.out"
         return [f"launch: one SLURM job array of {len(todo)} tasks through submitit, each cell "
                 f"on {slurm.nodes} node(s) x {slurm.gpus_per_task_node} GPU(s) (world size "
                 f"{world}), at most {slurm.parallelism} at once",
-                f"  sbatch parameters: {shown}",
-                f"  job scripts and logs: {submitit_folder(grid, runs_root)}/<job id>/"]
+                f"  executor: {named}",
+                f"  {'sbatch' if cluster == 'slurm' else cluster} parameters: {shown}",
+                f"  job scripts and logs: {submitit_folder(grid, runs_root)}/{logs}"]
     if options.backend == "torchrun":
         nodes = options.nodes
         lines = ["launch: one torchrun per cell, one after another"
