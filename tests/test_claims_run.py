@@ -109,14 +109,35 @@ def test_imagenet_dry_run_prints_runs_and_gpu_hours(tmp_path: Path) -> None:
 
     images = steps_per_epoch(r, 1)[0] * r.batch_size * r.epochs  # one 300-epoch DeiT run
     hours = 8 * seeds * images / 1000 / 3600  # 2 stems x 4 lr values
-    assert f"stable-lr: lr / full (deit recipe), {8 * seeds} runs (8 cells x {seeds} seeds), " \
-           f"300 epochs, {8 * seeds * images:,} training images: {hours:,.0f} GPU-hours" in out
+    assert f"stable-lr: lr / full (deit recipe), {8 * seeds} runs (8 cells x {seeds} seeds, " \
+           f"--seeds 100-103), 300 epochs, {8 * seeds * images:,} training images: " \
+           f"{hours:,.0f} GPU-hours" in out
     # longer: the patchify ViT at the shortest and the longest schedule only
     short = images // 300 * 100
     assert f"longer: epochs / full (deit recipe), {2 * seeds} runs" in out
     assert f"100/400 epochs, {seeds * (short * 5):,} training images" in out
     assert "cost: no runs" in out and "--img-per-s" in out
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_seeds_a_verdict_needs_have_one_source(tmp_path: Path) -> None:
+    """The claims file's [design] seeds, quoted by the README, srv ablate --help, the dry runs'
+    seeds note and the ImageNet-scale plan alike."""
+    from conftest import REPO
+
+    from reproduce.recipes.design import design_seeds
+    from reproduce.training.cost import seeds_note
+
+    assert design_seeds() == list(cl.load_claims().design.seeds) == [100, 101, 102, 103]
+    readme = (REPO / "README.md").read_text()
+    assert "--seeds 100-103 --backend slurm" in readme and "--seeds 0-2" not in readme
+    help_text = " ".join(runner.invoke(app, ["ablate", "--help"], env={"COLUMNS": "300"})
+                         .stdout.split())
+    assert "add --seeds 100-103, the claims file's design seeds" in help_text
+    assert seeds_note(1).endswith("add --seeds 100-103")
+    plan = runner.invoke(app, ["claims", "accuracy", "--run", "--dry-run", "--scale",
+                               "imagenet", "--img-per-s", "1000"]).stdout
+    assert "(2 cells x 4 seeds, --seeds 100-103)" in plan
 
 
 @pytest.mark.parametrize("args, message", [

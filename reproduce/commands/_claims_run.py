@@ -45,7 +45,8 @@ def full_run(ids: list[str] | None, runs_dir: Path, claims_file: Path | None, sc
         if not dry_run:
             raise SrvError("--scale imagenet is a plan for a GPU cluster: add --dry-run (train "
                            "each grid there with srv ablate <grid> --preset full --seeds ...)")
-        print("\n".join(cr.imagenet_lines(claims, img_per_s, benchmark_folders())))
+        print("\n".join(cr.imagenet_lines(claims, img_per_s, benchmark_folders(),
+                                          seeds=cs.design.seeds if cs.design else None)))
         return False
     if not dry_run:
         _check_writable(runs_dir)

@@ -24,12 +24,20 @@ class Backend(StrEnum):
 SLURM = "SLURM (--backend slurm)"
 
 
-#: the --preset help of srv ablate and srv table: the scales recipes/grids/*.toml define
-PRESET_HELP = ("Scale: mini (digits on CPU, minutes), quick (8 epochs on digits, seeds 100-103) or "
-               "full (ImageNet, the paper's recipe; one seed, so srv claims gives no verdict "
-               "from it: add --seeds 0-2); default: the grid's default (mini). quick is the "
-               "claims' scale (the stem grid's is the main job; quick-linear its conv-linear "
-               "arm).")
+def _preset_help() -> str:
+    """The --preset help of srv ablate and srv table: the scales recipes/grids/*.toml define,
+    with the seeds a verdict needs from the claims file's [design] (one source)."""
+    from reproduce.recipes.design import design_seeds, seeds_arg
+
+    seeds = seeds_arg(design_seeds())
+    return (f"Scale: mini (digits on CPU, minutes), quick (8 epochs on digits, seeds {seeds}) or "
+            f"full (ImageNet, the paper's recipe; one seed, so srv claims gives no verdict from "
+            f"it: add --seeds {seeds}, the claims file's design seeds); default: the grid's "
+            f"default (mini). quick is the claims' scale (the stem grid's is the main job; "
+            f"quick-linear its conv-linear arm).")
+
+
+PRESET_HELP = _preset_help()
 
 
 def load_cli_grid(name: str, preset: str | None, seeds: str | None, axis: list[str] | None,

@@ -77,14 +77,18 @@ def measured_throughput(model: str, r: Recipe, folders: Iterable[Path]) -> Throu
 
 def seeds_note(seeds: int, draws: int = 0) -> str:
     """What ``srv claims`` can say from ``seeds`` seeds per arm; ``draws`` > 0 for a grid with
-    a random (lr, wd) axis, whose stems are compared paired by draw (stable-edf), not by seed."""
+    a random (lr, wd) axis, whose stems are compared paired by draw (stable-edf), not by seed.
+    The seeds to add are the claims file's [design] seeds (:mod:`reproduce.recipes.design`)."""
+    from reproduce.recipes.design import design_seeds, seeds_arg
+
     if draws:
         return (f"{seeds} seed{'s' if seeds != 1 else ''} x {draws} (lr, wd) draws per stem: "
                 "srv claims pairs the stems' errors by draw (stable-edf), so one seed suffices; "
                 "the per-seed claims do not use this grid")
+    design = design_seeds()
     if seeds < 2:
         return (f"{seeds} seed per cell: srv claims can give no verdict from these runs (one "
-                "seed per arm has no variance, so no test); the quick scale's pre-registered "
-                "design runs 4 seeds per arm (docs/claims.md): add --seeds 100-103")
+                f"seed per arm has no variance, so no test); the claims file's pre-registered "
+                f"design runs {len(design)} seeds per arm: add --seeds {seeds_arg(design)}")
     return (f"{seeds} seeds per cell: srv claims tests each claim on them, and says how many "
             "seeds per arm would decide one it finds inconclusive")

@@ -81,16 +81,16 @@ def arm_cells(claim: Any, grid: Any) -> list[Any]:
             if any(all(c.label_dict.get(k) == v for k, v in arm.items()) for arm in arms)]
 
 
-def _seeds(claim: Any, full: Any) -> list[int]:
-    """The seeds a verdict needs at the paper's scale: as many as the claim's CPU preset
-    pre-registers per arm (the ImageNet effect sizes are unknown, so this is a budget, not a
-    power calculation); a grid whose full preset pairs by random draw keeps its own seeds."""
-    from reproduce.recipes.grids import load_grid
+def _seeds(full: Any, design: Sequence[int] | None) -> list[int]:
+    """The seeds a verdict needs at the paper's scale: the claims file's [design] seeds
+    (:func:`reproduce.recipes.design.design_seeds`, one source for every command; the ImageNet
+    effect sizes are unknown, so this is a budget, not a power calculation); a grid whose full
+    preset pairs by random draw keeps its own seeds."""
+    from reproduce.recipes.design import design_seeds
 
     if any(a.kind == "random" for a in full.axes):
         return list(full.seeds)
-    quick = load_grid(claim.grid, preset=claim_preset(claim))
-    return list(range(max(2, len(quick.seeds))))
+    return list(design or design_seeds())
 
 
 class _Throughput:
@@ -122,15 +122,18 @@ class _Throughput:
 
 
 def imagenet_lines(claims: Sequence[Any], img_per_s: float | None,
-                   folders: Sequence[Path]) -> list[str]:
+                   folders: Sequence[Path], seeds: Sequence[int] | None = None) -> list[str]:
     """Per claim the runs it needs at the paper's scale and their GPU-hours; then the total
-    over distinct runs (claims share runs: the conv-stem arm is in most of them)."""
+    over distinct runs (claims share runs: the conv-stem arm is in most of them). ``seeds``:
+    the claims file's [design] seeds."""
+    from reproduce.recipes.design import seeds_arg
     from reproduce.recipes.grids import load_grid
     from reproduce.training.config import resolve_config
     from reproduce.training.cost import run_cost
     from reproduce.training.runnable import steps_per_epoch
 
     rate = _Throughput(img_per_s, folders)
+    design = seeds
     steps: dict[tuple[Any, ...], int] = {}
     runs: dict[str, float | None] = {}
     lines = []
@@ -139,7 +142,7 @@ def imagenet_lines(claims: Sequence[Any], img_per_s: float | None,
             lines.append(f"{claim.id}: no runs (fvcore counts of {' vs '.join(claim.models)})")
             continue
         full0 = load_grid(claim.grid, preset="full")
-        seeds = _seeds(claim, full0)
+        seeds = _seeds(full0, design)
         grid = load_grid(claim.grid, preset="full", seeds=seeds)
         cells = arm_cells(claim, grid)
         hours: list[float | None] = []
@@ -168,8 +171,8 @@ def imagenet_lines(claims: Sequence[Any], img_per_s: float | None,
         ep = "/".join(str(e) for e in sorted(epochs))
         lines.append(f"{claim.id}: {claim.grid} / full ({grid.recipe} recipe), {len(cells)} "
                      f"runs ({len(cells) // max(1, len(seeds))} cells x {len(seeds)} "
-                     f"seed{'s' if len(seeds) > 1 else ''}), {ep} epochs, {images:,} "
-                     f"training images: {total:,.0f} GPU-hours")
+                     f"seed{'s' if len(seeds) > 1 else ''}, --seeds {seeds_arg(seeds)}), {ep} "
+                     f"epochs, {images:,} training images: {total:,.0f} GPU-hours")
         lines += [f"    {s}" for s in sorted(sources)]
     total = sum(h or 0.0 for h in runs.values())
     lines.append(f"total: {len(runs)} distinct runs (a run two claims share counted once), "
