@@ -10,6 +10,7 @@ import typer
 
 from reproduce.commands._options import LogOpt, RunsDirOpt, benchmark_folders
 from reproduce.errors import handle_errors
+from reproduce.utils.console import plural
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -81,7 +82,8 @@ def print_plan(grid, states: list, title: str) -> None:  # noqa: ANN001
         row[len(axes) + 2] = f"[{colors.get(status, '')}]{status}[/]"
         return row
 
-    print_table(title, header, rows, caption=f"{len(states)} cells: {total}", tablefmt="plain",
+    print_table(title, header, rows, caption=f"{plural(len(states), 'cell')}: {total}",
+                tablefmt="plain",
                 markup=colour)
 
 
@@ -118,9 +120,10 @@ def ablate(
                           "backend would launch (torchrun commands, SLURM parameters) and the "
                           "cost (images, GPU-hours, seeds for a verdict); train nothing.")
     ] = False,
-    img_per_s: Annotated[float | None, typer.Option(
-        min=0.001, help="Training img/s per GPU for the dry run's GPU-hours (default: the srv "
-                        "bench figure for the model in tables/benchmarks/*.json).")] = None,
+    img_per_s: Annotated[str | None, typer.Option(
+        help="Training img/s per GPU for the dry run's GPU-hours: one figure, or per model "
+             "(vit-s-conv=2668,vit-s-patch=4037); default: the srv bench figure for the model "
+             "in tables/benchmarks/*.json.")] = None,
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="Rerun failed cells (resuming from their checkpoint).")] = False,
     retry_diverged: Annotated[bool, typer.Option(
@@ -210,7 +213,7 @@ def ablate(
     states = ab.plan(grid, runs_dir)
     require_trackers([s.cfg.recipe.log for s in states])
     title = (f"grid {grid.name} ({grid.scale}); recipe {grid.recipe}; "
-             f"{len(states)} cells")
+             f"{plural(len(states), 'cell')}")
     world = 1 if backend is Backend.local else nproc * nnodes
     unrunnable = ab.check_cells(states, world)
     options = ab.RunOptions(backend=backend.value, nproc=nproc, jobs=jobs, gpus=(),
@@ -221,8 +224,11 @@ def ablate(
         print_plan(grid, states, title)
         if not unrunnable:
             print("\n".join(ab.launch_lines(grid, states, runs_dir, options, slurm)))
+            from reproduce.training.cost import StepTimes
+
             print("\n".join(ab.cost_lines(grid, states, options, benchmark_folders(),
-                                          img_per_s)))
+                                          img_per_s, StepTimes(runs_dir),
+                                          slurm_parallel if backend is Backend.slurm else 1)))
     if unrunnable:
         _refuse(unrunnable, grid, len(states))
     if dry_run:
@@ -301,8 +307,8 @@ def _print_summary(summary, grid_name: str) -> None:  # noqa: ANN001
     counts = summary.counts()
     total = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     trained = sum(1 for a in summary.actions.values() if a == "trained")
-    print(f"\ngrid {grid_name}: {len(summary.states)} cells: {total} ({trained} trained in "
-          f"this pass, {summary.seconds:.0f} s)")
+    print(f"\ngrid {grid_name}: {plural(len(summary.states), 'cell')}: {total} ({trained} "
+          f"trained in this pass, {summary.seconds:.0f} s)")
     for state, reason in summary.warnings:
         print(f"  warning: {state.cell.describe()} finished ({state.status}) but its launch "
               f"reported: {reason}")
@@ -322,7 +328,8 @@ def _slurm(name, grid, states, runs_dir, options, slurm, wait: bool) -> None:  #
         print("nothing to submit: every cell is finished, diverged, failed (use "
               "--retry-failed) or running")
         return
-    print(f"submitted {len(jobs)} cells as a job array: {jobs[0].job_id.split('_')[0]} "
+    print(f"submitted {plural(len(jobs), 'cell')} as a job array: "
+          f"{jobs[0].job_id.split('_')[0]} "
           f"(logs in {Path(runs_dir) / ab.SUBMITIT_DIR / grid.name})")
     if wait:
         for job in jobs:

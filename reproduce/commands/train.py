@@ -74,12 +74,14 @@ def train(
         "--progress/--no-progress", help="Progress bar (default: only on a terminal).")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check that the run can start and print its lr at a few epochs, the "
-                          "EMA's decay, its cost (training images, GPU-hours), the resolved "
+                          "EMA's decay, its cost (training images; minutes on this machine "
+                          "for a CPU-scale run, else GPU-hours), the resolved "
                           "config and run directory; train nothing. Under torchrun only rank "
                           "0 prints.")] = False,
-    img_per_s: Annotated[float | None, typer.Option(
-        min=0.001, help="Training img/s per GPU for the dry run's GPU-hours (default: the srv "
-                        "bench figure for the model in tables/benchmarks/*.json).")] = None,
+    img_per_s: Annotated[str | None, typer.Option(
+        help="Training img/s per GPU for the dry run's GPU-hours: one figure, or per model "
+             "(vit-s-conv=2668); default: the srv bench figure for the model in "
+             "tables/benchmarks/*.json.")] = None,
 ) -> None:
     """Train MODEL with a recipe; running the same command again resumes the run.
 
@@ -116,7 +118,6 @@ def train(
         import os
 
         from reproduce.commands._options import benchmark_folders
-        from reproduce.training.cost import Throughput, measured_throughput, run_cost
         from reproduce.training.runnable import check_runnable, summary
 
         world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -124,14 +125,11 @@ def train(
         if os.environ.get("RANK", "0") != "0":
             return  # under torchrun every rank checks, rank 0 speaks
         where = run_dir or runs_dir / cfg.run_name
-        rate = (Throughput(img_per_s, "--img-per-s") if img_per_s
-                else measured_throughput(cfg.model, cfg.recipe, benchmark_folders()))
-        cost = run_cost(cfg.recipe, parts.steps_per_epoch, rate)
         print(f"{cfg.model} with recipe {cfg.recipe_name} ({parts.params_m:.2f}M params, "
               f"world size {world}): {where}")
         print("\n".join([*summary(parts), *cfg.notes]))
-        print(f"cost: {cost.describe()}" + (f"; {cost.gpu_hours / world:,.1f} h on {world} "
-                                           f"GPUs" if cost.gpu_hours and world > 1 else ""))
+        print(_cost_line(cfg, parts.steps_per_epoch, world, img_per_s, benchmark_folders(),
+                         runs_dir))
         derived = cfg.derived(world, parts.steps_per_epoch)
         from reproduce.training.memory import describe_memory, memory_estimate
 
@@ -166,6 +164,35 @@ def train(
         print(f"{cfg.model}: {kept.format('diverged')}diverged ({outcome.reason})  "
               f"{outcome.run_dir}")
     raise typer.Exit(outcome.exit_code)
+
+
+def _cost_line(cfg: Any, steps_per_epoch: int, world: int, img_per_s: str | None,
+               folders: list[Path], runs_dir: Path) -> str:
+    """The dry run's cost: the training images, then minutes on this machine for a CPU-scale
+    run (matching finished runs in ``runs_dir``, else the assumed rate), else GPU-hours and the
+    wall-clock time on ``world`` GPUs."""
+    from reproduce.training.cost import (
+        GpuRates,
+        StepTimes,
+        cpu_scale,
+        format_seconds,
+        parse_rates,
+        run_cost,
+        wall_clock,
+    )
+
+    r = cfg.recipe
+    if cpu_scale(r):
+        rate = StepTimes(runs_dir).per_step(cfg.model, r)
+        images = run_cost(r, steps_per_epoch, None).images
+        when = ("time: unknown (no finished run of this model and config here)" if rate is None
+                else f"time: about {format_seconds(rate.seconds * steps_per_epoch * r.epochs)} "
+                     f"on this machine ({rate.source})")
+        return f"cost: {images:,} training images; {when}"
+    cost = run_cost(r, steps_per_epoch, GpuRates(parse_rates(img_per_s), folders,
+                                                 anchor=False)(cfg.model, r))
+    return f"cost: {cost.describe()}" + (f"; wall-clock about {wall_clock(cost.gpu_hours, world)}"
+                                         if cost.gpu_hours else "")
 
 
 def register(app: typer.Typer) -> None:
