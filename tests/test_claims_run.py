@@ -4,6 +4,7 @@ export, on hand-written run folders."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -67,10 +68,14 @@ def test_plan_order_shared_runs_and_finished_cells(tmp_path: Path) -> None:
         "stem=patch warmup=0 seed=100", "stem=conv warmup=0 seed=100"]
     for s in stages[0].states + stages[1].states:
         s.steps_per_epoch = 11
-    lines, total = campaign.stage_lines(stages, options, campaign.Rates(runs))
-    # every cell 88 updates at the measured 1.25 s (any run's figure; conv has none of its own)
-    assert total == pytest.approx((3 * 88 * 1.25 + 2 * 88 * 1.25) / 2)
-    assert "4 cells (1 done, 3 pending); 3 to train, about 3 min at --jobs 2" in lines[0]
+    lines, total = campaign.stage_lines(stages, options, campaign.StepTimes(runs))
+    # 88 updates a cell: the patchify cells at the measured 1.25 s of the finished patchify run
+    # (the lr and warmup do not change an update's time), the conv ones at the assumed rate
+    # (no conv run has finished: another model's time never counts)
+    stated = campaign.STATED_S_PER_STEP
+    assert total == pytest.approx((2 * 88 * 1.25 + 3 * 88 * stated) / 2)
+    assert "4 cells (1 done, 3 pending); 3 to train, about 2 min at --jobs 2 (cell times: 2 at " \
+           "the assumed rate; 1 extrapolated from matching runs)" in lines[0]
     assert "(2 pending, 2 shared); 2 to train" in lines[1]
     # the run: in order, the shared cells trained once, the finished one skipped
     trained: list[str] = []
@@ -94,8 +99,43 @@ def test_stated_figure_without_runs_and_sam_counts_twice(tmp_path: Path) -> None
     stages = campaign.plan_stages([(opt, [])], tmp_path / "none")
     for s in stages[0].states:
         s.steps_per_epoch = 11
-    _, total = campaign.stage_lines(stages, RunOptions(), campaign.Rates(tmp_path / "none"))
+    _, total = campaign.stage_lines(stages, RunOptions(), campaign.StepTimes(tmp_path / "none"))
     assert total == pytest.approx(88 * campaign.STATED_S_PER_STEP * 3)
+
+
+def test_dry_run_times_come_from_matching_runs_only(tmp_path: Path) -> None:
+    """The CPU dry runs give minutes on this machine from finished runs of the same model and
+    config only (seed and lr schedule aside): an unrelated 1-epoch run changes nothing; a
+    finished cell of the same config (another seed) is what the estimate extrapolates from."""
+    runs = tmp_path / "runs"
+    stated = campaign.STATED_S_PER_STEP
+
+    def time_line(*args: str) -> str:
+        result = runner.invoke(app, [*args, "--dry-run", "--runs-dir", str(runs)])
+        assert result.exit_code == 0, result.output
+        return next(line for line in result.stdout.splitlines() if "time: " in line)
+
+    quick = ("ablate", "stem", "--preset", "quick")
+    empty = time_line(*quick)
+    assert f"about {campaign.format_seconds(16 * 88 * stated)} at --jobs 1 (16 cells at the " \
+           f"assumed rate: {stated} s per update" in empty
+    # srv train vit-mini-conv --epochs 1, finished (and slow): another epoch count, no match
+    unrelated = write_run(runs, "vit-mini-conv", {"epochs": 1}, "done", 40.0)
+    res = json.loads((unrelated / "result.json").read_text())
+    (unrelated / "result.json").write_text(json.dumps({**res, "wall_time_s": 50.0, "steps": 11}))
+    assert time_line(*quick) == empty
+    # a finished conv cell of the quick scale at another seed: the 4 conv cells match it
+    conv = next(c for c in load_grid("stem", preset="quick").cells()
+                if c.label_dict["stem"] == "conv")
+    _done(runs, dataclasses.replace(conv, seed=7), wall=132.0)
+    line = time_line(*quick)
+    assert f"about {campaign.format_seconds(12 * 88 * stated + 4 * 132.0)} at --jobs 1" in line
+    assert "12 cells at the assumed rate" in line
+    assert f"4 cells extrapolated from 1 matching run in {runs}" in line
+    train = time_line("train", "vit-mini-conv", "--epochs", "8", "--warmup-epochs", "3")
+    assert f"about {campaign.format_seconds(132.0)} on this machine (extrapolated from 1 " \
+           f"matching run in {runs})" in train
+    assert "assumed rate" in time_line("train", "vit-mini-conv")  # 15 epochs: no match
 
 
 def test_imagenet_dry_run_prints_runs_and_gpu_hours(tmp_path: Path) -> None:
@@ -110,14 +150,35 @@ def test_imagenet_dry_run_prints_runs_and_gpu_hours(tmp_path: Path) -> None:
 
     images = steps_per_epoch(r, 1)[0] * r.batch_size * r.epochs  # one 300-epoch DeiT run
     hours = 8 * seeds * images / 1000 / 3600  # 2 stems x 4 lr values
-    assert f"stable-lr: lr / full (deit recipe), {8 * seeds} runs (8 cells x {seeds} seeds), " \
-           f"300 epochs, {8 * seeds * images:,} training images: {hours:,.0f} GPU-hours" in out
+    assert f"stable-lr: lr / full (deit recipe), {8 * seeds} runs (8 cells x {seeds} seeds, " \
+           f"--seeds 100-103), 300 epochs, {8 * seeds * images:,} training images: " \
+           f"{hours:,.0f} GPU-hours, about {hours / 8 / 24:.1f} days on 8 GPUs" in out
     # longer: the patchify ViT at the shortest and the longest schedule only
     short = images // 300 * 100
     assert f"longer: epochs / full (deit recipe), {2 * seeds} runs" in out
     assert f"100/400 epochs, {seeds * (short * 5):,} training images" in out
     assert "cost: no runs" in out and "--img-per-s" in out
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_seeds_a_verdict_needs_have_one_source(tmp_path: Path) -> None:
+    """The claims file's [design] seeds, quoted by the README, srv ablate --help, the dry runs'
+    seeds note and the ImageNet-scale plan alike."""
+    from conftest import REPO
+
+    from reproduce.recipes.design import design_seeds
+    from reproduce.training.cost import seeds_note
+
+    assert design_seeds() == list(cl.load_claims().design.seeds) == [100, 101, 102, 103]
+    readme = (REPO / "README.md").read_text()
+    assert "--seeds 100-103 --backend slurm" in readme and "--seeds 0-2" not in readme
+    help_text = " ".join(runner.invoke(app, ["ablate", "--help"], env={"COLUMNS": "300"})
+                         .stdout.split())
+    assert "add --seeds 100-103, the claims file's design seeds" in help_text
+    assert seeds_note(1).endswith("add --seeds 100-103")
+    plan = runner.invoke(app, ["claims", "accuracy", "--run", "--dry-run", "--scale",
+                               "imagenet", "--img-per-s", "1000"]).stdout
+    assert "(2 cells x 4 seeds, --seeds 100-103)" in plan
 
 
 @pytest.mark.parametrize("args, message", [

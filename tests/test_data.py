@@ -76,6 +76,29 @@ def test_missing_data_is_one_line_exit_2(tmp_path: Path) -> None:
                                      f"<class>/*.jpg")
 
 
+@pytest.mark.parametrize("command", [
+    ["train", "vit-mini-conv", "--dry-run"],
+    ["train", "vit-mini-conv", "--epochs", "1", "--warmup-epochs", "0", "--set",
+     "train_subset=128"],
+    ["ablate", "stem", "--dry-run", "--backend", "slurm"],
+    ["ablate", "stem", "--preset", "quick", "--dry-run"],
+])
+@pytest.mark.parametrize("exists", [True, False])
+def test_a_data_folder_the_recipe_never_reads_is_refused(command: list[str], exists: bool,
+                                                         tmp_path: Path) -> None:
+    """--data on a digits recipe (train's default, ablate's mini and quick presets) would be
+    recorded and ignored: one line naming --preset full / --dataset imagefolder, exit 2."""
+    data = tmp_path if exists else tmp_path / "nonexistent"
+    result = runner.invoke(app, [*command, "--data", str(data), "--runs-dir",
+                                 str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"srv: error: --data {data}") and "digits" in line
+    assert "--preset full" in line and "--dataset imagefolder" in line
+    assert ("does not exist" in line) is not exists
+    assert not (tmp_path / "runs").exists()
+
+
 def test_deit_augmentation_trains_on_jpegs(imagenet_like: Path, tmp_path: Path) -> None:
     """The DeiT recipe's whole pipeline (RandAugment, erasing, mixup/cutmix, soft targets)
     on a real JPEG folder, at a small image size."""

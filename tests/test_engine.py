@@ -130,3 +130,61 @@ def test_bad_input_is_one_line_and_exit_2(runs_root: Path, args: list[str], mess
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("srv: error: ")
     assert message in lines[0]
+
+
+def test_a_one_epoch_try_works_first_time_and_says_what_it_did(
+        runs_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """srv train MODEL --epochs 1: the recipe's 5 warmup epochs are scaled down with a note;
+    the bar moves with the host's step counter (not only at the statistics' read-back) and
+    shows the lr the epoch line ends on; run again, it says it was not retrained."""
+    from reproduce.utils.progress import Reporter
+
+    seen: list[tuple[int, str | None]] = []
+    real = Reporter.step
+    monkeypatch.setattr(Reporter, "step", lambda self, step, info=None: (
+        seen.append((step, info)), real(self, step, info))[-1])
+    args = ["train", "vit-mini-conv", "--epochs", "1", "--runs-dir", str(runs_root),
+            "--set", "img_size=16", "--set", "train_subset=256", "--set", "val_subset=64",
+            "--batch-size", "64"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "note: the recipe's 5 warmup epochs do not fit in 1 epoch: warmup scaled to 0.33" \
+        in first.stdout
+    assert "(1 epoch)" in first.stdout and "not retrained" not in first.stdout
+    assert [step for step, info in seen if info is None] == [1, 2, 3, 4]  # every step
+    (shown,) = [info for _, info in seen if info is not None]  # one read-back (sync_every 50)
+    epoch_line = next(line for line in first.stdout.splitlines() if "val top-1" in line)
+    assert shown.split("lr ")[1] == epoch_line.split("  lr ")[1].split()[0].split("->")[-1]
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0
+    assert "vit-mini-conv: already completed, not retrained (--restart to redo): top-1" \
+        in again.stdout
+
+
+def test_ctrl_c_is_interrupted_and_resumable(runs_root: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in the second epoch: one line saying how to resume, exit 130, status interrupted
+    (srv runs shows it; a grid cell is partial); the same command then finishes the run."""
+    from reproduce.experiments import inspect_run
+    from reproduce.experiments.overview import collect_runs
+    from reproduce.training.trainer import Trainer
+
+    real = Trainer.train_epoch
+
+    def interrupted(self: Trainer):  # noqa: ANN202
+        if self.epoch >= 1:
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
+    args = ["train", "vit-mini-conv", *tiny_args(), "--runs-dir", str(runs_root)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 130, result.output
+    assert result.stdout.rstrip().endswith("interrupted: rerun the same command to resume")
+    (run,) = runs_root.iterdir()
+    assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
+    assert [r.status for r in collect_runs(runs_root)] == ["interrupted"]
+    assert inspect_run(run)[0] == "partial"
+    monkeypatch.setattr(Trainer, "train_epoch", real)
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "resuming vit-mini-conv" in again.stdout

@@ -148,6 +148,38 @@ def test_submitting_from_a_shell_with_a_rank_is_refused(
     assert not (tmp_path / "submitted.sh").exists()
 
 
+def test_no_slurm_here_is_refused_unless_asked_for(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without sbatch / srun on PATH submitit would train the cells on this machine (its local
+    executor): the submission stops with one line; the dry run says which executor it would use;
+    --slurm-cluster local runs the array here on purpose, each job in a folder of its id."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    grid, runs = tiny_grid(tmp_path, epochs=1, warmup_epochs=0.0), tmp_path / "runs"
+    args = ["ablate", str(grid), "--runs-dir", str(runs), "--backend", "slurm", "--no-table"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("srv: error: --backend slurm: no sbatch or srun on PATH")
+    assert "--slurm-cluster local" in line and not runs.exists()
+    dry = runner.invoke(app, [*args, "--dry-run"])
+    assert dry.exit_code == 0 and "executor: submitit's SLURM executor, but no sbatch" in dry.stdout
+    dry = runner.invoke(app, [*args, "--dry-run", "--slurm-cluster", "local"])
+    assert "executor: submitit's local executor (--slurm-cluster local)" in dry.stdout
+    # submitit's local executor, with a stand-in for the cell's training (a builtin: the job
+    # is unpickled in another process): no folder is literally named %j
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))
+    monkeypatch.setattr(slurm, "CellJob", lambda *a, **k: print)
+    one = load_grid(grid, axes={"stem": ["conv"]})
+    jobs = slurm.submit_slurm(one, ab.plan(one, runs), runs, ab.RunOptions(backend="slurm"),
+                              slurm.SlurmOptions(cluster="local", timeout_min=5))
+    assert len(jobs) == 1 and jobs[0].result() is None
+    made = list((runs / ab.SUBMITIT_DIR).rglob("*"))
+    assert made and not [p for p in made if "%j" in p.name]
+    assert all(any(job.job_id in p.name for p in made) for job in jobs)
+
+
 # --- local jobs on a GPU machine -----------------------------------------------------------------
 
 

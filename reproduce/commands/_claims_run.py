@@ -27,7 +27,7 @@ def _check_writable(runs_dir: Path) -> None:
 
 
 def full_run(ids: list[str] | None, runs_dir: Path, claims_file: Path | None, scale: str,
-             dry_run: bool, jobs: int, img_per_s: float | None) -> bool:
+             dry_run: bool, jobs: int, img_per_s: str | None, gpus: int = 8) -> bool:
     """Plan (and unless ``dry_run`` train) the claims' grids at ``scale``; True when the report
     should follow (the cells were trained)."""
     from reproduce import experiments as ab
@@ -36,6 +36,7 @@ def full_run(ids: list[str] | None, runs_dir: Path, claims_file: Path | None, sc
     from reproduce.experiments import campaign
     from reproduce.experiments import claims_plan as cr
     from reproduce.report import claims as cl
+    from reproduce.utils.console import plural
 
     if scale not in cr.SCALES:
         raise SrvError(f"no scale {scale!r}: choose {' or '.join(cr.SCALES)}")
@@ -45,7 +46,8 @@ def full_run(ids: list[str] | None, runs_dir: Path, claims_file: Path | None, sc
         if not dry_run:
             raise SrvError("--scale imagenet is a plan for a GPU cluster: add --dry-run (train "
                            "each grid there with srv ablate <grid> --preset full --seeds ...)")
-        print("\n".join(cr.imagenet_lines(claims, img_per_s, benchmark_folders())))
+        print("\n".join(cr.imagenet_lines(claims, img_per_s, benchmark_folders(), gpus=gpus,
+                                          seeds=cs.design.seeds if cs.design else None)))
         return False
     if not dry_run:
         _check_writable(runs_dir)
@@ -56,17 +58,18 @@ def full_run(ids: list[str] | None, runs_dir: Path, claims_file: Path | None, sc
         for stage in stages:
             g = stage.grid
             print_plan(g, stage.states, f"grid {g.name} / {g.preset} ({g.scale}); "
-                                        f"{len(stage.states)} cells")
+                                        f"{plural(len(stage.states), 'cell')}")
             print()
     if unrunnable:
         first = next(s for s in stages if any(u[0] in s.states for u in unrunnable))
         _refuse(unrunnable, first.grid, sum(len(s.states) for s in stages))
-    lines, total = campaign.stage_lines(stages, options, campaign.Rates(runs_dir))
+    lines, total = campaign.stage_lines(stages, options, campaign.StepTimes(runs_dir))
     print("the full run, grid by grid (a run two grids share trains once, for the first):")
     print("\n".join(f"  {line}" for line in lines))
-    print(f"estimated total: {campaign.format_seconds(total)} at --jobs {jobs} (cell times "
-          f"measured in {runs_dir} where it has finished runs, else "
-          f"{campaign.STATED_S_PER_STEP} s per update per cell, the 2-core AMD EPYC figure)")
+    print(f"estimated total: {campaign.format_seconds(total)} at --jobs {jobs} (a cell's time: "
+          f"its updates x the seconds per update of the finished runs in {runs_dir} with the "
+          f"same model and config, else the assumed rate, {campaign.STATED_S_PER_STEP} s per "
+          f"update of a vit-mini cell two at a time on the 2-core AMD EPYC)")
     if dry_run:
         return False
     options.gpus = ab.local_gpus([s for st in stages for s in st.states], jobs)

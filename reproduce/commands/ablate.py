@@ -10,6 +10,7 @@ import typer
 
 from reproduce.commands._options import LogOpt, RunsDirOpt, benchmark_folders
 from reproduce.errors import handle_errors
+from reproduce.utils.console import plural
 
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
@@ -24,13 +25,22 @@ class Backend(StrEnum):
 SLURM = "SLURM (--backend slurm)"
 
 
-#: the --preset help of srv ablate and srv table: the scales recipes/grids/*.toml define
-PRESET_HELP = ("Scale: mini (digits on CPU, minutes), quick (8 epochs on digits, seeds 100-103) or "
-               "full (ImageNet, the paper's recipe; one seed, so srv claims gives no verdict "
-               "from it: add --seeds 0-2); default: the grid's default (mini). quick is the "
-               "claims' scale (the stem grid's is the main job; quick-linear its conv-linear "
-               "arm); the stem grid's regime-cal is issue 28's calibration on Fashion-MNIST "
-               "(seeds 300-302; scripts/regime_criterion.py reads it).")
+def _preset_help() -> str:
+    """The --preset help of srv ablate and srv table: the scales recipes/grids/*.toml define,
+    with the seeds a verdict needs from the claims file's [design] (one source)."""
+    from reproduce.recipes.design import design_seeds, seeds_arg
+
+    seeds = seeds_arg(design_seeds())
+    return (f"Scale: mini (digits on CPU, minutes), quick (8 epochs on digits, seeds {seeds}) or "
+            f"full (ImageNet, the paper's recipe; one seed, so srv claims gives no verdict from "
+            f"it: add --seeds {seeds}, the claims file's design seeds); default: the grid's "
+            f"default (mini). quick is the claims' scale (the stem grid's is the main job; "
+            f"quick-linear its conv-linear arm); the stem grid's regime-cal is issue 28's "
+            f"calibration on Fashion-MNIST (seeds 300-302; scripts/regime_criterion.py reads "
+            f"it).")
+
+
+PRESET_HELP = _preset_help()
 
 
 def load_cli_grid(name: str, preset: str | None, seeds: str | None, axis: list[str] | None,
@@ -74,7 +84,8 @@ def print_plan(grid, states: list, title: str) -> None:  # noqa: ANN001
         row[len(axes) + 2] = f"[{colors.get(status, '')}]{status}[/]"
         return row
 
-    print_table(title, header, rows, caption=f"{len(states)} cells: {total}", tablefmt="plain",
+    print_table(title, header, rows, caption=f"{plural(len(states), 'cell')}: {total}",
+                tablefmt="plain",
                 markup=colour)
 
 
@@ -113,9 +124,10 @@ def ablate(
                           "backend would launch (torchrun commands, SLURM parameters) and the "
                           "cost (images, GPU-hours, seeds for a verdict); train nothing.")
     ] = False,
-    img_per_s: Annotated[float | None, typer.Option(
-        min=0.001, help="Training img/s per GPU for the dry run's GPU-hours (default: the srv "
-                        "bench figure for the model in tables/benchmarks/*.json).")] = None,
+    img_per_s: Annotated[str | None, typer.Option(
+        help="Training img/s per GPU for the dry run's GPU-hours: one figure, or per model "
+             "(vit-s-conv=2668,vit-s-patch=4037); default: the srv bench figure for the model "
+             "in tables/benchmarks/*.json.")] = None,
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="Rerun failed cells (resuming from their checkpoint).")] = False,
     retry_diverged: Annotated[bool, typer.Option(
@@ -173,8 +185,9 @@ def ablate(
     slurm_parallel: Annotated[int, typer.Option(
         help="Array tasks running at once.", rich_help_panel=SLURM)] = 16,
     slurm_cluster: Annotated[str | None, typer.Option(
-        help="submitit cluster: slurm, local or debug (default: slurm when sbatch exists).",
-        rich_help_panel=SLURM, hidden=True)] = None,
+        help="submitit executor: slurm (the default; needs sbatch and srun on PATH), local "
+             "(every task a process on this machine, no SLURM) or debug (in this process).",
+        rich_help_panel=SLURM)] = None,
     wait: Annotated[bool, typer.Option(
         "--wait", help="Wait for the SLURM jobs, then write the table.", rich_help_panel=SLURM)
     ] = False,
@@ -193,29 +206,34 @@ def ablate(
     if backend is Backend.local and nnodes > 1:
         raise SrvError(f"--nnodes {nnodes} needs --backend torchrun or slurm")
     nodes = ab.Nodes(nnodes, node_rank, rdzv_endpoint) if backend is Backend.torchrun else None
+    slurm = ab.SlurmOptions(
+        partition=slurm_partition, account=slurm_account, timeout_min=slurm_time,
+        gpus_per_task_node=nproc, nodes=nnodes, cpus_per_task=slurm_cpus, mem_gb=slurm_mem_gb,
+        parallelism=slurm_parallel, cluster=slurm_cluster)
+    if backend is Backend.slurm and not dry_run:
+        ab.slurm_executor(slurm)  # no sbatch here: one line, before anything else
     sets = [*(sets or []), *([f"log={log}"] if log else [])]
     grid = load_cli_grid(name, preset, seeds, axis, sets, samples, data_path=data,
                          dataset=dataset, batch_size=batch_size, accum_steps=accum_steps)
     states = ab.plan(grid, runs_dir)
     require_trackers([s.cfg.recipe.log for s in states])
     title = (f"grid {grid.name} ({grid.scale}); recipe {grid.recipe}; "
-             f"{len(states)} cells")
+             f"{plural(len(states), 'cell')}")
     world = 1 if backend is Backend.local else nproc * nnodes
     unrunnable = ab.check_cells(states, world)
     options = ab.RunOptions(backend=backend.value, nproc=nproc, jobs=jobs, gpus=(),
                             share_gpus=share_gpus, retry_failed=retry_failed,
                             retry_diverged=retry_diverged, fail_fast=fail_fast,
                             max_failures=max_failures, nodes=nodes)
-    slurm = ab.SlurmOptions(
-        partition=slurm_partition, account=slurm_account, timeout_min=slurm_time,
-        gpus_per_task_node=nproc, nodes=nnodes, cpus_per_task=slurm_cpus, mem_gb=slurm_mem_gb,
-        parallelism=slurm_parallel, cluster=slurm_cluster)
     if dry_run and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 speaks
         print_plan(grid, states, title)
         if not unrunnable:
             print("\n".join(ab.launch_lines(grid, states, runs_dir, options, slurm)))
+            from reproduce.training.cost import StepTimes
+
             print("\n".join(ab.cost_lines(grid, states, options, benchmark_folders(),
-                                          img_per_s)))
+                                          img_per_s, StepTimes(runs_dir),
+                                          slurm_parallel if backend is Backend.slurm else 1)))
     if unrunnable:
         _refuse(unrunnable, grid, len(states))
     if dry_run:
@@ -302,8 +320,8 @@ def _print_summary(summary, grid_name: str) -> None:  # noqa: ANN001
     counts = summary.counts()
     total = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     trained = sum(1 for a in summary.actions.values() if a == "trained")
-    print(f"\ngrid {grid_name}: {len(summary.states)} cells: {total} ({trained} trained in "
-          f"this pass, {summary.seconds:.0f} s)")
+    print(f"\ngrid {grid_name}: {plural(len(summary.states), 'cell')}: {total} ({trained} "
+          f"trained in this pass, {summary.seconds:.0f} s)")
     for state, reason in summary.warnings:
         print(f"  warning: {state.cell.describe()} finished ({state.status}) but its launch "
               f"reported: {reason}")
@@ -323,7 +341,8 @@ def _slurm(name, grid, states, runs_dir, options, slurm, wait: bool) -> None:  #
         print("nothing to submit: every cell is finished, diverged, failed (use "
               "--retry-failed) or running")
         return
-    print(f"submitted {len(jobs)} cells as a job array: {jobs[0].job_id.split('_')[0]} "
+    print(f"submitted {plural(len(jobs), 'cell')} as a job array: "
+          f"{jobs[0].job_id.split('_')[0]} "
           f"(logs in {Path(runs_dir) / ab.SUBMITIT_DIR / grid.name})")
     if wait:
         for job in jobs:

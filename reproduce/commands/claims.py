@@ -65,10 +65,13 @@ def claims(
     jobs: Annotated[int, typer.Option(
         min=1, rich_help_panel=RUN, help="With --run: cells trained at once (as srv ablate "
                                           "--jobs).")] = 1,
-    img_per_s: Annotated[float | None, typer.Option(
-        min=0.001, rich_help_panel=RUN, help="With --scale imagenet: training img/s per GPU "
-        "for every model (default: srv bench figures, else the ViT-S anchor scaled by "
-        "GFLOPs).")] = None,
+    img_per_s: Annotated[str | None, typer.Option(
+        rich_help_panel=RUN, help="With --scale imagenet: training img/s per GPU, one figure "
+        "for every model or per model (vit-s-conv=2668,vit-s-patch=4037); default: srv bench "
+        "figures, else the stem's measured reference scaled by GFLOPs.")] = None,
+    gpus: Annotated[int, typer.Option(
+        min=1, rich_help_panel=RUN, help="With --scale imagenet: GPUs of the cluster, for the "
+        "wall-clock days of each claim.")] = 8,
 ) -> None:
     """Check each claim of the paper against the finished runs, with a verdict.
 
@@ -88,7 +91,8 @@ def claims(
             raise SrvError("--records reads finished runs; --run trains them: give one")
         from reproduce.commands._claims_run import full_run
 
-        if not full_run(ids or None, runs_dir, claims_file, scale, dry_run, jobs, img_per_s):
+        if not full_run(ids or None, runs_dir, claims_file, scale, dry_run, jobs, img_per_s,
+                        gpus):
             return
         ids = None  # the report below is the full one
     claim_set = cl.load_claims(claims_file)

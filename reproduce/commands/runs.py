@@ -27,7 +27,8 @@ def runs(
         help="Only the runs of this grid (stem, or stem/mini for one preset), as srv ablate "
              "recorded them.")] = None,
     status: Annotated[str | None, typer.Option(
-        help="Only runs with this status: running, completed, failed or diverged.")] = None,
+        help="Only runs with this status: running, completed, failed, diverged or "
+             "interrupted (Ctrl-C: rerun its command to resume).")] = None,
     fmt: Annotated[Format, typer.Option(
         "--format", case_sensitive=False,
         help="auto: a rich table on a terminal, plain columns otherwise; md, csv or json.")
@@ -55,7 +56,8 @@ def runs(
     from rich.console import Console
     from rich.table import Table
 
-    colors = {"completed": "green", "diverged": "magenta", "failed": "red", "running": "cyan"}
+    colors = {"completed": "green", "diverged": "magenta", "failed": "red", "running": "cyan",
+              "interrupted": "yellow"}
     table = Table(*COLUMNS, title=f"runs in {runs_dir}", caption=total)
     for r in rows:
         cells = r.cells()

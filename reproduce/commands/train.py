@@ -10,6 +10,8 @@ import typer
 from reproduce.commands._options import LogOpt, RunsDirOpt
 from reproduce.errors import SrvError, handle_errors
 
+EXIT_INTERRUPTED = 130
+
 RECIPE_HELP = ("Recipe name in recipes/ (srv recipes) or a .toml path; default: the model's "
                "own (mini for vit-mini-*, xiao for vitp/vitc, xiao-36gf at 36GF, deit "
                "otherwise).")
@@ -74,16 +76,21 @@ def train(
         "--progress/--no-progress", help="Progress bar (default: only on a terminal).")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Check that the run can start and print its lr at a few epochs, the "
-                          "EMA's decay, its cost (training images, GPU-hours), the resolved "
+                          "EMA's decay, its cost (training images; minutes on this machine "
+                          "for a CPU-scale run, else GPU-hours), the resolved "
                           "config and run directory; train nothing. Under torchrun only rank "
                           "0 prints.")] = False,
-    img_per_s: Annotated[float | None, typer.Option(
-        min=0.001, help="Training img/s per GPU for the dry run's GPU-hours (default: the srv "
-                        "bench figure for the model in tables/benchmarks/*.json).")] = None,
+    img_per_s: Annotated[str | None, typer.Option(
+        help="Training img/s per GPU for the dry run's GPU-hours: one figure, or per model "
+             "(vit-s-conv=2668); default: the srv bench figure for the model in "
+             "tables/benchmarks/*.json.")] = None,
 ) -> None:
     """Train MODEL with a recipe; running the same command again resumes the run.
 
-    A finished run is not retrained; a diverged run exits with code 3."""
+    A finished run is not retrained (--restart trains it again); a diverged run exits with
+    code 3; Ctrl-C stops it resumably (exit 130). A recipe's warmup longer than a shorter
+    --epochs is scaled down with a note, so srv train vit-mini-conv --epochs 1 is a quick
+    smoke test."""
     import json
 
     from reproduce.training.config import resolve_config
@@ -113,7 +120,6 @@ def train(
         import os
 
         from reproduce.commands._options import benchmark_folders
-        from reproduce.training.cost import Throughput, measured_throughput, run_cost
         from reproduce.training.runnable import check_runnable, summary
 
         world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -121,14 +127,11 @@ def train(
         if os.environ.get("RANK", "0") != "0":
             return  # under torchrun every rank checks, rank 0 speaks
         where = run_dir or runs_dir / cfg.run_name
-        rate = (Throughput(img_per_s, "--img-per-s") if img_per_s
-                else measured_throughput(cfg.model, cfg.recipe, benchmark_folders()))
-        cost = run_cost(cfg.recipe, parts.steps_per_epoch, rate)
         print(f"{cfg.model} with recipe {cfg.recipe_name} ({parts.params_m:.2f}M params, "
               f"world size {world}): {where}")
-        print("\n".join(summary(parts)))
-        print(f"cost: {cost.describe()}" + (f"; {cost.gpu_hours / world:,.1f} h on {world} "
-                                           f"GPUs" if cost.gpu_hours and world > 1 else ""))
+        print("\n".join([*summary(parts), *cfg.notes]))
+        print(_cost_line(cfg, parts.steps_per_epoch, world, img_per_s, benchmark_folders(),
+                         runs_dir))
         derived = cfg.derived(world, parts.steps_per_epoch)
         from reproduce.training.memory import describe_memory, memory_estimate
 
@@ -140,19 +143,58 @@ def train(
         print(json.dumps({**cfg.to_dict(), "derived": derived, "run_dir": str(where)},
                          indent=2))
         return
-    from reproduce.training.engine import train as run_training
+    import os
 
-    outcome = run_training(cfg, runs_root=runs_dir, restart=restart, run_dir=run_dir,
-                           progress=progress)
+    from reproduce.training.engine import train as run_training
+    from reproduce.utils.console import plural
+
+    try:
+        outcome = run_training(cfg, runs_root=runs_dir, restart=restart, run_dir=run_dir,
+                               progress=progress)
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") == "0":
+            print("\ninterrupted: rerun the same command to resume", flush=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    kept = "" if outcome.retrained else "already {}, not retrained (--restart to redo): "
     if not outcome.is_main:
         pass
     elif outcome.status == "completed" and outcome.result:
         res = outcome.result
-        print(f"{cfg.model}: top-1 {res['top1']:.2f}%  top-5 {res['top5']:.2f}%  "
-              f"({res['epochs']} epochs)  {outcome.run_dir}")
+        print(f"{cfg.model}: {kept.format('completed')}top-1 {res['top1']:.2f}%  top-5 "
+              f"{res['top5']:.2f}%  ({plural(res['epochs'], 'epoch')})  {outcome.run_dir}")
     elif outcome.status == "diverged":
-        print(f"{cfg.model}: diverged ({outcome.reason})  {outcome.run_dir}")
+        print(f"{cfg.model}: {kept.format('diverged')}diverged ({outcome.reason})  "
+              f"{outcome.run_dir}")
     raise typer.Exit(outcome.exit_code)
+
+
+def _cost_line(cfg: Any, steps_per_epoch: int, world: int, img_per_s: str | None,
+               folders: list[Path], runs_dir: Path) -> str:
+    """The dry run's cost: the training images, then minutes on this machine for a CPU-scale
+    run (matching finished runs in ``runs_dir``, else the assumed rate), else GPU-hours and the
+    wall-clock time on ``world`` GPUs."""
+    from reproduce.training.cost import (
+        GpuRates,
+        StepTimes,
+        cpu_scale,
+        format_seconds,
+        parse_rates,
+        run_cost,
+        wall_clock,
+    )
+
+    r = cfg.recipe
+    if cpu_scale(r):
+        rate = StepTimes(runs_dir).per_step(cfg.model, r)
+        images = run_cost(r, steps_per_epoch, None).images
+        when = ("time: unknown (no finished run of this model and config here)" if rate is None
+                else f"time: about {format_seconds(rate.seconds * steps_per_epoch * r.epochs)} "
+                     f"on this machine ({rate.source})")
+        return f"cost: {images:,} training images; {when}"
+    cost = run_cost(r, steps_per_epoch, GpuRates(parse_rates(img_per_s), folders,
+                                                 anchor=False)(cfg.model, r))
+    return f"cost: {cost.describe()}" + (f"; wall-clock about {wall_clock(cost.gpu_hours, world)}"
+                                         if cost.gpu_hours else "")
 
 
 def register(app: typer.Typer) -> None:

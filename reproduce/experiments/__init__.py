@@ -41,6 +41,7 @@ from reproduce.experiments.slurm import (
     SUBMITIT_DIR,
     CellJob,
     SlurmOptions,
+    slurm_executor,
     slurm_parameters,
     submit_slurm,
     submitit_folder,
@@ -52,6 +53,6 @@ __all__ = [
     "CellJob", "CellLock", "CellState", "GridProgress", "Nodes", "Outcome", "RunOptions",
     "SlurmOptions", "Summary", "check_cells", "cost_lines", "decide", "grid_cost",
     "inspect_run", "launch_lines", "local_gpus", "plan", "process_alive", "run_child",
-    "run_grid", "run_local", "run_torchrun", "slurm_parameters", "submit_slurm",
+    "run_grid", "run_local", "run_torchrun", "slurm_executor", "slurm_parameters", "submit_slurm",
     "submitit_folder", "torchrun_command", "train_command", "visible_gpus",
 ]

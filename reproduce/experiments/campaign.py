@@ -5,17 +5,16 @@ Grids share runs: a cell of one grid whose configuration is a cell of an earlier
 grid's lr 1e-3 is the main job's conv-stem at its own lr) has the same run folder, so it trains
 once; the plan counts it for the first grid that has it and shows it as ``shared`` after that.
 
-The time of a cell is estimated from measured wall times: the seconds per update of the finished
-runs in the runs folder (``result.json``'s ``wall_time_s`` / ``steps``) of the same model and
-optimizer, else of the same model, else of any run there, else :data:`STATED_S_PER_STEP`; times
-the cell's updates left. A grid's estimate is the sum over its cells to train divided by
-``--jobs`` (the measured wall times already include the slow-down of cells trained side by side
-when they were trained that way).
+The time of a cell is its updates left x the seconds per update of the finished runs in the
+runs folder with the same model and config (:class:`~reproduce.training.cost.StepTimes`: the
+seed and the lr schedule may differ, nothing else), else the assumed CPU-scale rate, and the
+lines say which. A grid's estimate is the sum over its cells to train divided by ``--jobs``
+(the measured wall times already include the slow-down of cells trained side by side when they
+were trained that way).
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,16 +23,14 @@ from typing import Any
 from reproduce.experiments.cells import CellState, check_cells, plan
 from reproduce.experiments.runner import RunOptions, Summary, decide, run_grid
 from reproduce.recipes.grids import Grid
-from reproduce.training.runs import read_json
+from reproduce.training.cost import ASSUMED_S_PER_STEP, StepTimes, format_seconds
+from reproduce.utils.console import plural
 
-__all__ = ["STATED_S_PER_STEP", "Rates", "Stage", "check_stages", "format_seconds",
+__all__ = ["STATED_S_PER_STEP", "Stage", "StepTimes", "check_stages", "format_seconds",
            "plan_stages", "run_stages", "stage_lines"]
 
-#: A cell's wall time per update when no finished run says better: the full run's 100 8-epoch
-#: cells of 88 updates (AdamW and SGD) took 50-61 s each, median 56 s, two at a time (--jobs 2)
-#: on the idle 2-core AMD EPYC development machine (docs/claims.md, "The full run's verdicts"),
-#: about 0.64 s per update per cell; a loaded machine of that kind took up to 1.1 s.
-STATED_S_PER_STEP = 0.64
+#: the assumed seconds per update of a vit-mini cell (see :mod:`reproduce.training.cost`)
+STATED_S_PER_STEP = ASSUMED_S_PER_STEP
 
 
 @dataclass
@@ -52,34 +49,6 @@ class Stage:
                 if decide(s, options) != "skip" and s.cfg.run_name not in self.shared]
 
 
-class Rates:
-    """Measured seconds per update of the finished runs of a runs folder."""
-
-    def __init__(self, runs_root: Path | str) -> None:
-        self.by_key: dict[tuple[str, ...], list[float]] = {}
-        for path in sorted(Path(runs_root).glob("*/result.json")):
-            res = read_json(path) or {}
-            cfg = read_json(path.parent / "config.json") or {}
-            wall, steps = res.get("wall_time_s"), res.get("steps")
-            if not (isinstance(wall, int | float) and isinstance(steps, int) and steps > 0):
-                continue
-            rate = float(wall) / steps
-            model, opt = str(res.get("model", "")), str(cfg.get("opt", ""))
-            for key in ((model, opt), (model,), ()):
-                self.by_key.setdefault(key, []).append(rate)
-
-    def per_step(self, state: CellState) -> tuple[float, str]:
-        """Seconds per update for the cell's model and optimizer, and where it comes from."""
-        model, opt = state.cell.model, str(state.cfg.recipe.opt)
-        # SAM takes two gradients a step: twice a figure that is not SAM's own
-        twice = 2.0 if opt.startswith("sam") else 1.0
-        for key in ((model, opt), (model,), ()):
-            if key in self.by_key:
-                factor = 1.0 if len(key) == 2 else twice
-                return factor * statistics.median(self.by_key[key]), "measured"
-        return twice * STATED_S_PER_STEP, "stated"
-
-
 def plan_stages(grids: Sequence[tuple[Grid, list[str]]], runs_root: Path | str,
                 resolve: Callable[..., Any] | None = None) -> list[Stage]:
     """Each grid's cells with their status, in the given order; run folders an earlier grid
@@ -95,24 +64,18 @@ def plan_stages(grids: Sequence[tuple[Grid, list[str]]], runs_root: Path | str,
     return stages
 
 
-def format_seconds(seconds: float) -> str:
-    """``45 s``, ``12 min``, ``2.3 h``."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _seconds(state: CellState, rates: Rates) -> tuple[float, str]:
+def _seconds(state: CellState, times: StepTimes) -> tuple[float, str]:
+    """A cell's estimated seconds and the kind of figure (measured / assumed / unknown)."""
     steps = state.steps_per_epoch or 0
     left = state.epochs - int(state.info.get("epoch") or 0) if state.status == "partial" \
         else state.epochs
-    rate, source = rates.per_step(state)
-    return rate * steps * max(0, left), source
+    rate = times.per_step(state.cell.model, state.cfg.recipe)
+    if rate is None:
+        return 0.0, "unknown"
+    return rate.seconds * steps * max(0, left), "measured" if rate.runs else "assumed"
 
 
-def stage_lines(stages: Sequence[Stage], options: RunOptions, rates: Rates
+def stage_lines(stages: Sequence[Stage], options: RunOptions, times: StepTimes
                 ) -> tuple[list[str], float]:
     """Per grid: its cells by status, the cells it trains and their estimated time; the total.
     Needs each cell's ``steps_per_epoch`` (:func:`~reproduce.experiments.cells.check_cells`)."""
@@ -126,13 +89,17 @@ def stage_lines(stages: Sequence[Stage], options: RunOptions, rates: Rates
                          for s in stage.states)
         shown = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
         todo = stage.new(options)
-        estimates = [_seconds(s, rates) for s in todo]
+        estimates = [_seconds(s, times) for s in todo]
         seconds = sum(t for t, _ in estimates) / jobs
         total += seconds
         kinds = Counter(src for _, src in estimates)
-        sources = "; ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "nothing to train"
+        said = {"measured": "extrapolated from matching runs", "assumed": "at the assumed rate",
+                "unknown": "unknown: no matching run"}
+        sources = "; ".join(f"{n} {said[k]}" for k, n in sorted(kinds.items())) \
+            or "nothing to train"
         why = f" for {', '.join(stage.why)}" if stage.why else ""
-        lines.append(f"{g.name} / {g.preset}{why}: {len(stage.states)} cells ({shown}); "
+        lines.append(f"{g.name} / {g.preset}{why}: {plural(len(stage.states), 'cell')} "
+                     f"({shown}); "
                      f"{len(todo)} to train, about {format_seconds(seconds)} at --jobs {jobs} "
                      f"(cell times: {sources})")
     return lines, total

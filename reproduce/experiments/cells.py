@@ -34,8 +34,8 @@ __all__ = ["STATUSES", "RUN_STATUSES", "FROM_RUN", "FAILED_DIR", "CellState", "i
 #: a run's status (``status.json``, one of :data:`RUN_STATUSES`) -> its cell's status, unless
 #: the run stopped before its end (then the cell is ``partial``: see :func:`inspect_run`)
 FROM_RUN = {"running": "running", "completed": "done", "diverged": "diverged",
-            "failed": "failed"}
-STATUSES = ("pending", "partial", *FROM_RUN.values())
+            "failed": "failed", "interrupted": "partial"}
+STATUSES = tuple(dict.fromkeys(("pending", "partial", *FROM_RUN.values())))
 FAILED_DIR = ".failed"  # srv ablate's own record of a cell whose training raised
 
 
@@ -75,7 +75,8 @@ def inspect_run(run_dir: Path, lock: CellLock | None = None,
     if state not in FROM_RUN:  # no status.json yet
         return ("partial" if (run_dir / "last.pt").exists() else "pending"), info
     if (state == "completed"  # without result.json: the engine finishes it
-            or (state == "failed" and status.get("reason") == "interrupted")  # Ctrl-C
+            or state == "interrupted"  # Ctrl-C (older runs: failed, reason interrupted)
+            or (state == "failed" and status.get("reason") == "interrupted")
             or (state == "running" and not _alive(run_dir, status, stale_after_s))):
         return "partial", info  # stopped before its end: resumable from last.pt
     if state == "running":

@@ -17,16 +17,11 @@ from typing import Any
 
 from reproduce.errors import SrvError
 
-__all__ = ["SCALES", "ANCHOR_IMG_PER_S", "arm_cells", "claim_grids", "claim_preset",
-           "imagenet_lines", "select_claims"]
+__all__ = ["SCALES", "arm_cells", "claim_grids", "claim_preset", "imagenet_lines",
+           "select_claims"]
 
 #: ``quick``: each claim's own preset (digits on CPU); ``imagenet``: the grids' full presets
 SCALES = ("quick", "imagenet")
-
-#: ViT-S (patchify) training throughput on one H100, bf16, torch.compile (docs/paper.md, the
-#: project's own measurement): the stated figure when no srv bench file measures a model
-ANCHOR_IMG_PER_S = 8233.0
-ANCHOR_MODEL = "vit-s-patch"
 
 
 def claim_preset(claim: Any) -> str:
@@ -81,56 +76,40 @@ def arm_cells(claim: Any, grid: Any) -> list[Any]:
             if any(all(c.label_dict.get(k) == v for k, v in arm.items()) for arm in arms)]
 
 
-def _seeds(claim: Any, full: Any) -> list[int]:
-    """The seeds a verdict needs at the paper's scale: as many as the claim's CPU preset
-    pre-registers per arm (the ImageNet effect sizes are unknown, so this is a budget, not a
-    power calculation); a grid whose full preset pairs by random draw keeps its own seeds."""
-    from reproduce.recipes.grids import load_grid
+def _seeds(full: Any, design: Sequence[int] | None) -> list[int]:
+    """The seeds a verdict needs at the paper's scale: the claims file's [design] seeds
+    (:func:`reproduce.recipes.design.design_seeds`, one source for every command; the ImageNet
+    effect sizes are unknown, so this is a budget, not a power calculation); a grid whose full
+    preset pairs by random draw keeps its own seeds."""
+    from reproduce.recipes.design import design_seeds
 
     if any(a.kind == "random" for a in full.axes):
         return list(full.seeds)
-    quick = load_grid(claim.grid, preset=claim_preset(claim))
-    return list(range(max(2, len(quick.seeds))))
+    return list(design or design_seeds())
 
 
-class _Throughput:
-    """img/s per model: ``--img-per-s``, else an srv bench figure, else the anchor figure scaled
-    by fvcore GFLOPs (counted once a model)."""
-
-    def __init__(self, img_per_s: float | None, folders: Sequence[Path]) -> None:
-        self.img_per_s, self.folders = img_per_s, list(folders)
-        self.cache: dict[str, Any] = {}
-
-    def __call__(self, model: str, recipe: Any) -> Any:
-        from reproduce.training.cost import Throughput, measured_throughput
-
-        if self.img_per_s:
-            return Throughput(self.img_per_s, "--img-per-s")
-        if model not in self.cache:
-            found = measured_throughput(model, recipe, self.folders)
-            if found is None:
-                from reproduce.models.flops import count
-
-                ref = measured_throughput(ANCHOR_MODEL, recipe, self.folders)
-                base, src = (ref.img_per_s, "srv bench") if ref else \
-                    (ANCHOR_IMG_PER_S, "docs/paper.md anchor, H100 bf16 compiled")
-                ratio = count(ANCHOR_MODEL).gflops / count(model).gflops
-                found = Throughput(base * ratio, f"{ANCHOR_MODEL}'s {base:,.0f} img/s ({src}) x "
-                                                 f"its GFLOPs / this model's")
-            self.cache[model] = found
-        return self.cache[model]
-
-
-def imagenet_lines(claims: Sequence[Any], img_per_s: float | None,
-                   folders: Sequence[Path]) -> list[str]:
-    """Per claim the runs it needs at the paper's scale and their GPU-hours; then the total
-    over distinct runs (claims share runs: the conv-stem arm is in most of them)."""
+def imagenet_lines(claims: Sequence[Any], img_per_s: str | float | None,
+                   folders: Sequence[Path], gpus: int = 8,
+                   seeds: Sequence[int] | None = None) -> list[str]:
+    """Per claim the runs it needs at the paper's scale, their GPU-hours and days on ``gpus``
+    GPUs, each rate labelled (:class:`reproduce.training.cost.GpuRates`); then the total over
+    distinct runs (claims share runs: the conv-stem arm is in most of them) and DeiT's published
+    cost beside one DeiT-S run of the plan. ``seeds``: the claims file's [design] seeds."""
+    from reproduce.recipes.design import seeds_arg
     from reproduce.recipes.grids import load_grid
     from reproduce.training.config import resolve_config
-    from reproduce.training.cost import run_cost
+    from reproduce.training.cost import (
+        DEIT_S_PUBLISHED,
+        GpuRates,
+        parse_rates,
+        rate_notes,
+        run_cost,
+        wall_clock,
+    )
     from reproduce.training.runnable import steps_per_epoch
 
-    rate = _Throughput(img_per_s, folders)
+    rate = GpuRates(parse_rates(img_per_s), folders)
+    design = seeds
     steps: dict[tuple[Any, ...], int] = {}
     runs: dict[str, float | None] = {}
     lines = []
@@ -139,7 +118,7 @@ def imagenet_lines(claims: Sequence[Any], img_per_s: float | None,
             lines.append(f"{claim.id}: no runs (fvcore counts of {' vs '.join(claim.models)})")
             continue
         full0 = load_grid(claim.grid, preset="full")
-        seeds = _seeds(claim, full0)
+        seeds = _seeds(full0, design)
         grid = load_grid(claim.grid, preset="full", seeds=seeds)
         cells = arm_cells(claim, grid)
         hours: list[float | None] = []
@@ -153,26 +132,29 @@ def imagenet_lines(claims: Sequence[Any], img_per_s: float | None,
             key = (r.dataset, r.batch_size, r.aug_repeats, r.train_subset)
             if key not in steps:
                 steps[key] = steps_per_epoch(r, 1)[0]
-            through = rate(cell.model, r)
-            if str(r.opt).startswith("sam") and through is not None:  # two passes per step
-                through = type(through)(through.img_per_s / 2, f"{through.source}; halved: "
-                                                               f"SAM's two passes a step")
-            cost = run_cost(r, steps[key], through)
+            cost = run_cost(r, steps[key], rate(cell.model, r))
             images += cost.images
             hours.append(cost.gpu_hours)
             runs[cfg.run_name] = cost.gpu_hours
-            sources.add(f"{cell.model} {cost.throughput.img_per_s:,.0f} img/s "
-                        f"({cost.throughput.source})")
+            sources.add(f"{cell.model}: {cost.throughput.describe()}")
             epochs.add(int(r.epochs))
         total = sum(h or 0.0 for h in hours)
         ep = "/".join(str(e) for e in sorted(epochs))
         lines.append(f"{claim.id}: {claim.grid} / full ({grid.recipe} recipe), {len(cells)} "
                      f"runs ({len(cells) // max(1, len(seeds))} cells x {len(seeds)} "
-                     f"seed{'s' if len(seeds) > 1 else ''}), {ep} epochs, {images:,} "
-                     f"training images: {total:,.0f} GPU-hours")
+                     f"seed{'s' if len(seeds) > 1 else ''}, --seeds {seeds_arg(seeds)}), {ep} "
+                     f"epochs, {images:,} training images: {total:,.0f} GPU-hours, about "
+                     f"{wall_clock(total, gpus)}")
         lines += [f"    {s}" for s in sorted(sources)]
     total = sum(h or 0.0 for h in runs.values())
     lines.append(f"total: {len(runs)} distinct runs (a run two claims share counted once), "
-                 f"{total:,.0f} GPU-hours; ImageNet-1k train (1,281,167 images) assumed, "
-                 f"evaluation not counted")
+                 f"{total:,.0f} GPU-hours, about {wall_clock(total, gpus)} (--gpus); "
+                 f"ImageNet-1k train (1,281,167 images) assumed, evaluation not counted")
+    deit = resolve_config("vit-s-patch", "deit", {}).recipe
+    one = run_cost(deit, steps_per_epoch(deit, 1)[0], rate("vit-s-patch", deit))
+    lines += rate_notes(rate.cache.values())
+    if one.throughput is not None:
+        lines.append(f"sanity check: one DeiT-S (vit-s-patch) 300-epoch run of this plan is "
+                     f"{one.gpu_hours:,.1f} GPU-hours at {one.throughput.img_per_s:,.0f} img/s "
+                     f"per GPU; {DEIT_S_PUBLISHED}")
     return lines

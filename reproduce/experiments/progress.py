@@ -8,7 +8,7 @@ from typing import Any
 
 from reproduce.experiments.cells import CellState
 from reproduce.training.runs import read_json
-from reproduce.utils.console import is_terminal
+from reproduce.utils.console import is_terminal, plural
 
 __all__ = ["GridProgress"]
 
@@ -32,7 +32,8 @@ class GridProgress:
         self._n = len(todo)
         skipped = len(states) - len(todo)
         if not self.rich:
-            print(f"{len(states)} cells: {self._n} to train, {skipped} finished or skipped",
+            print(f"{plural(len(states), 'cell')}: {self._n} to train, {skipped} finished or "
+                  f"skipped",
                   flush=True)
             return
         from rich.progress import (

@@ -17,7 +17,7 @@ from reproduce.experiments.runner import RunOptions, decide
 from reproduce.recipes.grids import Cell, Grid
 
 __all__ = ["SUBMITIT_DIR", "TORCH_VARS", "export_rank", "CellJob", "SlurmOptions",
-           "slurm_parameters", "submit_slurm", "submitit_folder"]
+           "slurm_executor", "slurm_parameters", "submit_slurm", "submitit_folder"]
 
 SUBMITIT_DIR = ".submitit"
 
@@ -147,19 +147,45 @@ class SlurmOptions:
     mem_gb: int | None = None
     parallelism: int = 16
     max_num_timeout: int = 10
-    cluster: str | None = None  # None: auto (slurm when sbatch exists, else local); or debug
+    cluster: str | None = None  # None: SLURM (refused without sbatch); local or debug: tests
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def submitit_folder(grid: Grid, runs_root: Path | str) -> Path:
     """Where submitit keeps a grid's job scripts and logs: ``<runs_root>/.submitit/<grid>/``
-    (one folder per job id below it)."""
+    (on SLURM one folder per job id below it)."""
     return Path(runs_root).resolve() / SUBMITIT_DIR / grid.name
 
 
 #: srun stops a cell's other tasks as soon as one exits with an error (a failed rank), whatever
 #: the cluster's KillOnBadExit; without it they would wait in a collective until it times out
 SRUN_ARGS = ("--kill-on-bad-exit=1",)
+
+#: what --slurm-cluster local / debug run instead of SLURM, for the dry run to name
+_EXECUTORS = {"local": "submitit's local executor (--slurm-cluster local): every task a "
+                       "process on this machine, no SLURM",
+              "debug": "submitit's debug executor (--slurm-cluster debug): the tasks one "
+                       "after another inside this process, no SLURM"}
+
+
+def slurm_executor(slurm: SlurmOptions, check: bool = True) -> tuple[str, str]:
+    """The submitit cluster a submission uses and a phrase naming it: ``--slurm-cluster`` when
+    given, else SLURM, which needs ``sbatch`` and ``srun`` on PATH. Without them submitit would
+    quietly run every task on this machine (its local executor): ``check`` refuses that."""
+    import shutil
+
+    if slurm.cluster:
+        return slurm.cluster, _EXECUTORS.get(slurm.cluster, f"submitit's {slurm.cluster} executor")
+    sbatch, missing = shutil.which("sbatch"), [t for t in ("sbatch", "srun") if not shutil.which(t)]
+    if not missing:
+        return "slurm", f"submitit's SLURM executor (sbatch: {sbatch})"
+    if check:
+        raise SrvError(f"--backend slurm: no {' or '.join(missing)} on PATH here, and submitit "
+                       f"would train every cell on this machine instead: run srv ablate where "
+                       f"SLURM is (a login node; some clusters need 'module load slurm'), or "
+                       f"give --slurm-cluster local to run the job array here on purpose")
+    return "slurm", (f"submitit's SLURM executor, but no {' or '.join(missing)} on PATH here: the "
+                     f"launch itself stops on this machine (--slurm-cluster local runs it here)")
 
 
 def slurm_parameters(grid: Grid, slurm: SlurmOptions, cluster: str = "slurm"
@@ -210,11 +236,14 @@ def submit_slurm(grid: Grid, states: Sequence[CellState], runs_root: Path | str,
     todo = [s for s in states if decide(s, options) != "skip"]
     if not todo:
         return []
-    executor = submitit.AutoExecutor(folder=submitit_folder(grid, runs_root) / "%j",
-                                     cluster=slurm.cluster,
-                                     slurm_max_num_timeout=slurm.max_num_timeout)
-    executor.update_parameters(**slurm_parameters(grid, slurm, executor.cluster))
+    cluster, _ = slurm_executor(slurm)
+    folder = submitit_folder(grid, runs_root)
+    # SLURM: one folder per job, submitit puts each job's id for %j in every path it writes;
+    # its local executor would make a folder literally named %j, so it gets the grid's folder
+    ex = submitit.AutoExecutor(folder=folder / "%j" if cluster == "slurm" else folder,
+                               cluster=cluster, slurm_max_num_timeout=slurm.max_num_timeout)
+    ex.update_parameters(**slurm_parameters(grid, slurm, cluster))
     job = CellJob(str(runs_root), stale_after_s=options.stale_after_s)
     cells = [s.cell.to_dict() for s in todo]
     flags = [options.retry_diverged] * len(cells)
-    return list(executor.map_array(job, cells, flags))
+    return list(ex.map_array(job, cells, flags))

@@ -1,7 +1,8 @@
 """Plots of a grid (matplotlib, Agg: no display needed), saved as PNG next to its table.
 
 * :func:`plot_curves`: train loss and val top-1 per epoch for every cell of a grid, one colour per
-  cell (its axis values), one line per seed; a diverged run ends in a cross.
+  cell (its axis values), one line per seed; with many lines, a panel per stem and a band per
+  cell (mean +- sd over its seeds); a diverged run ends in a cross; legends outside the axes.
 * :func:`plot_edf`: Xiao et al.'s stability view for ``lr-wd-edf``: the empirical distribution
   function of top-1 error over the random (lr, wd) samples, one curve per model (diverged runs
   count as 100% error).
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["SEED_STYLES", "plot_curves", "plot_edf", "read_metrics"]
+__all__ = ["MAX_LINES", "SEED_STYLES", "plot_curves", "plot_edf", "read_metrics"]
 
 #: one line style per seed, in every plot that draws several seeds of a cell
 SEED_STYLES = ["-", "--", ":", "-."]
@@ -54,25 +55,52 @@ def _save(fig: Any, path: Path) -> Path:
     return atomic_savefig(fig, path, format="png")
 
 
+#: a grid drawn with more lines than this (cells x seeds) shows each cell's seeds as a band
+MAX_LINES = 8
+
+
 def plot_curves(df: pd.DataFrame, labels: list[str], path: Path | str,
-                title: str = "") -> Path | None:
+                title: str = "", panels: list[str] | None = None) -> Path | None:
     """Train loss and val top-1 per epoch of every run in ``df`` (a grid's frame,
     :func:`reproduce.report.records.frame`: each row's ``curve`` holds its epochs);
-    ``labels[i]`` names the cell of row ``i`` (its axis values, without the seed). Returns the
+    ``labels[i]`` names the cell of row ``i`` (its axis values, without the seed),
+    ``panels[i]`` the panel it goes in (the stem of a two-axis grid).
+
+    Up to :data:`MAX_LINES` lines (or one seed): one line per run, a style per seed. More: one
+    column of panels per ``panels`` value, each cell a band, the mean over its seeds +- one sd
+    (a diverged seed's x marks where it stopped). The legend sits outside the axes. Returns the
     PNG path, or None when no run has logged an epoch."""
+    keys = panels or [""] * len(labels)
     curves = []
-    for label, (_, row) in zip(labels, df.iterrows(), strict=True):
+    for panel, label, (_, row) in zip(keys, labels, df.iterrows(), strict=True):
         metrics = [{"epoch": e.epoch, "train_loss": e.train_loss, "val_top1": e.val_top1}
                    for e in (row["curve"] or [])]
         if metrics:
-            curves.append((label, int(row["seed"]), row["status"], metrics))
+            curves.append((panel, label, int(row["seed"]), row["status"], metrics))
     if not curves:
         return None
-    fig = _figure(11.0, 4.2)
+    seeds = sorted({c[2] for c in curves})
+    if len(seeds) > 1 and len(curves) > MAX_LINES:
+        fig = _bands(curves, seeds)
+    else:
+        fig = _lines([c[1:] for c in curves], seeds)
+    note = f"seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"seed {seeds[0]}"
+    if len(seeds) > 1 and len(curves) <= MAX_LINES:
+        note += f" ({', '.join(SEED_STYLES[: len(seeds)])})"
+    elif len(seeds) > 1:
+        note += ": mean +- sd over seeds"
+    if any(c[3] == "diverged" for c in curves):
+        note += "; x = diverged"
+    fig.suptitle(f"{title}  [{note}]" if title else note, fontsize=10)
+    return _save(fig, Path(path))
+
+
+def _lines(curves: list[tuple[str, int, str, list[dict[str, Any]]]], seeds: list[int]) -> Any:
+    """One line per run on two axes (loss, top-1), a colour per cell and a style per seed."""
+    fig = _figure(12.5, 4.2)
     ax_loss, ax_top1 = fig.subplots(1, 2)
     labels = list(dict.fromkeys(c[0] for c in curves))
     cmap = _colors(len(labels))
-    seeds = sorted({c[1] for c in curves})
     for label, seed, status, metrics in curves:
         color = cmap[labels.index(label)]
         style = SEED_STYLES[seeds.index(seed) % len(SEED_STYLES)]
@@ -89,13 +117,65 @@ def plot_curves(df: pd.DataFrame, labels: list[str], path: Path | str,
     ax_top1.set(xlabel="epoch", ylabel="val top-1 (%)", title="validation top-1")
     for ax in (ax_loss, ax_top1):
         ax.grid(alpha=0.3)
-    ax_top1.legend(fontsize=7, loc="lower right", ncols=1 + len(labels) // 6)
-    note = f"seeds {', '.join(map(str, seeds))} ({', '.join(SEED_STYLES[: len(seeds)])})" \
-        if len(seeds) > 1 else f"seed {seeds[0]}"
-    if any(c[2] == "diverged" for c in curves):
-        note += "; x = diverged"
-    fig.suptitle(f"{title}  [{note}]" if title else note, fontsize=10)
-    return _save(fig, Path(path))
+    fig.legend(*ax_top1.get_legend_handles_labels(), loc="outside right center", fontsize=8)
+    return fig
+
+
+def _bands(curves: list[tuple[str, str, int, str, list[dict[str, Any]]]],
+           seeds: list[int]) -> Any:
+    """A column per panel, rows loss / top-1 (one panel: loss and top-1 side by side); per cell
+    its mean over seeds +- one sd."""
+    import numpy as np
+
+    panels = list(dict.fromkeys(c[0] for c in curves))
+    labels = list(dict.fromkeys(c[1] for c in curves))
+    cmap = _colors(len(labels))
+    if len(panels) == 1:
+        fig = _figure(12.5, 4.2)
+        axes = fig.subplots(1, 2, squeeze=False).T  # axes[row, 0]: loss, top-1
+    else:
+        fig = _figure(3.4 * len(panels) + 2.8, 6.4)
+        axes = fig.subplots(2, len(panels), sharex=True, sharey="row", squeeze=False)
+    for col, panel in enumerate(panels):
+        for label in labels:
+            runs = [c for c in curves if c[0] == panel and c[1] == label]
+            if not runs:
+                continue
+            color = cmap[labels.index(label)]
+            epochs = sorted({m["epoch"] for _, _, _, _, ms in runs for m in ms})
+            for row, key in enumerate(("train_loss", "val_top1")):
+                ax = axes[row, col]
+                table = np.array([[next((m.get(key) for m in ms if m["epoch"] == e), None)
+                                   for e in epochs] for _, _, _, _, ms in runs], dtype=float)
+                with np.errstate(all="ignore"):
+                    mean = np.nanmean(table, axis=0)
+                    sd = np.nanstd(table, axis=0, ddof=1) if len(runs) > 1 else 0 * mean
+                ax.plot(epochs, mean, color=color, linewidth=1.6,
+                        label=f"{label} (n={len(runs)})" if row == 0 and col == 0 else None)
+                ax.fill_between(epochs, mean - np.nan_to_num(sd), mean + np.nan_to_num(sd),
+                                color=color, alpha=0.2, linewidth=0)
+                for _, _, _, status, ms in runs:
+                    if status == "diverged" and ms and ms[-1].get(key) is not None:
+                        ax.plot([ms[-1]["epoch"]], [ms[-1][key]], "x", color=color,
+                                markersize=8, markeredgewidth=2)
+        for row, what in enumerate(("training loss", "validation top-1")):
+            axes[row, col].grid(alpha=0.3)
+            axes[row, col].set_title(panel if len(panels) > 1 and row == 0 else
+                                     what if len(panels) == 1 else "", fontsize=9)
+        axes[1, col].set_xlabel("epoch")
+        if len(panels) == 1:
+            axes[0, col].set_xlabel("epoch")
+    axes[0, 0].set_ylabel("train loss")
+    axes[1, 0].set_ylabel("val top-1 (%)")
+    handles = [h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]]
+    names = [n for ax in axes[0] for n in ax.get_legend_handles_labels()[1]]
+    if not names:  # a label missing from the first panel: one legend entry per cell
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=cmap[i]) for i in range(len(labels))]
+        names = labels
+    fig.legend(handles, names, loc="outside right center", fontsize=8)
+    return fig
 
 
 def plot_edf(errors: dict[str, list[float]], path: Path | str, title: str = "") -> Path | None:
@@ -103,7 +183,7 @@ def plot_edf(errors: dict[str, list[float]], path: Path | str, title: str = "") 
     errors = {k: sorted(v) for k, v in errors.items() if v}
     if not errors:
         return None
-    fig = _figure(6.0, 4.2)
+    fig = _figure(8.0, 4.2)
     ax = fig.subplots()
     colors = _colors(len(errors))
     for (label, errs), color in zip(errors.items(), colors, strict=True):
@@ -114,7 +194,7 @@ def plot_edf(errors: dict[str, list[float]], path: Path | str, title: str = "") 
     ax.set(xlabel="top-1 error (%)", ylabel="cumulative fraction of runs", ylim=(0, 1.02),
            title=title or "EDF of top-1 error")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right center", fontsize=8)
     return _save(fig, Path(path))
 
 

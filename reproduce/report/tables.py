@@ -425,10 +425,18 @@ def report(grid: Grid, records: Sequence[RunRecord], tables_dir: Path | str | No
                 errors[label] = edf_errors(sub)
             image = plots.plot_edf(errors, tables_dir / f"{stem}-edf.png", grid.title)
         else:
-            labels = [", ".join(a.show(row[axis_column(a.name)]) for a in grid.axes)
+            # a grid of several axes: a panel per stem (else per first axis) value
+            axes = list(grid.axes)
+            split = next((a for a in axes if a.name == "stem"), axes[0]) \
+                if len(axes) > 1 else None
+            rest = [a for a in axes if a is not split]
+            labels = [", ".join(f"{a.name} {a.show(row[axis_column(a.name)])}" if split
+                                else a.show(row[axis_column(a.name)]) for a in rest)
                       for _, row in df.iterrows()]
+            panels = None if split is None else [
+                split.show(row[axis_column(split.name)]) for _, row in df.iterrows()]
             image = plots.plot_curves(df, labels, tables_dir / f"{stem}.png",
-                                      grid.title)
+                                      grid.title, panels=panels)
         if image is not None:
             paths.append(image)
     texts: dict[str, str] = {}

@@ -179,15 +179,46 @@ def resolve_config(
 
     entry = get_entry(model)
     base, meta = load_recipe(recipe or entry.recipe)
-    resolved = apply_overrides(base, overrides or {})
+    overrides, fitted = fit_warmup(base, dict(overrides or {}))
+    resolved = apply_overrides(base, overrides)
     if resolved.stem:
         from reproduce.models import STEM_KINDS, StemSpec
 
         if resolved.stem not in STEM_KINDS:
             StemSpec.parse(resolved.stem)  # raises StemSpecError with the fix
-    resolved, notes = neutralise_inert_keys(resolved, overrides or {})
+    resolved, notes = neutralise_inert_keys(resolved, overrides)
+    refuse_unread_data_path(resolved, meta["name"])
     return RunConfig(model=entry.name, recipe_name=meta["name"], recipe=resolved,
-                     name=name or entry.name, notes=notes)
+                     name=name or entry.name, notes=fitted + notes)
+
+
+def fit_warmup(base: Recipe, overrides: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A shorter ``epochs`` than the recipe's warmup (``srv train vit-mini-conv --epochs 1``
+    against the mini recipe's 5 warmup epochs) scales the warmup to the recipe's share of the
+    run, with a note; a warmup given explicitly is left to the recipe's own check."""
+    epochs = overrides.get("epochs")
+    if (not isinstance(epochs, int) or "warmup_epochs" in overrides
+            or base.warmup_epochs <= epochs or base.epochs <= 0):
+        return overrides, ()
+    warmup = round(base.warmup_epochs * epochs / base.epochs, 2)
+    note = (f"note: the recipe's {base.warmup_epochs:g} warmup epochs do not fit in "
+            f"{epochs} epoch{'s' if epochs != 1 else ''}: warmup scaled to {warmup:g} (the "
+            f"recipe's {base.warmup_epochs:g} of {base.epochs}); --warmup-epochs sets it")
+    return {**overrides, "warmup_epochs": warmup}, (note,)
+
+
+def refuse_unread_data_path(recipe: Recipe, recipe_name: str) -> None:
+    """A data folder (``--data``) given to a recipe whose data set is held in memory (digits,
+    synthetic) would be recorded and never read: refused, naming the scale that reads it."""
+    if not recipe.data_path or recipe.dataset not in IN_MEMORY_DATASETS:
+        return
+    from pathlib import Path
+
+    missing = "" if Path(recipe.data_path).expanduser().exists() else " (it does not exist either)"
+    raise SrvError(f"--data {recipe.data_path}{missing}: recipe {recipe_name} trains on the "
+                   f"{recipe.dataset} data set, held in memory, and would never read it: for an "
+                   f"image folder add --preset full (srv ablate) or --dataset imagefolder (srv "
+                   f"train)")
 
 
 def neutralise_inert_keys(recipe: Recipe, overrides: dict[str, Any]

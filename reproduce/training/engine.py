@@ -75,6 +75,7 @@ class RunOutcome:
     result: dict[str, Any] | None = None
     reason: str | None = None
     is_main: bool = True  # rank 0 (the one that reports)
+    retrained: bool = True  # False: the run had already ended (completed / diverged), kept
 
     @property
     def exit_code(self) -> int:
@@ -127,7 +128,8 @@ def _train(cfg: RunConfig, runs_root: Path | str, restart: bool, run_dir: Path |
         final = _prepare_run_dir(run, cfg, restart, info)
         if final is not None:
             failed = False
-            return RunOutcome(final, run.path, run.result(), (run.status() or {}).get("reason"))
+            return RunOutcome(final, run.path, run.result(), (run.status() or {}).get("reason"),
+                              info.is_main, retrained=False)
         reporter = Reporter(enabled=info.is_main, rich=progress)
         for note in cfg.notes:
             reporter.line(note)
@@ -163,7 +165,7 @@ def _train(cfg: RunConfig, runs_root: Path | str, restart: bool, run_dir: Path |
             f"{trainer.derived['per_device_batch']}"
             + (f" ({cfg.recipe.accum_steps} micro-batches of {trainer.derived['micro_batch']})"
                if cfg.recipe.accum_steps > 1 else "")
-            + f"; lr {trainer.lr:.3g} "
+            + f"; peak lr {trainer.lr:.3g} "
             f"({trainer.derived['lr_rule']}); warmup {trainer.derived['warmup_steps']} steps")
         try:
             with open_tracking(cfg.recipe.log, run.path, cfg.to_dict(), trainer.step,
@@ -192,8 +194,8 @@ def _train(cfg: RunConfig, runs_root: Path | str, restart: bool, run_dir: Path |
                        f"amp=bf16") from None
     except SrvError:
         raise
-    except KeyboardInterrupt:
-        _mark_failed(run, info, "interrupted", started)
+    except KeyboardInterrupt:  # resumable: rerunning the same command continues it
+        _mark_failed(run, info, "interrupted", started, status="interrupted")
         raise
     except Exception as err:
         _mark_failed(run, info, f"{type(err).__name__}: {err}", started)
@@ -216,8 +218,10 @@ def _check_same_data(run: RunDir, now: dict[str, Any]) -> None:
                        f"the run's data, or start a separate run with --name (or --restart)")
 
 
-def _mark_failed(run: RunDir, info: DistInfo, reason: str, started: float) -> None:
-    """Record ``failed`` and why in ``status.json``, before this process leaves the group.
+def _mark_failed(run: RunDir, info: DistInfo, reason: str, started: float,
+                 status: str = "failed") -> None:
+    """Record ``failed`` (or ``interrupted``) and why in ``status.json``, before this process
+    leaves the group.
 
     Under DDP any rank records its own failure ("rank 1: ..."): rank 0 may never get to it (its
     next collective waits for the failed rank until that one leaves, and under NCCL torchrun /
@@ -225,9 +229,9 @@ def _mark_failed(run: RunDir, info: DistInfo, reason: str, started: float) -> No
     another rank recorded one (its collective errored because that rank left) keeps it."""
     if not run.path.exists():
         return
-    status = run.status() or {}
+    now = run.status() or {}
     if info.distributed:
         reason = f"rank {info.rank}: {reason}"
-        if status.get("status") == "failed" and run.status_path.stat().st_mtime >= started:
+        if now.get("status") == "failed" and run.status_path.stat().st_mtime >= started:
             return
-    run.write_status("failed", status.get("epoch", 0), status.get("step", 0), reason)
+    run.write_status(status, now.get("epoch", 0), now.get("step", 0), reason)

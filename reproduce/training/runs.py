@@ -5,7 +5,8 @@ Layout::
 
     config.json    the resolved config (RunConfig.to_dict()) and its derived values
     env.json       versions, git commit, devices, host, command line
-    status.json    {"status": running|completed|failed|diverged, "epoch", "step", "reason", ...}
+    status.json    {"status": running|completed|failed|diverged|interrupted, "epoch", "step",
+                   "reason", ...} (interrupted: Ctrl-C; rerunning the command resumes it)
     metrics.jsonl  one JSON object per finished epoch
     last.pt        checkpoint after every epoch (model, optimizer, scheduler, scaler, EMA, RNG)
     best.pt        the weights with the best val top-1 so far
@@ -33,7 +34,7 @@ from reproduce.utils.atomic import atomic_torch_save, atomic_write_json, atomic_
 __all__ = ["RunDir", "atomic_write_text", "atomic_write_json", "atomic_torch_save", "read_json",
            "git_state", "environment", "STATUSES"]
 
-STATUSES = ("running", "completed", "failed", "diverged")
+STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the checkout (reproduce/training/runs.py)
 
 

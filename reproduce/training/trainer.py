@@ -223,11 +223,10 @@ class Trainer:
                                f"= {self.r.amp_min_scale:g}) at epoch {epoch}, step "
                                f"{records[-1].step}: {stats.skipped_steps} of this epoch's "
                                f"steps overflowed")
-        if records:
+        if records:  # the lr the last read-back update ran at, as the trackers log it
             last = records[-1]
-            self.reporter.step(last.step - self.step_at_epoch_start,
-                               f"loss {last.loss:.4f} "
-                               f"lr {self.optimizer.param_groups[0]['lr']:.2e}")
+            self.reporter.step(last.step - start, f"loss {last.loss:.4f} "
+                               f"lr {self.sched.lr_at(epoch, last.step - start - 1):.2e}")
 
     def train_epoch(self) -> EpochStats:
         r, info = self.r, self.info
@@ -247,6 +246,7 @@ class Trainer:
                 x, y = self.mixup(x, y)
             loss, grad_norm, skipped, ratio = self.train_step(x, y)
             self.step += 1
+            self.reporter.step(self.step - self.step_at_epoch_start)  # the bar: host counter
             window.record(self.step, loss, grad_norm, skipped, ratio)
             self.sched.after_update(self.step)
             if self.ema is not None:
@@ -297,6 +297,13 @@ class Trainer:
         if self.ema is not None:
             tensors += list(self.ema.module.state_dict().values())
         broadcast_from_main(tensors, self.info)
+
+    def _lr_span(self, first: float) -> str:
+        """The lr over the epoch just finished, as the bar showed it: ``1.00e-03`` or, when it
+        moved during the epoch (per-update schedules), ``1.00e-03->9.61e-04``."""
+        last = self.sched.lr_at(self.epoch, max(self.steps_per_epoch - 1, 0))
+        a, b = f"{first:.2e}", f"{last:.2e}"
+        return a if a == b else f"{a}->{b}"
 
     def run_epochs(self) -> dict[str, Any]:
         r, info = self.r, self.info
@@ -357,7 +364,7 @@ class Trainer:
             self.reporter.line(
                 f"epoch {self.epoch}/{r.epochs}  loss {loss_text}  "
                 f"val top-1 {val['top1']:.2f}  top-5 {val['top5']:.2f}  "
-                f"lr {stats.lr:.2e}  |g| {grad_text}{skipped}  "
+                f"lr {self._lr_span(stats.lr)}  |g| {grad_text}{skipped}  "
                 f"{row['img_per_s']:.0f} img/s  data {100 * row['data_wait_frac']:.0f}%")
         rows = self.rows
         last = rows[-1] if rows else {}

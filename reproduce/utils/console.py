@@ -9,7 +9,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-__all__ = ["is_terminal", "print_table"]
+__all__ = ["is_terminal", "plural", "print_table"]
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 epoch``, ``2 epochs``, ``1,024 cells`` (``words``: an irregular plural)."""
+    return f"{n:,} {word if n == 1 else words or word + 's'}"
 
 
 def is_terminal() -> bool:

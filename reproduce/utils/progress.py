@@ -25,6 +25,7 @@ class Reporter:
         self._progress: Any = None
         self._task: Any = None
         self._last = 0.0
+        self._info = ""
         if self.enabled and self.rich:
             from rich.console import Console
 
@@ -43,6 +44,7 @@ class Reporter:
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
         self._epoch, self._epochs, self._steps = epoch, epochs, steps
         self._last = time.monotonic()
+        self._info = ""
         if not (self.enabled and self.rich):
             return
         from rich.progress import (
@@ -60,14 +62,18 @@ class Reporter:
         self._task = self._progress.add_task("train", total=steps, epoch=f"{epoch}/{epochs}",
                                              info="")
 
-    def step(self, step: int, info: str) -> None:
+    def step(self, step: int, info: str | None = None) -> None:
+        """Step ``step`` of the epoch is done (the host's counter: every step moves the bar);
+        ``info`` (loss, lr) comes with the statistics' read-backs and stays until the next."""
         if not self.enabled:
             return
+        if info is not None:
+            self._info = info
         if self._progress is not None:
-            self._progress.update(self._task, completed=step, info=info)
+            self._progress.update(self._task, completed=step, info=self._info)
         elif time.monotonic() - self._last >= self.interval_s:
             self._last = time.monotonic()
-            print(f"epoch {self._epoch}/{self._epochs} step {step}/{self._steps} {info}",
+            print(f"epoch {self._epoch}/{self._epochs} step {step}/{self._steps} {self._info}",
                   flush=True)
 
     def end_epoch(self) -> None:

@@ -248,7 +248,8 @@ def _best(rows: pd.DataFrame, runs: list[str]) -> list[float]:
 def hint(claim: Claim) -> str:
     """The ``srv ablate`` command that makes a claim's evidence: the claim's own preset (which
     ``srv claims --run`` trains), else the quick preset when it has both arms (the README's main
-    job), else the grid's default preset, with 3 seeds."""
+    job), else the grid's default preset, with the claims file's [design] seeds."""
+    from reproduce.recipes.design import design_seeds, seeds_arg
     from reproduce.recipes.grids import load_grid
 
     if claim.preset:
@@ -261,9 +262,9 @@ def hint(claim: Claim) -> str:
         labels = {a.name: a.labels for a in grid.axes}
         if all(v.startswith("@") or v in labels.get(k, []) for arm in (claim.a, claim.b)
                for k, v in arm.items()):
-            seeds = "" if preset == "quick" else " --seeds 0-2"
+            seeds = "" if preset == "quick" else f" --seeds {seeds_arg(design_seeds())}"
             return f"srv ablate {claim.grid} --preset {preset}{seeds}"
-    return f"srv ablate {claim.grid} --seeds 0-2"
+    return f"srv ablate {claim.grid} --seeds {seeds_arg(design_seeds())}"
 
 
 def measure_diversity(claim: Claim, ev: Evidence, index: RecordIndex) -> None:
