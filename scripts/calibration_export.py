@@ -41,12 +41,11 @@ def _cells(grid_name: str, preset: str, seeds: list[int], runs: Path) -> list[An
 
 def _record(run: Path, grid: str, cell: Any) -> dict[str, Any]:
     """One line: the run's labels, status, final / best top-1, per-epoch top-1 and wall time."""
-    from reproduce.report.plots import read_metrics
-    from reproduce.training.runs import read_json
+    from reproduce.training.runs import RunDir, read_json
 
     status = (read_json(run / "status.json") or {}).get("status", "unknown")
     result = read_json(run / "result.json") or {}
-    rows = [r for r in read_metrics(run) if "val_top1" in r]
+    rows = [r for r in RunDir(run).metrics() if "val_top1" in r]
     curve = [float(r["val_top1"]) for r in sorted(rows, key=lambda r: r["epoch"])]
     labels = cell.label_dict
     rec: dict[str, Any] = {"grid": grid, "tag": " ".join(f"{k}={v}" for k, v in labels.items()

@@ -29,14 +29,14 @@ def stability_rows(grid: Grid, runs_root: Path | str, states: list[Any] | None =
     grad-norm max (over steps) and mean (of the per-epoch means), loss spikes (sum), largest
     update ratio ``||w_new - w_old|| / ||w_old||``, plus the per-epoch ``metrics``."""
     from reproduce.experiments.cells import plan
-    from reproduce.report.plots import read_metrics
+    from reproduce.training.runs import RunDir
 
     runs_root = Path(runs_root)
     if states is None:
         states = plan(grid, runs_root)
     out = []
     for st in states:
-        metrics = read_metrics(st.run_dir)
+        metrics = RunDir(st.run_dir).metrics()
         result = st.info.get("result") or {}
         means = [m["grad_norm_mean"] for m in metrics if m.get("grad_norm_mean") is not None]
         out.append({

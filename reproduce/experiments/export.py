@@ -10,7 +10,6 @@ resolves a config again.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -19,22 +18,9 @@ from typing import Any
 from reproduce.experiments.cells import CellState, plan
 from reproduce.recipes.grids import Grid, list_grids, load_grid
 from reproduce.records import Environment, EpochRow, RunRecord, RunResult, Settings
-from reproduce.training.runs import read_json
+from reproduce.training.runs import RunDir, read_json
 
 __all__ = ["record_of", "grid_records", "grid_seeds", "collect"]
-
-
-def _metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:  # a line cut by a kill: the rows before it stand
-            break
-    return rows
 
 
 def _finite(value: Any) -> float | None:
@@ -56,7 +42,7 @@ def record_of(grid: Grid, st: CellState) -> RunRecord | None:
         stem_width=r.stem_width, epochs=int(r.epochs), opt=str(r.opt), lr=float(r.lr),
         weight_decay=float(r.weight_decay), warmup_epochs=float(r.warmup_epochs),
         config_hash=cfg.hash)
-    rows = _metrics(st.run_dir)
+    rows = RunDir(st.run_dir).metrics()
     outcome = RunResult(
         status=st.status, epoch=st.info.get("epoch"), reason=st.info.get("reason"),
         top1=_finite(result.get("top1")), best_top1=_finite(result.get("best_top1")),

@@ -13,30 +13,16 @@ touches pyplot's global state or needs a display.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["MAX_LINES", "SEED_STYLES", "plot_curves", "plot_edf", "read_metrics"]
+__all__ = ["MAX_LINES", "SEED_STYLES", "plot_curves", "plot_edf"]
 
 #: one line style per seed, in every plot that draws several seeds of a cell
 SEED_STYLES = ["-", "--", ":", "-."]
-
-
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    return rows
 
 
 def _figure(width: float, height: float) -> Any:

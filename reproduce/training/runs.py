@@ -170,9 +170,16 @@ class RunDir:
         return self.read_json("result.json")
 
     def metrics(self) -> list[dict[str, Any]]:
+        """The per-epoch rows; a line cut by a kill (the last one) is left out."""
         if not self.metrics_path.exists():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+        rows = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+        return rows
 
     # writing
     def write_status(self, status: str, epoch: int, step: int, reason: str | None = None,
