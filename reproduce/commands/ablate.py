@@ -233,7 +233,8 @@ def ablate(
 
             print("\n".join(ab.cost_lines(grid, states, options, benchmark_folders(),
                                           img_per_s, StepTimes(runs_dir),
-                                          slurm_parallel if backend is Backend.slurm else 1)))
+                                          slurm_parallel if backend is Backend.slurm else 1,
+                                          world)))
     if unrunnable:
         _refuse(unrunnable, grid, len(states))
     if dry_run:

@@ -128,11 +128,12 @@ def time_lines(states: Sequence[CellState], jobs: int, times: StepTimes) -> list
 
 def cost_lines(grid: Grid, states: Sequence[CellState], options: RunOptions,
                folders: Iterable[Path], img_per_s: str | float | None = None,
-               times: StepTimes | None = None, parallel: int = 1) -> list[str]:
+               times: StepTimes | None = None, parallel: int = 1, world: int = 1
+               ) -> list[str]:
     """The cost of the cells left to train: CPU-scale cells as time on this machine
     (:func:`time_lines`, ``times`` from the runs folder), GPU-scale ones as GPU-hours per model
-    and in total, with the wall-clock time on the cells' GPUs (``parallel`` cells at once); then
-    the seeds note."""
+    and in total, with the wall-clock time on ``world`` GPUs per cell (``parallel`` cells at
+    once); then the seeds note."""
     costs = grid_cost(states, options, folders, img_per_s)
     seeds = len(grid.seeds)
     draws = sum(len(a.points) for a in grid.axes if a.kind == "random")
@@ -155,10 +156,9 @@ def cost_lines(grid: Grid, states: Sequence[CellState], options: RunOptions,
         hours = [c.gpu_hours for _, c in gpu]
         if all(h is not None for h in hours):
             total = sum(h for h in hours if h is not None)
-            world = max(1, options.nproc * (options.nodes.nnodes if options.nodes else 1))
             at_once = max(1, min(parallel, len(gpu)))
             lines.append(f"GPU-hours: {total:,.1f}; wall-clock about "
-                         f"{wall_clock(total / at_once, world)} per cell"
+                         f"{wall_clock(total / at_once, max(1, world))} per cell"
                          + (f", {at_once} cells at once" if at_once > 1 else
                             ", cells one after another"))
         else:
