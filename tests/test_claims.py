@@ -387,5 +387,5 @@ def test_a_calibration_preset_is_never_evidence(tmp_path: Path) -> None:
         top1 = {"patch": 84.0, "conv": 88.0}[cell.label_dict["stem"]] + cell.seed % 10
         write_run(runs, cell.model, cell.override_dict, "done", top1, seed=cell.seed,
                   recipe=cell.recipe)
-    res = _by_id(cl.evaluate(runs, ids=["accuracy"]))["accuracy"]
+    res = _by_id(evaluate_runs(runs, ids=["accuracy"]))["accuracy"]
     assert res.evidence is None and res.verdict != "supported"

@@ -209,12 +209,12 @@ def test_help_texts_say_what_is_true() -> None:
     for flag in ("--data", "--dataset", "--batch-size", "--nnodes", "--rdzv-endpoint",
                  "--img-per-s"):
         assert flag in ablate, flag
-    assert "./tables" in invoke(["claims", "--help"], COLUMNS="200").stdout
+    assert "<runs-dir>/tables" in invoke(["claims", "--help"], COLUMNS="200").stdout
     top = invoke(["--help"], COLUMNS="200").stdout
     rows = [line for line in top.splitlines() if re.match(r"│ [a-z]+ {2,}", line)]
     names = {line.split()[1] for line in rows}  # one line per command: no summary broken
-    assert names == {"ablate", "analyze", "bench", "claims", "eval", "flops", "models",
-                     "recipes", "runs", "table", "train"} and len(rows) == len(names)
+    assert names == {"ablate", "analyze", "bench", "claims", "eval", "export", "flops",
+                     "models", "recipes", "runs", "table", "train"} and len(rows) == len(names)
     assert all(line.rstrip(" │").endswith(".") or line.rstrip(" │").endswith(")")
                for line in rows), rows
 

@@ -339,7 +339,7 @@ def test_the_regime_calibration_plans_patch_and_conv_on_new_seeds(tmp_path: Path
                                  str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
     assert "48 cells: 48 pending" in result.output
-    assert "2,695,680 training images; 3.6 GPU-hours" in result.output
+    assert "48 cells to train, 2,695,680 training images" in result.output
     assert "calibration seeds per cell" in result.output
     missing = runner.invoke(app, ["ablate", "stem", "--preset", "regime-cal", "--dry-run",
                                   "--data", str(tmp_path), "--runs-dir", str(tmp_path / "r")])

@@ -3,13 +3,13 @@ cell (mean +- sd over its seeds)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
+from reproduce.records import EpochRow
 from reproduce.report import plots
 
 
@@ -18,12 +18,9 @@ def _runs(root: Path, stems: list[str], lrs: list[str], seeds: int) -> tuple[Any
     for stem in stems:
         for lr in lrs:
             for seed in range(seeds):
-                run = root / f"{stem}-{lr}-{seed}"
-                run.mkdir(parents=True)
-                run.joinpath("metrics.jsonl").write_text("".join(
-                    json.dumps({"epoch": e, "train_loss": 2.3 / e, "val_top1": 10.0 * e + seed})
-                    + "\n" for e in (1, 2, 3)))
-                rows.append({"run": run.name, "seed": seed, "status": "done"})
+                curve = [EpochRow(e, 10.0 * e + seed, 2.3 / e) for e in (1, 2, 3)]
+                rows.append({"run": f"{stem}-{lr}-{seed}", "seed": seed, "status": "done",
+                             "curve": curve})
                 labels.append(f"lr {lr}")
                 panels.append(stem)
     return pd.DataFrame(rows), labels, panels
@@ -39,7 +36,7 @@ def figures(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 def test_many_lines_are_seed_bands_in_a_panel_per_stem(tmp_path: Path, figures: list[Any]
                                                        ) -> None:
     df, labels, panels = _runs(tmp_path, ["patchify", "conv"], ["0.001", "0.004"], seeds=4)
-    assert plots.plot_curves(df, tmp_path, labels, tmp_path / "lr.png", "lr", panels=panels)
+    assert plots.plot_curves(df, labels, tmp_path / "lr.png", "lr", panels=panels)
     (fig,) = figures
     assert len(fig.axes) == 4  # loss and top-1 for each of the two stems
     assert [ax.get_title() for ax in fig.axes[:2]] == ["patchify", "conv"]
@@ -54,7 +51,7 @@ def test_few_lines_stay_lines_with_the_legend_outside(tmp_path: Path, figures: l
                                                      ) -> None:
     df, labels, panels = _runs(tmp_path, ["patchify", "conv"], ["0.001"], seeds=2)
     cells = [f"{p}, {lab}" for p, lab in zip(panels, labels, strict=True)]
-    assert plots.plot_curves(df, tmp_path, cells, tmp_path / "stem.png", "stem")
+    assert plots.plot_curves(df, cells, tmp_path / "stem.png", "stem")
     (fig,) = figures
     assert len(fig.axes) == 2 and all(ax.get_legend() is None for ax in fig.axes)
     assert len(fig.legends) == 1 and len(fig.axes[1].get_lines()) == 4

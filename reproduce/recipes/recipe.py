@@ -24,7 +24,7 @@ from reproduce.errors import SrvError
 
 __all__ = ["Recipe", "load_recipe", "recipe_dir", "list_recipes", "parse_overrides",
            "apply_overrides", "key_help", "recipe_keys_set", "CHOICES", "LOG_BACKENDS",
-           "IN_MEMORY_DATASETS"]
+           "IN_MEMORY_DATASETS", "PATHLESS_DATASETS"]
 
 #: allowed values of the string keys that take a fixed set
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -40,6 +40,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 #: data sets held as tensors in memory: no image transform (no augmentation), no per-sample seeds
 IN_MEMORY_DATASETS = ("digits", "fashion-mnist", "synthetic")
+#: the in-memory data sets that read no files, so a --data folder would never be read
+PATHLESS_DATASETS = ("digits", "synthetic")
 #: the trackers the ``log`` key may list (comma-separated); ``none`` alone turns tracking off
 LOG_BACKENDS = ("none", "tensorboard", "mlflow", "wandb")
 

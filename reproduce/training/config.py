@@ -27,7 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from reproduce.errors import SrvError
-from reproduce.recipes.recipe import IN_MEMORY_DATASETS, Recipe, apply_overrides, load_recipe
+from reproduce.recipes.recipe import (
+    IN_MEMORY_DATASETS,
+    PATHLESS_DATASETS,
+    Recipe,
+    apply_overrides,
+    load_recipe,
+)
 
 __all__ = ["RunConfig", "StartFrom", "resolve_config", "default_recipe", "scaled_lr", "config_diff"]
 
@@ -210,7 +216,7 @@ def fit_warmup(base: Recipe, overrides: dict[str, Any]) -> tuple[dict[str, Any],
 def refuse_unread_data_path(recipe: Recipe, recipe_name: str) -> None:
     """A data folder (``--data``) given to a recipe whose data set is held in memory (digits,
     synthetic) would be recorded and never read: refused, naming the scale that reads it."""
-    if not recipe.data_path or recipe.dataset not in IN_MEMORY_DATASETS:
+    if not recipe.data_path or recipe.dataset not in PATHLESS_DATASETS:
         return
     from pathlib import Path
 
