@@ -28,7 +28,9 @@ def output_dir(runs_dir: Path | str, given: Path | str | None = None) -> Path:
     shipped ``tables/`` unless told to (``--tables-dir tables``)."""
     if given is not None:
         return Path(given)
-    env = os.environ.get("SRV_TABLES_DIR")
+    from reproduce.report.reference import ENV_TABLES_DIR
+
+    env = os.environ.get(ENV_TABLES_DIR)
     return Path(env).expanduser() if env else Path(runs_dir) / "tables"
 
 

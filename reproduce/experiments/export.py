@@ -75,6 +75,13 @@ def _configs(runs_root: Path) -> list[dict[str, Any]]:
     return [c for c in (read_json(p) for p in runs_root.glob("*/config.json")) if c]
 
 
+def _recorded_seeds(grid: Grid, configs: list[dict[str, Any]]) -> set[int]:
+    """The seeds of the run configs that belong to the grid (one of its models, its recipe)."""
+    models = {c.model for c in grid.cells()}
+    return {int(c["seed"]) for c in configs
+            if c.get("model") in models and c.get("recipe") == grid.recipe and "seed" in c}
+
+
 def grid_seeds(grid: Grid, runs_root: Path | str,
                configs: list[dict[str, Any]] | None = None) -> list[int]:
     """The preset's seeds that ran plus every other seed at which one of the grid's own cells
@@ -83,10 +90,7 @@ def grid_seeds(grid: Grid, runs_root: Path | str,
     runs_root = Path(runs_root)
     if configs is None:
         configs = _configs(runs_root)
-    models = {c.model for c in grid.cells()}
-    found = {int(c["seed"]) for c in configs
-             if c.get("model") in models and c.get("recipe") == grid.recipe and "seed" in c}
-    extra = sorted(found - set(grid.seeds))
+    extra = sorted(_recorded_seeds(grid, configs) - set(grid.seeds))
     ran = {st.cell.seed for st in plan(replace(grid, seeds=extra), runs_root)
            if st.run_dir.is_dir()} if extra else set()
     return sorted(set(grid.seeds) | ran)
@@ -103,11 +107,7 @@ def collect(runs_root: Path | str, grids: Iterable[str] | None = None,
         for preset in load_grid(name).presets:
             if wanted_presets and preset not in wanted_presets:
                 continue
-            grid0 = load_grid(name, preset=preset)
-            models = {c.model for c in grid0.cells()}
-            seeds = sorted({int(c["seed"]) for c in configs
-                            if c.get("model") in models and c.get("recipe") == grid0.recipe
-                            and "seed" in c})
+            seeds = sorted(_recorded_seeds(load_grid(name, preset=preset), configs))
             if not seeds:
                 continue
             grid = load_grid(name, preset=preset, seeds=seeds)
