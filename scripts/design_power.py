@@ -10,6 +10,15 @@ how often each claim is supported (adjusted p < alpha, effect in the claimed dir
 
     python scripts/design_power.py                  # n = 3, 4, 5; 20,000 draws
     python scripts/design_power.py --n 4 --draws 2000 --json
+
+The regime scale (issue 28; recipes/claims/wang2022-regime.toml): ``--regime RECORDS --setting
+LABEL`` draws each stem's n seeds as normal at the calibration's mean and sd at that setting
+(3 seeds each: resampling 3 values would understate the spread), Welch's test at the strictest
+Holm step of the regime family (alpha / 9), and reports the accuracy claim's power and the
+seed-variance F test's; the BN / ReLU arms were not calibrated, so their power is not claimed.
+
+    python scripts/design_power.py --regime results/stem-regime-cal.jsonl \
+        --setting "train=10000 epochs=5 batch=64"
 """
 
 from __future__ import annotations
@@ -94,6 +103,36 @@ def power(n: int, draws: int = 20_000, alpha: float = 0.05, seed: int = 0,
             for i, name in enumerate(names) if name in SHOWN}
 
 
+def regime_calibration(path: Path, setting: str) -> dict[str, np.ndarray]:
+    """Final top-1 per stem of the regime calibration's runs at one setting (its label, as
+    ``scripts/regime_criterion.py`` prints it, e.g. ``train=10000 epochs=5 batch=64``)."""
+    want = dict(part.split("=") for part in setting.split())
+    out: dict[str, list[float]] = {}
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if all(str(rec["cell"].get(k)) == v for k, v in want.items()) \
+                and rec["result"]["status"] == "done":
+            out.setdefault(rec["cell"]["stem"], []).append(float(rec["result"]["top1"]))
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def regime_power(n: int, top1: dict[str, np.ndarray], draws: int = 20_000,
+                 alpha: float = 0.05, family: int = 9, seed: int = 0,
+                 resolution: float = 100 / 2000) -> dict[str, float]:
+    """Power of the regime scale's accuracy claim (Welch, conv > patch) and seed-variance claim
+    (F test, conv < patch) at n seeds per arm, each at alpha / family (Holm's strictest step)."""
+    rng = np.random.default_rng(seed)
+    floor = resolution**2 / 12
+    arms = {s: rng.normal(v.mean(), max(v.std(ddof=1), resolution), (draws, n))
+            for s, v in top1.items()}
+    p, diff = _welch(arms["conv"], arms["patch"], floor)
+    f = _f_test(arms["conv"], arms["patch"], floor)
+    level = alpha / family
+    sd_ratio = arms["conv"].std(axis=1, ddof=1) < arms["patch"].std(axis=1, ddof=1)
+    return {"accuracy": float(np.mean((p < level) & (diff > 0))),
+            "stable-seeds": float(np.mean((f < level) & sd_ratio))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, nargs="+", default=[3, 4, 5], help="seeds per arm")
@@ -101,7 +140,18 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="one JSON object per n")
+    parser.add_argument("--regime", type=Path, help="the regime calibration's records")
+    parser.add_argument("--setting", default="train=10000 epochs=5 batch=64")
     args = parser.parse_args()
+    if args.regime is not None:
+        top1 = regime_calibration(args.regime, args.setting)
+        print(f"calibration at {args.setting}: " + ", ".join(
+            f"{k} {v.mean():.2f} ± {v.std(ddof=1):.2f} (n = {len(v)})" for k, v in top1.items()))
+        for n in args.n:
+            row = regime_power(n, top1, args.draws, args.alpha, seed=args.seed)
+            print(json.dumps({"n": n, **row}) if args.json else
+                  f"n = {n}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()))
+        return
     if not args.json:
         print("| n per arm | " + " | ".join(SHOWN) + " |")
         print("|---" * (len(SHOWN) + 1) + "|")

@@ -183,18 +183,17 @@ def test_round_one_two_seed_stem_grid(tmp_path: Path, tables_env: Path) -> None:
     assert res["stable-seeds"].test.sd_a == pytest.approx(100 / 360 / 12 ** 0.5)
     for key in ("bn", "relu", "convs-alone"):
         assert res[key].verdict == "inconclusive" and res[key].seeds_needed is not None
-    assert res["cost"].verdict == "exceeds bound" and res["cost"].cost["extra_gflops"] > 0.1
+    assert res["cost"].verdict == "not tested" and res["cost"].cost["extra_gflops"] > 0.1
     # its assumption is stated, and the count at the narrower stem (docs/paper.md §1: width 64
     # adds 1.36 M params and 1.29 GFLOPs to DeiT-S; width 32 stays within the 10% bound)
     assert "hidden width 64" in res["cost"].statistic
     also = res["cost"].cost["also"]
     assert also["stem_width"] == 32 and 0 < also["extra_params"] < also["extra_gflops"] < 0.1
-    assert "at stem_width 32: +2.3% params, +8.4% GFLOPs (within the bound)" in \
-        res["cost"].statistic
+    assert "at stem_width 32: +2.3% params, +8.4% GFLOPs" in res["cost"].statistic
     assert res["stable-lr"].verdict == "no evidence"
     as_json = runner.invoke(app, ["claims", "accuracy", "--runs-dir", str(tmp_path / "runs"),
                                   "--format", "json"])
-    (record,) = json.loads(as_json.stdout)
+    (record,) = [r for r in json.loads(as_json.stdout) if r["scale_name"] == "quick"]
     assert record["id"] == "accuracy" and record["evidence"]["values_b"] == [61.9, 65.6]
 
 
@@ -211,10 +210,17 @@ def test_spread_claim_counts_a_divergence_as_chance(tmp_path: Path) -> None:
         write_run(runs, cell.model, cell.override_dict, status, value, seed=cell.seed,
                   epoch=2 if value is None else None)
     res = _by_id(evaluate_runs(runs, ids=["stable-warmup"]))["stable-warmup"]
-    # patch seed 0 diverged at warmup 0: 10% (chance on 10 classes) -> spread 60 - 10 = 50
-    assert res.evidence.values_b == pytest.approx([50.0, 21.0])
-    assert res.evidence.values_a == pytest.approx([3.0, 2.1])
-    assert res.p == pytest.approx(sp.ttest_ind([3.0, 2.1], [50.0, 21.0], equal_var=False).pvalue)
+    # patch seed 0 diverged at warmup 0: 10% (chance on 10 classes) -> its spread runs from
+    # 10 to 60 (on the logit scale, the claim's link)
+    from reproduce.report.claims.evidence import logit_top1
+
+    def spread(hi: float, lo: float) -> float:
+        return logit_top1(hi, 360) - logit_top1(lo, 360)
+
+    want_b, want_a = [spread(60.0, 10.0), spread(61.0, 40.0)], [spread(98, 95), spread(98.1, 96)]
+    assert res.evidence.values_b == pytest.approx(want_b)
+    assert res.evidence.values_a == pytest.approx(want_a)
+    assert res.p == pytest.approx(sp.ttest_ind(want_a, want_b, equal_var=False).pvalue)
     assert res.verdict == "inconclusive"  # two seeds, a wide spread of spreads
 
 
@@ -346,7 +352,7 @@ def test_one_calibration_rule_for_the_design_and_each_claims_preset(tmp_path: Pa
     src = cl.claims_path().read_text()
     cs = cl.load_claims()
     assert cs.design is not None and set(cs.design.family) == {
-        c.id for c in cs.claims if c.statistic != "cost"}
+        c.id for c in cs.claims if c.statistic != "cost" and not c.not_testable}
     assert {c.id: c.preset for c in cs.claims}["convs-alone"] == "quick-linear"
     assert cl.calibration_seeds(cs.claims, cs.design, "stem") == set(range(10)) | {200, 201, 202}
     path = tmp_path / "claims.toml"

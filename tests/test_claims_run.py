@@ -40,7 +40,7 @@ def test_claims_name_grids_in_order_and_the_runs_they_share() -> None:
     names = [(g.name, g.preset) for g, _ in grids]
     assert names[:2] == [("stem", "quick"), ("stem", "quick-linear")]
     assert set(names) == {("stem", "quick"), ("stem", "quick-linear"), ("lr", "quick"),
-                          ("warmup", "quick"), ("optimizer", "quick"), ("epochs", "quick"),
+                          ("warmup", "quick"), ("optimizer", "quick"),
                           ("lr-wd-edf", "quick")}
     why = {g.name + "/" + g.preset: ids for g, ids in grids}
     assert why["stem/quick-linear"] == ["convs-alone"] and why["lr/quick"] == ["stable-lr"]
@@ -183,7 +183,7 @@ def test_the_seeds_a_verdict_needs_have_one_source(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args, message", [
     (["nope", "--run"], "no claim nope"),
-    (["--run", "--scale", "huge"], "no scale 'huge': choose quick or imagenet"),
+    (["--run", "--scale", "huge"], "no scale 'huge': choose quick or regime or imagenet"),
     (["--run", "--scale", "imagenet"], "--scale imagenet is a plan for a GPU cluster"),
     (["--dry-run"], "--dry-run and --scale go with --run"),
 ])

@@ -40,6 +40,11 @@ def full_run(ids: list[str] | None, runs_dir: Path, claims_file: Path | None, sc
 
     if scale not in cr.SCALES:
         raise SrvError(f"no scale {scale!r}: choose {' or '.join(cr.SCALES)}")
+    if scale == "regime" and claims_file is None:
+        claims_file = next((p for p in cl.claims_paths()
+                            if cl.load_claims(p).scale.name == "regime"), None)
+        if claims_file is None:
+            raise SrvError("no claims file with [scale] name = \"regime\" in recipes/claims/")
     cs = cl.load_claims(claims_file)
     claims = cr.select_claims(cs, ids)
     if scale == "imagenet":

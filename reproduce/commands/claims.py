@@ -11,11 +11,14 @@ import typer
 from reproduce.commands._options import RunsDirOpt
 from reproduce.commands._records import RecordsOpt
 from reproduce.errors import SrvError, handle_errors
+from reproduce.utils.console import is_terminal
 
 RUN = "The full run (srv claims --run)"
 
 
 class Format(StrEnum):
+    auto = "auto"
+    table = "table"
     markdown = "markdown"
     json = "json"
 
@@ -44,14 +47,18 @@ def claims(
         "--diversity/--no-diversity", help="Measure token diversity from the checkpoints "
                                            "(a few seconds per run).")] = True,
     output: Annotated[Format, typer.Option(
-        "--format", case_sensitive=False, help="markdown (default) or json.")
-    ] = Format.markdown,
+        "--format", case_sensitive=False, help="auto (a table on a terminal, else Markdown), "
+                                               "table, markdown or json.")
+    ] = Format.auto,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="After the table: the decision rule each verdict was reached by "
+                          "(the Markdown report always has it).")] = False,
     force: Annotated[bool, typer.Option(
         "--force", help="Use evidence that mixes code versions, and replace a claims.md that "
                         "rests on more evidence.")] = False,
     claims_file: Annotated[Path | None, typer.Option(
-        "--claims", help="A claims file (default: recipes/claims/wang2022.toml, "
-                         "$SRV_CLAIMS).")] = None,
+        "--claims", help="One claims file (default: every scale's in recipes/claims/, the "
+                         "quick scale's wang2022.toml first; $SRV_CLAIMS: one file).")] = None,
     run: Annotated[bool, typer.Option(
         "--run", rich_help_panel=RUN, help="The full run: train every grid the claims need "
         "(each claim's preset), resumably, then print the report.")] = False,
@@ -59,8 +66,9 @@ def claims(
         "--dry-run", rich_help_panel=RUN, help="With --run: list each grid's cells (done / "
         "pending) and the estimated time; train nothing.")] = False,
     scale: Annotated[str, typer.Option(
-        rich_help_panel=RUN, help="With --run: quick (each claim's CPU preset) or imagenet "
-        "(the paper's scale; only with --dry-run: the runs and GPU-hours per claim).")
+        rich_help_panel=RUN, help="With --run: quick (each claim's CPU preset), regime (issue "
+        "28's Fashion-MNIST scale: recipes/claims/wang2022-regime.toml) or imagenet (the "
+        "paper's scale; only with --dry-run: the runs and GPU-hours per claim).")
     ] = "quick",
     jobs: Annotated[int, typer.Option(
         min=1, rich_help_panel=RUN, help="With --run: cells trained at once (as srv ablate "
@@ -73,16 +81,20 @@ def claims(
         min=1, rich_help_panel=RUN, help="With --scale imagenet: GPUs of the cluster, for the "
         "wall-clock days of each claim.")] = 8,
 ) -> None:
-    """Check each claim of the paper against the finished runs, with a verdict.
+    """Check each claim of the paper against the finished runs, with a verdict, at each scale.
 
-    For each claim: the evidence (grid, cells, n), the statistic (Welch's test or an F test,
-    Holm-corrected over the claims) and a verdict, supported / contradicted / inconclusive
-    (with the seeds needed to decide). Writes tables/claims.md; docs/claims.md says how each
-    claim is made testable."""
+    For each claim: the evidence (grid, cells, n), the statistic (Welch's test, an F test or
+    Wilcoxon's, Holm-corrected over the scale's claims) and a verdict: supported, contradicted,
+    inconclusive (with the seeds needed to decide), not testable (at this scale, with why), no
+    evidence (its runs have not finished) or not tested (cost: numbers, no test). On a terminal a
+    table with one plain sentence per claim; --explain adds the decision rule. Writes
+    <runs-dir>/tables/claims.md (the full report); docs/claims.md says how each claim is made
+    testable."""
     import json
 
     from reproduce.commands._records import output_dir, record_index, write_claims
     from reproduce.report import claims as cl
+    from reproduce.report.claims import scales
 
     if run or dry_run or scale != "quick":
         if not run:
@@ -95,15 +107,18 @@ def claims(
                         gpus):
             return
         ids = None  # the report below is the full one
-    claim_set = cl.load_claims(claims_file)
-    measure = {c.grid for c in claim_set.claims if c.statistic == "diversity"} \
-        if diversity else None
-    index = record_index(runs_dir, records, measure)
-    report = cl.evaluate(index, claim_set, ids=ids or None, grids=grid or None,
-                         presets=preset or None, force=force, diversity=diversity)
-    text = report.text()
+    sets = scales.load_scales([claims_file] if claims_file else cl.claims_paths())
+    index = record_index(runs_dir, records, scales.diversity_grids(sets) if diversity else None)
+    reports = scales.evaluate_scales(index, sets, ids=ids or None, grids=grid or None,
+                                     presets=preset or None, force=force, diversity=diversity)
+    text = scales.render_scales(reports)
+    if output is Format.auto:
+        output = Format.table if is_terminal() else Format.markdown
     if output is Format.json:
-        print(json.dumps([r.to_dict() for r in report.shown], indent=2))
+        print(json.dumps([{**r.to_dict(), "scale_name": rep.scale.name or None}
+                          for rep in reports for r in rep.shown], indent=2))
+    elif output is Format.table:
+        _print_tables(reports, explain)
     else:
         print(text, end="")
     if write and not ids and not grid and not preset:
@@ -112,8 +127,28 @@ def claims(
             # a report from no runs at all would replace the verdicts of an earlier one
             print(f"\nnot written: no finished runs; {target} left as it was")
             return
-        path = write_claims(text, report.family, report.evidence_runs(), target, force)
-        print(f"\nwrote {path}")
+        path = write_claims(text, sum(r.family for r in reports),
+                            len({run for r in reports for run in r.evidence_run_ids()}),
+                            target, force)
+        print(f"\nwrote {path}" + ("" if output is not Format.table or explain else
+                                   " (every number; the decision rule: srv claims --explain)"))
+
+
+def _print_tables(reports: list, explain: bool) -> None:  # noqa: ANN001 (report.Report)
+    """Each scale's claims as a rich table of plain sentences; the rule with --explain."""
+    from rich.console import Console
+
+    from reproduce.report.claims.plain import rich_table
+    from reproduce.report.claims.report import decision_rule
+
+    out = Console()
+    for rep in reports:
+        label = rep.scale.label or rep.scale.name or rep.path.stem
+        regime = " [bold](the paper's regime)[/]" if rep.scale.regime else ""
+        out.print(rich_table(rep, f"{label}{regime}"))
+        if explain:
+            out.print(decision_rule(rep), soft_wrap=False)
+            out.print()
 
 
 def register(app: typer.Typer) -> None:

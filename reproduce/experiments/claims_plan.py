@@ -20,8 +20,9 @@ from reproduce.errors import SrvError
 __all__ = ["SCALES", "arm_cells", "claim_grids", "claim_preset", "imagenet_lines",
            "select_claims"]
 
-#: ``quick``: each claim's own preset (digits on CPU); ``imagenet``: the grids' full presets
-SCALES = ("quick", "imagenet")
+#: ``quick``: each claim's own preset (digits on CPU); ``regime``: the regime claims file's
+#: presets (Fashion-MNIST on CPU, issue 28); ``imagenet``: the grids' full presets
+SCALES = ("quick", "regime", "imagenet")
 
 
 def claim_preset(claim: Any) -> str:
@@ -42,12 +43,12 @@ def select_claims(cs: Any, ids: Sequence[str] | None) -> list[Any]:
 
 def claim_grids(claims: Iterable[Any]) -> list[tuple[Any, list[str]]]:
     """``(grid at the claim's preset, [claim ids])`` per (grid, preset), in claims order; the
-    cost claim (an architecture property) needs none."""
+    cost claim (an architecture property) and a claim not testable at the scale need none."""
     from reproduce.recipes.grids import load_grid
 
     order: dict[tuple[str, str], list[str]] = {}
     for claim in claims:
-        if claim.statistic == "cost":
+        if claim.statistic == "cost" or getattr(claim, "not_testable", ""):
             continue
         order.setdefault((claim.grid, claim_preset(claim)), []).append(claim.id)
     out = []

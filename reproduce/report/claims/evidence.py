@@ -53,6 +53,11 @@ class Evidence:
     #: descriptive, so that the effect of training is visible beside the test
     untrained_a: list[float] = field(default_factory=list)
     untrained_b: list[float] = field(default_factory=list)
+    #: a spread claim's mean top-1 per setting of its axis, per arm (a setting that did not
+    #: train makes the claim not testable: :attr:`~.spec.Claim.min_trained`)
+    settings_a: dict[str, float] = field(default_factory=dict)
+    settings_b: dict[str, float] = field(default_factory=dict)
+    chance: float = 0.0  # top-1 (%) of a guess
 
     @property
     def n(self) -> tuple[int, int]:
@@ -134,10 +139,35 @@ def _per_seed(claim: Claim, grid: Grid, rows: pd.DataFrame) -> tuple[list[float]
                 for _, r in ok.iterrows()]
         if any(a != a for a in accs):
             continue
+        if claim.link == "logit":
+            accs = [logit_top1(a, ok["n_val"].max()) for a in accs]
         values.append(max(accs) - min(accs))
         seeds.append(int(seed))
         runs += list(ok["run"])
     return values, seeds, runs
+
+
+def logit_top1(top1: float, n_val: float | None) -> float:
+    """logit of a top-1 (%), clipped half a val image inside 0 and 100 (a perfect or a zero
+    top-1 has no finite logit): the link of a spread claim with ``link = "logit"``."""
+    import math
+
+    half = 0.5 / float(n_val) if n_val and n_val == n_val else 1e-3
+    p = min(max(top1 / 100.0, half), 1.0 - half)
+    return math.log(p / (1.0 - p))
+
+
+def setting_means(claim: Claim, rows: pd.DataFrame, chance: float) -> dict[str, float]:
+    """One arm's mean top-1 per setting of a spread claim's axis (a diverged run at chance)."""
+    from reproduce.report.records import axis_column
+
+    col = axis_column(claim.axis or "")
+    out: dict[str, list[float]] = {}
+    for _, r in rows[rows["status"].isin(["done", "diverged"])].iterrows():
+        top1 = float(r[claim.metric]) if r["status"] == "done" else chance
+        if top1 == top1:
+            out.setdefault(str(r[col]), []).append(top1)
+    return {k: sum(v) / len(v) for k, v in out.items()}
 
 
 def per_draw(rows: pd.DataFrame, column: str, metric: str, chance: float
@@ -166,10 +196,12 @@ def _paired(claim: Claim, rows_a: pd.DataFrame, rows_b: pd.DataFrame) -> tuple[l
 
 
 def find_evidence(claim: Claim, index: RecordIndex, presets: list[str] | None,
-                   force: bool) -> tuple[Evidence | None, str]:
-    """The evidence over the grid's presets: testable first, then the claim's own preset, then
-    the most seeds in the smaller arm. A calibration preset (``calibration = true``) is never
-    evidence: its runs chose the scale."""
+                   force: bool, exclude: frozenset[str] = frozenset()
+                   ) -> tuple[Evidence | None, str]:
+    """The evidence over the grid's presets (``presets``: only these; ``exclude``: never these,
+    another scale's): testable first, then the claim's own preset, then the most seeds in the
+    smaller arm. A calibration preset (``calibration = true``) is never evidence: its runs
+    chose the scale."""
     from reproduce.recipes.grids import load_grid
     from reproduce.report.records import check_consistent
 
@@ -181,7 +213,7 @@ def find_evidence(claim: Claim, index: RecordIndex, presets: list[str] | None,
                            f"(its axes: {', '.join(sorted(names))}); fix the claims file")
     candidates = []
     for preset in grid0.presets:
-        if presets and preset not in presets:
+        if (presets and preset not in presets) or preset in exclude:
             continue
         found = index.frame(claim.grid, preset)
         if found is None or found[0].calibration:  # a calibration's runs chose the scale
@@ -207,8 +239,14 @@ def find_evidence(claim: Claim, index: RecordIndex, presets: list[str] | None,
         epochs = " / ".join(str(e) for e in sorted({int(e) for e in both["epochs"].dropna()}))
         ev.scale = f"{' / '.join(sorted({str(d) for d in both['dataset'].dropna()}))}, " \
                    f"{epochs} epochs"
+        ev.chance = _chance(rows_a)
         if claim.statistic in ("difference", "seed-variance"):
             ev.diverged = _divergences(claim, rows_a, rows_b, ev)
+        if claim.statistic == "spread":
+            ev.settings_a = setting_means(claim, rows_a, ev.chance)
+            ev.settings_b = setting_means(claim, rows_b, ev.chance)
+            if claim.link == "logit":
+                ev.resolution = 0.0  # a logit has no grid of its own: no variance floor
         if claim.statistic == "difference" and claim.metric == "top1":
             ev.best_a, ev.best_b = (_best(rows, runs) for rows, runs in ((rows_a, ra),
                                                                           (rows_b, rb)))

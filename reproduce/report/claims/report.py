@@ -9,7 +9,7 @@ from pathlib import Path
 
 from reproduce.errors import SrvError
 from reproduce.report.claims.evidence import find_evidence, hint, measure_diversity
-from reproduce.report.claims.spec import VERDICTS, Claim, ClaimSet, Design, load_claims
+from reproduce.report.claims.spec import Claim, ClaimSet, Design, Scale, Verdict, load_claims
 from reproduce.report.claims.verdicts import (
     Result,
     cost_result,
@@ -17,10 +17,11 @@ from reproduce.report.claims.verdicts import (
     no_test_reason,
     run_test,
     statistic_text,
+    untrained_setting,
 )
 from reproduce.report.records import RecordIndex
 
-__all__ = ["Report", "evaluate", "render_markdown"]
+__all__ = ["Report", "evaluate", "render_markdown", "decision_rule"]
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Report:
     path: Path
     shown_ids: set[str] | None = None  # None: all
     design: Design | None = None
+    scale: Scale = Scale()
 
     @property
     def shown(self) -> list[Result]:
@@ -43,10 +45,14 @@ class Report:
     def text(self) -> str:
         return render_markdown(self)
 
-    def evidence_runs(self) -> int:
+    def evidence_run_ids(self) -> set[str]:
         """The distinct runs the claims' evidence rests on."""
-        return len({run for r in self.results if r.evidence
-                    for run in r.evidence.runs_a + r.evidence.runs_b})
+        return {run for r in self.results if r.evidence
+                for run in r.evidence.runs_a + r.evidence.runs_b}
+
+    def evidence_runs(self) -> int:
+        """How many distinct runs the claims' evidence rests on."""
+        return len(self.evidence_run_ids())
 
 
 def _design_text(report: Report) -> str:
@@ -74,7 +80,36 @@ def _paired_text(report: Report) -> str:
             "it (a normal approximation over Wilcoxon's efficiency 3 / π, not a simulation).")
 
 
-def render_markdown(report: Report, only: set[str] | None = None) -> str:
+def decision_rule(report: Report) -> str:
+    """How the verdicts were reached (the Markdown report's last paragraph; ``srv claims
+    --explain`` on a terminal): the family, Holm, alpha, what each verdict means, the design."""
+    commits = sorted({c for r in report.results if r.evidence for c in r.evidence.commits})
+    fam = report.family
+    return (
+        (f"Decision rule: the p-values of all {fam} tested claim{'s' if fam != 1 else ''} "
+         if fam else "Decision rule (no claim has a test yet): the p-values of the tested "
+         "claims ")
+        + f"are Holm-adjusted together, whichever are shown (cost is stated, never tested; a "
+        f"claim pre-registered not testable at this scale is not in the family); "
+        f"supported = adjusted "
+        f"p < {report.alpha:g} with the effect in the claimed direction, contradicted = adjusted "
+        f"p < {report.alpha:g} against it; otherwise inconclusive, with the seeds per arm that "
+        f"would give power {report.power:g} at the observed effect and spread (post-hoc, by "
+        f"simulating Welch's test, at α = {report.alpha:g}/{max(1, fam)}). A verdict is about "
+        f"the scale in its cell, not about ImageNet. An arm with n = 1 has no variance: no test, "
+        f"no verdict. Final-epoch top-1 is tested (the paper reports peak accuracy; best-epoch "
+        f"top-1 is shown beside it). A diverged run counts as chance-level top-1. Variances are "
+        f"floored at the resolution of top-1 (h² / 12, h = 100 / val images). The F test at a "
+        f"few seeds per arm is descriptive. Evidence: of the grid presets with a test, the "
+        f"claim's own, else the one with the most seeds per arm (others listed). Intervals: "
+        f"95%, Welch (difference of means) or F (variance ratio).{_paired_text(report)}"
+        f"{_design_text(report)} Code: "
+        f"{'git ' + ', '.join(commits) if commits else 'no git commit recorded'}. How each "
+        f"claim is made testable: docs/claims.md.")
+
+
+def render_markdown(report: Report, only: set[str] | None = None,
+                    heading: str = "## Does the claim reproduce?") -> str:
     """The claims report for the shown claims (``only`` narrows them further); the decision rule
     names the whole family, which filters never change."""
     import pandas as pd
@@ -95,48 +130,33 @@ def render_markdown(report: Report, only: set[str] | None = None) -> str:
                      esc(r.statistic or "—")])
     frame = pd.DataFrame(rows, columns=["id", "verdict", "claim", "evidence", "statistic"])
     body = frame.to_markdown(index=False, disable_numparse=True)
-    counts = {v: sum(r.verdict == v for r in shown) for v in VERDICTS}
+    counts = {v.value: sum(r.verdict == v for r in shown) for v in Verdict}
     summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     if len(shown) != len(report.results):
         summary += (f" (the {len(shown)} claims shown; all {len(report.results)}: srv claims, "
                     f"tables/claims.md)")
-    commits = sorted({c for r in report.results if r.evidence for c in r.evidence.commits})
-    fam = report.family
     lines = [
-        "## Does the claim reproduce?", "",
+        heading, "",
         f"Wang et al. 2022's claims (docs/paper.md §1; {report.path.name}) checked against "
         f"{report.source}: {summary}.", "",
         body, "",
-        (f"Decision rule: the p-values of all {fam} tested claim{'s' if fam != 1 else ''} "
-         if fam else "Decision rule (no claim has a test yet): the p-values of the tested "
-         "claims ")
-        + f"are Holm-adjusted together, whichever are shown (cost is stated, never tested); "
-        f"supported = adjusted "
-        f"p < {report.alpha:g} with the effect in the claimed direction, contradicted = adjusted "
-        f"p < {report.alpha:g} against it; otherwise inconclusive, with the seeds per arm that "
-        f"would give power {report.power:g} at the observed effect and spread (post-hoc, by "
-        f"simulating Welch's test, at α = {report.alpha:g}/{max(1, fam)}). A verdict is about "
-        f"the scale in its cell, not about ImageNet. An arm with n = 1 has no variance: no test, "
-        f"no verdict. Final-epoch top-1 is tested (the paper reports peak accuracy; best-epoch "
-        f"top-1 is shown beside it). A diverged run counts as chance-level top-1. Variances are "
-        f"floored at the resolution of top-1 (h² / 12, h = 100 / val images). The F test at a "
-        f"few seeds per arm is descriptive. Evidence: of the grid presets with a test, the "
-        f"claim's own, else the one with the most seeds per arm (others listed). Intervals: "
-        f"95%, Welch (difference of means) or F (variance ratio).{_paired_text(report)}"
-        f"{_design_text(report)} Code: "
-        f"{'git ' + ', '.join(commits) if commits else 'no git commit recorded'}. How each "
-        f"claim is made testable: docs/claims.md.",
+        decision_rule(report),
     ]
     return "\n".join(lines) + "\n"
 
 
 def _result(claim: Claim, index: RecordIndex, presets: list[str] | None, force: bool,
-            measure: bool) -> tuple[Result, bool]:
+            measure: bool, exclude: frozenset[str] = frozenset()) -> tuple[Result, bool]:
     """The claim's result before the Holm step, and whether it is a family member whose p is
     unknown (testable, but its measurement was skipped)."""
-    ev, why = find_evidence(claim, index, presets, force)
+    if claim.not_testable:
+        return Result(claim, None, Verdict.NOT_TESTABLE, reason=claim.not_testable), False
+    ev, why = find_evidence(claim, index, presets, force, exclude)
     if ev is None:
         return Result(claim, None, reason=why), False
+    broken = untrained_setting(claim, ev)
+    if broken and min(ev.n) >= 2:
+        return Result(claim, ev, Verdict.NOT_TESTABLE, reason=broken), False
     if claim.statistic == "diversity" and not measure:
         testable = min(ev.n) >= 2
         return Result(claim, None, reason="skipped (--no-diversity)"
@@ -152,7 +172,7 @@ def _result(claim: Claim, index: RecordIndex, presets: list[str] | None, force: 
                                                                 ev.runs_b) else
                          f"no finished run of {missing}; run: {hint(claim)}")
     elif min(na, nb) < 2:
-        result.verdict = "inconclusive"
+        result.verdict = Verdict.INCONCLUSIVE
         result.reason = (f"one paired draw, so no test; run more draws (srv ablate {claim.grid} "
                          f"--preset {ev.preset} --samples 16)" if claim.statistic == "paired-edf"
                          else f"n = {na} + {nb}: one seed has no variance, so no test and no "
@@ -161,7 +181,7 @@ def _result(claim: Claim, index: RecordIndex, presets: list[str] | None, force: 
     else:
         result.test = run_test(claim, ev)
         if result.test is None:
-            result.verdict = "inconclusive"
+            result.verdict = Verdict.INCONCLUSIVE
             result.reason = no_test_reason(ev, claim.statistic)
         else:
             result.statistic = statistic_text(claim, ev, result.test)
@@ -171,13 +191,17 @@ def _result(claim: Claim, index: RecordIndex, presets: list[str] | None, force: 
 def evaluate(index: RecordIndex, claims: ClaimSet | None = None,
              ids: list[str] | None = None, grids: list[str] | None = None,
              presets: list[str] | None = None, force: bool = False,
-             diversity: bool = True) -> Report:
+             diversity: bool = True, exclude: frozenset[str] = frozenset()) -> Report:
     """Every claim against the run records of ``index``; ``ids`` / ``grids`` only choose which are
     shown. The Holm family is every claim that gets a test: ``presets`` limits the evidence, but
     a claim testable only at another preset still joins the family with its best evidence there;
     ``diversity=False`` skips loading checkpoints, and a testable diversity claim then counts in
-    the family at p = 1 (so the others' adjusted p-values can only be larger, never smaller)."""
+    the family at p = 1 (so the others' adjusted p-values can only be larger, never smaller).
+    Evidence comes from the claims file's scale presets when it names them, else from any
+    preset but ``exclude`` (another scale's)."""
     cs = claims or load_claims()
+    if cs.scale.presets and not presets:
+        presets = list(cs.scale.presets)
     if ids:
         unknown = sorted(set(ids) - {c.id for c in cs.claims})
         if unknown:
@@ -192,14 +216,14 @@ def evaluate(index: RecordIndex, claims: ClaimSet | None = None,
         if claim.statistic == "cost":
             results.append(cost_result(claim))
             continue
-        result, unknown_p = _result(claim, index, presets, force, diversity)
+        result, unknown_p = _result(claim, index, presets, force, diversity, exclude)
         untested += unknown_p
-        if presets and result.test is None and not unknown_p:
-            other, other_unknown = _result(claim, index, None, force, diversity)
+        if (presets and not cs.scale.presets and result.test is None and not unknown_p):
+            other, other_unknown = _result(claim, index, None, force, diversity, exclude)
             if other.test is not None:
                 hidden.append(other)
             untested += other_unknown
         results.append(result)
     family = decide(results + hidden, cs, untested)
     return Report(results, cs.alpha, cs.power, family, index.source, cs.path, shown,
-                  cs.design)
+                  cs.design, cs.scale)

@@ -15,21 +15,37 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from reproduce.errors import SrvError
 
-__all__ = ["STATISTICS", "VERDICTS", "Claim", "ClaimSet", "Design", "calibration_seeds",
-           "claims_path", "load_claims"]
+__all__ = ["STATISTICS", "VERDICTS", "LINKS", "Verdict", "Claim", "ClaimSet", "Design",
+           "Scale", "calibration_seeds", "claims_path", "claims_paths", "load_claims"]
 
 STATISTICS = ("difference", "spread", "seed-variance", "diversity", "cost", "paired-edf")
 EXPECT = ("greater", "less")
-VERDICTS = ("supported", "contradicted", "inconclusive", "no evidence", "within bound",
-            "exceeds bound")
+LINKS = ("identity", "logit")  # the scale a spread is measured on (issue 28 (3))
+
+
+class Verdict(StrEnum):
+    """What a claim's check concluded (docs/claims.md, "Reading the verdicts")."""
+
+    SUPPORTED = "supported"  # Holm-adjusted p < alpha, effect in the claimed direction
+    CONTRADICTED = "contradicted"  # Holm-adjusted p < alpha, effect against the claim
+    INCONCLUSIVE = "inconclusive"  # tested, not decided: the seeds that would decide it
+    NOT_TESTABLE = "not testable"  # pre-registered: this scale cannot test the claim
+    NO_EVIDENCE = "no evidence"  # the runs it needs have not finished
+    NOT_TESTED = "not tested"  # stated numbers, no test (cost: a property of the architecture)
+
+
+VERDICTS = tuple(v.value for v in Verdict)
 _CLAIM_KEYS = {"id", "text", "paper", "grid", "statistic", "a", "b", "expect", "metric", "axis",
-               "models", "max_extra", "also", "preset", "calibration", "calibration_seeds"}
-_TOP_KEYS = {"alpha", "power", "claim", "design"}
+               "models", "max_extra", "also", "preset", "calibration", "calibration_seeds",
+               "link", "not_testable", "min_trained"}
+_TOP_KEYS = {"alpha", "power", "claim", "design", "scale"}
+_SCALE_KEYS = {"name", "label", "regime", "presets", "omitted"}
 _DESIGN_KEYS = {"grid", "preset", "scale", "seeds", "calibration", "calibration_seeds", "family",
                 "main"}
 
@@ -58,6 +74,28 @@ class Claim:
     preset: str | None = None
     calibration: str = ""
     calibration_seeds: tuple[int, ...] = ()
+    #: a spread's link: ``logit`` measures each seed's spread on logit(top-1) (seed variance
+    #: scales with p(1 - p), so equal spreads at 90% and 42% are not equal stability)
+    link: str = "identity"
+    #: pre-registered "not testable" at this scale, with the reason (no test, not in the family)
+    not_testable: str = ""
+    #: a spread claim is not testable when an arm's mean top-1 at some setting keeps less than
+    #: this share of its best setting's above-chance top-1 (that setting did not train: the
+    #: spread would measure a broken run, issue 28 (3))
+    min_trained: float | None = None
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The scale a claims file tests at: its name and label in the report, whether it is the
+    paper's regime (both stems trained, a few points apart), the presets its evidence may come
+    from (none: every preset but another scale's) and the claims it leaves out, with why."""
+
+    name: str = ""
+    label: str = ""
+    regime: bool = False
+    presets: tuple[str, ...] = ()
+    omitted: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -83,6 +121,16 @@ class ClaimSet:
     power: float
     path: Path
     design: Design | None = None
+    scale: Scale = field(default_factory=Scale)
+
+
+def claims_paths() -> list[Path]:
+    """``$SRV_CLAIMS`` (one file), else every claims file of the paper in ``recipes/claims/``:
+    one per scale (the quick scale's ``wang2022.toml`` first)."""
+    if os.environ.get("SRV_CLAIMS"):
+        return [claims_path()]
+    folder = claims_path().parent
+    return sorted(folder.glob("*.toml"), key=lambda p: (p != claims_path(), p.name))
 
 
 def claims_path() -> Path:
@@ -145,6 +193,10 @@ def load_claims(path: Path | str | None = None) -> ClaimSet:
             continue
         if not isinstance(spec.get("a"), dict) or not isinstance(spec.get("b"), dict):
             raise SrvError(f"{where}: needs the two arms a = {{ axis = label }} and b = {{...}}")
+        link = str(spec.get("link", "identity"))
+        if link not in LINKS or (link != "identity" and statistic != "spread"):
+            raise SrvError(f"{where}: link {link!r}: a spread claim takes link = "
+                           f"{' or '.join(repr(v) for v in LINKS)}")
         if statistic in ("spread", "paired-edf") and not spec.get("axis"):
             raise SrvError(f"{where}: a {statistic} claim needs axis = '<the axis to "
                            f"{'spread over' if statistic == 'spread' else 'pair by'}>'")
@@ -156,13 +208,31 @@ def load_claims(path: Path | str | None = None) -> ClaimSet:
                             calibration=str(spec.get("calibration", "")),
                             calibration_seeds=tuple(_seed_list(
                                 spec.get("calibration_seeds", []), where,
-                                "calibration_seeds"))))
+                                "calibration_seeds")),
+                            link=link, not_testable=str(spec.get("not_testable", "")),
+                            min_trained=(float(spec["min_trained"]) if "min_trained" in spec
+                                         else None)))
     ids = [c.id for c in claims]
     if len(set(ids)) != len(ids):
         raise SrvError(f"{path}: claim ids must be unique")
     design = _load_design(doc.get("design"), path, claims)
     _check_fresh_seeds(claims, design, path)
-    return ClaimSet(claims, alpha, power, path, design)
+    return ClaimSet(claims, alpha, power, path, design, _load_scale(doc.get("scale"), path))
+
+
+def _load_scale(spec: Any, path: Path) -> Scale:
+    """The ``[scale]`` table (optional): name, label, regime, presets, omitted."""
+    if spec is None:
+        return Scale()
+    where = f"{path} [scale]"
+    if not isinstance(spec, dict) or set(spec) - _SCALE_KEYS:
+        raise SrvError(f"{where}: a table with keys {', '.join(sorted(_SCALE_KEYS))}")
+    omitted = spec.get("omitted", {})
+    if not isinstance(omitted, dict):
+        raise SrvError(f"{where}: omitted = {{ claim-id = \"why\" }}")
+    return Scale(str(spec.get("name", "")), str(spec.get("label", "")),
+                 bool(spec.get("regime", False)), tuple(map(str, spec.get("presets", []))),
+                 {str(k): str(v) for k, v in omitted.items()})
 
 
 def _seed_list(value: Any, where: str, name: str) -> list[int]:
@@ -211,7 +281,8 @@ def _check_fresh_seeds(claims: list[Claim], design: Design | None, path: Path) -
 def _load_design(spec: Any, path: Path, claims: list[Claim]) -> Design | None:
     """The ``[design]`` table, checked: known keys, integer seeds, claim ids that exist, and a
     family that is every claim a test can decide (Holm's family in :func:`~.verdicts.decide`:
-    every claim but ``cost``). Its seeds are checked by :func:`_check_fresh_seeds`."""
+    every claim but ``cost`` and those pre-registered not testable). Its seeds are checked by
+    :func:`_check_fresh_seeds`."""
     if spec is None:
         return None
     where = f"{path} [design]"
@@ -231,7 +302,7 @@ def _load_design(spec: Any, path: Path, claims: list[Claim]) -> Design | None:
     unknown_ids = sorted(set(family + main) - set(ids))
     if unknown_ids:
         raise SrvError(f"{where}: no claim {', '.join(unknown_ids)}; claims: {', '.join(ids)}")
-    testable = [c.id for c in claims if c.statistic != "cost"]
+    testable = [c.id for c in claims if c.statistic != "cost" and not c.not_testable]
     missing = [i for i in testable if i not in family]
     if family and missing:
         raise SrvError(f"{where}: family lacks {', '.join(missing)}; Holm's family is every "

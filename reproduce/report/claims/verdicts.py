@@ -7,8 +7,10 @@ seeds a claim that is not decided would need.
   observed effect and spread (post-hoc, at alpha / family size, the strictest Holm step; noisy
   at n = 3 because the observed effect and spread are); an arm with one finished seed has no
   variance, so no test, no verdict and no estimate;
-* ``cost`` is not a test: **within** or **exceeds our bound** (our reading of "few"; the paper
-  publishes no figure to test against).
+* **not testable**: pre-registered for this scale (``not_testable``), or an arm's setting did not
+  train (``min_trained``): no test, not in the family;
+* ``cost`` is **not tested**: its numbers are stated (the paper publishes no figure to test
+  against, and a bound of ours would be a verdict of ours).
 
 The Holm family is every claim that got a test from the runs, whatever a command shows.
 """
@@ -21,9 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reproduce.report.claims.evidence import Evidence
-from reproduce.report.claims.spec import Claim, ClaimSet
+from reproduce.report.claims.spec import Claim, ClaimSet, Verdict
 
-__all__ = ["Result", "run_test", "decide", "cost_result", "p_text"]
+__all__ = ["Result", "run_test", "decide", "cost_result", "p_text", "untrained_setting",
+           "EDF_MARGIN"]
+
+#: a paired-edf claim's dispersion: each stem's share of draws within this many points of its
+#: own best top-1 error (issue 28 (3): how much of the (lr, wd) space trains near the best)
+EDF_MARGIN = 5.0
 
 
 @dataclass
@@ -32,7 +39,7 @@ class Result:
 
     claim: Claim
     evidence: Evidence | None
-    verdict: str = "no evidence"
+    verdict: Verdict = Verdict.NO_EVIDENCE
     test: Any = None  # stats.Difference | stats.VarianceRatio | None
     p_holm: float | None = None
     seeds_needed: int | None = None
@@ -54,20 +61,16 @@ class Result:
         return f"{ev.scale}, n = {na if na == nb else f'{na} + {nb}'}"
 
     def verdict_text(self) -> str:
-        if self.verdict in ("supported", "contradicted"):
+        if self.verdict in (Verdict.SUPPORTED, Verdict.CONTRADICTED):
             return f"**{self.verdict}** ({self.scale})" if self.scale else f"**{self.verdict}**"
-        if self.verdict in ("within bound", "exceeds bound"):
-            bound = self.cost.get("max_extra", 0.0)
-            word = "within" if self.verdict == "within bound" else "exceeds"
-            return f"**{word} our {bound:.0%} bound** (DeiT-S, 224x224; not a test)"
-        if self.verdict == "inconclusive":
-            return f"inconclusive: {self.reason}"
-        return f"no evidence: {self.reason}"
+        if self.verdict is Verdict.NOT_TESTED:
+            return "not tested: the numbers are stated (DeiT-S, 224x224)"
+        return f"{self.verdict}: {self.reason}"
 
     def to_dict(self) -> dict[str, Any]:
         ev = self.evidence
         return {
-            "id": self.claim.id, "claim": self.claim.text, "verdict": self.verdict,
+            "id": self.claim.id, "claim": self.claim.text, "verdict": str(self.verdict),
             "scale": self.scale or None,
             "statistic": self.statistic, "p": self.p, "p_holm": self.p_holm,
             "seeds_needed": self.seeds_needed, "reason": self.reason or None,
@@ -100,11 +103,14 @@ def statistic_text(claim: Claim, ev: Evidence, test: Any) -> str:
     first and its p given as a descriptive figure. A paired-edf claim gives the two arms' error
     distributions over the draws (medians, EDF at the pooled median) and the signed-rank test."""
     if claim.statistic == "paired-edf":
+        near_a, near_b = (near_best(v) for v in (ev.values_a, ev.values_b))
         return (f"top-1 error over {test.n} paired (lr, wd) draws: median {test.median_a:.1f} vs "
                 f"{test.median_b:.1f}, mean Δ {test.diff:+.1f} [{test.low:.1f}, "
                 f"{test.high:.1f}]; draws with error <= {test.threshold:.1f} (the pooled "
                 f"median): {test.under_a:.0%} vs {test.under_b:.0%}; {test.describe()}, "
-                f"p {p_text(test.p)}")
+                f"p {p_text(test.p)}; dispersion (not tested): draws within "
+                f"{EDF_MARGIN:g} points of the stem's own best error {near_a:.0%} vs "
+                f"{near_b:.0%}")
     if claim.statistic == "seed-variance":
         ratio = "inf" if math.isinf(test.ratio) else f"{test.ratio:.2g}"
         ci = "" if math.isinf(test.ratio) else f" [{test.low:.2g}, {test.high:.2g}]"
@@ -113,10 +119,14 @@ def statistic_text(claim: Claim, ev: Evidence, test: Any) -> str:
                 f"{test.n_b - 1}) test p {p_text(test.p)}")
     unit = {"difference": f"{claim.metric.replace('best_top1', 'best-epoch top-1')}"
                           .replace("top1", "final-epoch top-1"),
-            "spread": f"spread of top-1 over {claim.axis} (max - min)",
+            "spread": (f"spread of logit top-1 over {claim.axis} (max - min)"
+                       if claim.link == "logit" else
+                       f"spread of top-1 over {claim.axis} (max - min)"),
             "diversity": "effective rank"}[claim.statistic]
-    text = (f"{unit}: {test.mean_a:.1f} vs {test.mean_b:.1f}, Δ {test.diff:+.1f} "
-            f"[{test.low:.1f}, {test.high:.1f}]; {test.describe()}, p {p_text(test.p)}")
+    digits = 2 if claim.link == "logit" else 1
+    text = (f"{unit}: {test.mean_a:.{digits}f} vs {test.mean_b:.{digits}f}, Δ "
+            f"{test.diff:+.{digits}f} [{test.low:.{digits}f}, {test.high:.{digits}f}]; "
+            f"{test.describe()}, p {p_text(test.p)}")
     if ev.untrained_a and ev.untrained_b:
         text += (f"; untrained (same seeds and images) {_mean(ev.untrained_a):.1f} vs "
                  f"{_mean(ev.untrained_b):.1f}")
@@ -124,6 +134,36 @@ def statistic_text(claim: Claim, ev: Evidence, test: Any) -> str:
         text += (f"; best-epoch top-1 {_mean(ev.best_a):.1f} vs {_mean(ev.best_b):.1f} "
                  f"(Δ {_mean(ev.best_a) - _mean(ev.best_b):+.1f}, not tested)")
     return text
+
+
+def near_best(errors: list[float], margin: float = EDF_MARGIN) -> float:
+    """The share of draws whose top-1 error is within ``margin`` points of the arm's best."""
+    if not errors:
+        return 0.0
+    best = min(errors)
+    return sum(e <= best + margin for e in errors) / len(errors)
+
+
+def untrained_setting(claim: Claim, ev: Evidence) -> str:
+    """Why a spread claim is not testable on this evidence (empty: it is): an arm's setting whose
+    mean top-1 keeps less than ``claim.min_trained`` of the arm's best setting's above-chance
+    top-1 did not train, and a spread over it measures a broken run, not sensitivity."""
+    if claim.min_trained is None or claim.statistic != "spread":
+        return ""
+    broken = []
+    for name, means in ((ev.a_name, ev.settings_a), (ev.b_name, ev.settings_b)):
+        if not means:
+            continue
+        best = max(means.values())
+        for setting, mean in means.items():
+            kept = (mean - ev.chance) / (best - ev.chance) if best > ev.chance else 0.0
+            if kept < claim.min_trained:
+                broken.append(f"{name} at {setting}: {mean:.1f} top-1 keeps {kept:.0%} of its "
+                              f"best's {best - ev.chance:.1f} points above chance")
+    if not broken:
+        return ""
+    return (f"a setting did not train ({'; '.join(broken)}; < {claim.min_trained:.0%}): the "
+            f"spread would measure a broken run, not sensitivity")
 
 
 def run_test(claim: Claim, ev: Evidence) -> Any:
@@ -184,9 +224,9 @@ def decide(results: list[Result], cs: ClaimSet, untested: int = 0) -> int:
         head, sep, best = r.statistic[:cut], "", r.statistic[cut:]
         r.statistic = f"{head}, Holm p {p_text(r.p_holm)}{sep}{best}"
         if r.p_holm is not None and r.p_holm < cs.alpha and direction != 0:
-            r.verdict = "supported" if direction > 0 else "contradicted"
+            r.verdict = Verdict.SUPPORTED if direction > 0 else Verdict.CONTRADICTED
             continue
-        r.verdict = "inconclusive"
+        r.verdict = Verdict.INCONCLUSIVE
         level = cs.alpha / m
         ev = r.evidence
         n_text = f"n = {ev.n[0]} + {ev.n[1]}" if ev else "these seeds"
@@ -236,17 +276,17 @@ def _count(model: str) -> Any:
 
 
 def cost_result(claim: Claim) -> Result:
-    """The cost claim: extra params and GFLOPs against the claim's bound (no seeds, no test)."""
+    """The cost claim: extra params and GFLOPs, stated (no seeds, no test, no verdict); the
+    claim's bound (our reading of "few") is shown beside them."""
     with_m, without_m = claim.models or ("", "")
     a, b = _count(with_m), _count(without_m)
     extra_p, extra_f = a.params_m / b.params_m - 1, a.gflops / b.gflops - 1
     bound = claim.max_extra or 0.0
-    ok = extra_p <= bound and extra_f <= bound
     ev = Evidence(claim.grid, "catalogue", with_m, without_m, [], [], [], [],
                   notes=["fvcore count of the architecture; no seeds involved"])
     text = (f"{extra_p:+.1%} params ({a.params_m:.2f} vs {b.params_m:.2f} M), {extra_f:+.1%} "
-            f"GFLOPs ({a.gflops:.2f} vs {b.gflops:.2f}); bound +{bound:.0%} (our reading of "
-            f"\"few\"); {_assumption(with_m)}")
+            f"GFLOPs ({a.gflops:.2f} vs {b.gflops:.2f}); our reading of \"few\" would be "
+            f"+{bound:.0%}; {_assumption(with_m)}")
     cost: dict[str, Any] = {"params_m": [a.params_m, b.params_m], "gflops": [a.gflops, b.gflops],
                             "extra_params": extra_p, "extra_gflops": extra_f, "max_extra": bound}
     if claim.also:
@@ -254,13 +294,10 @@ def cost_result(claim: Claim) -> Result:
 
         alt = count(with_m, **claim.also)
         alt_p, alt_f = alt.params_m / b.params_m - 1, alt.gflops / b.gflops - 1
-        within = "within" if alt_p <= bound and alt_f <= bound else "beyond"
         args = ", ".join(f"{k} {v}" for k, v in claim.also.items())
-        text += (f"; at {args}: {alt_p:+.1%} params, {alt_f:+.1%} GFLOPs ({within} the "
-                 f"bound)")
+        text += f"; at {args}: {alt_p:+.1%} params, {alt_f:+.1%} GFLOPs"
         cost["also"] = {**claim.also, "extra_params": alt_p, "extra_gflops": alt_f}
-    return Result(claim, ev, "within bound" if ok else "exceeds bound", statistic=text,
-                  cost=cost)
+    return Result(claim, ev, Verdict.NOT_TESTED, statistic=text, cost=cost)
 
 
 def _assumption(model: str) -> str:

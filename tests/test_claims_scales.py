@@ -1,0 +1,137 @@
+"""The claims as a person reads them and at two scales: the terminal table of plain sentences
+(issue 29 (5)), the stability statistics fixed for the regime scale (logit link, a setting that
+did not train, not testable, cost stated), and the two scales side by side (issue 28 (3), (4))."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from conftest import REPO, evaluate_runs
+from test_claims import QUICK, write_grid_runs
+from test_tables import tables_env, write_run  # noqa: F401 - a fixture
+from typer.testing import CliRunner
+
+from reproduce.cli import app
+from reproduce.recipes.grids import load_grid
+from reproduce.report import claims as cl
+from reproduce.report.claims.evidence import logit_top1
+from reproduce.report.claims.plain import chance_text
+
+runner = CliRunner()
+QUICK_FILE = REPO / "recipes" / "claims" / "wang2022.toml"
+REGIME_FILE = REPO / "recipes" / "claims" / "wang2022-regime.toml"
+
+
+def _by_id(report: cl.Report) -> dict[str, cl.Result]:
+    return {r.claim.id: r for r in report.results}
+
+
+def _grid_runs(runs: Path, grid: str, preset: str, top1: dict[tuple[str, str], list[float]],
+               axis: str) -> None:
+    """Finished runs of ``grid`` at ``preset``: top1[(stem, axis label)][i] is seed i's."""
+    n = max(len(v) for v in top1.values())
+    for cell in load_grid(grid, preset=preset, seeds=list(range(n))).cells():
+        values = top1[(cell.label_dict["stem"], cell.label_dict[axis])]
+        write_run(runs, cell.model, cell.override_dict, "done", values[cell.seed],
+                  seed=cell.seed)
+
+
+def test_on_a_terminal_each_claim_is_one_plain_sentence(tmp_path: Path) -> None:
+    write_grid_runs(tmp_path / "runs", "stem", "quick", QUICK)
+    args = ["claims", "--runs-dir", str(tmp_path / "runs"), "--claims", str(QUICK_FILE),
+            "--no-diversity", "--no-write", "--format", "table"]
+    result = runner.invoke(app, args, env={"COLUMNS": "100"})
+    assert result.exit_code == 0, result.output
+    out = re.sub(r"[│┃\s]+", " ", result.output)
+    # the accuracy claim: the difference in points and how often chance gives it
+    diff = sum(QUICK["conv"]) / 3 - sum(QUICK["patch"]) / 3
+    assert (f"Conv, BN + ReLU (scaled ReLU) is {diff:.1f} points better than patchify" in out)
+    assert "arises by chance less than 1 time in 1,000" in out
+    assert "Decision rule" not in out and "| id" not in result.output  # no Markdown, no rule
+    assert max(len(line) for line in result.output.splitlines()) <= 100
+    explained = runner.invoke(app, [*args, "--explain"], env={"COLUMNS": "100"})
+    assert explained.exit_code == 0 and "Decision rule" in explained.output
+
+
+def test_the_help_names_every_verdict() -> None:
+    result = runner.invoke(app, ["claims", "--help"], env={"COLUMNS": "100"})
+    text = re.sub(r"[│\s]+", " ", result.output)
+    for verdict in cl.Verdict:
+        assert str(verdict) in text, verdict
+
+
+def test_chance_in_words() -> None:
+    assert chance_text(0.0004) == "a difference this large arises by chance less than 1 time " \
+                                  "in 1,000"
+    assert chance_text(0.05) == "a difference this large arises by chance about 1 time in 20"
+    assert chance_text(0.7).endswith("often arises by chance")
+
+
+def test_cost_is_stated_never_counted_as_a_test(tmp_path: Path) -> None:
+    (tmp_path / "runs").mkdir()
+    report = evaluate_runs(tmp_path / "runs", cl.load_claims(QUICK_FILE), ids=["cost"],
+                           diversity=False)
+    cost = _by_id(report)["cost"]
+    assert cost.verdict is cl.Verdict.NOT_TESTED and cost.test is None
+    assert report.family == 0 and "no claim has a test yet" in report.text()
+    assert "+28.2% GFLOPs" in cost.statistic and "1 not tested" in report.text()
+
+
+def test_a_spread_on_the_logit_scale(tmp_path: Path) -> None:
+    """stable-lr measures each seed's drop from its best lr on logit(top-1): 90 -> 80 is a
+    bigger drop than 50 -> 40 although both are 10 points."""
+    lrs = load_grid("lr", preset="quick").axis("lr").labels
+    conv = [90.0, 80.0, 85.0, 88.0]
+    patch = [50.0, 40.0, 45.0, 48.0]
+    top1 = {(stem, lr): [v[i] + s * 0.5 for s in range(3)]
+            for stem, v in (("conv", conv), ("patch", patch)) for i, lr in enumerate(lrs)}
+    _grid_runs(tmp_path / "runs", "lr", "quick", top1, "lr")
+    res = _by_id(evaluate_runs(tmp_path / "runs", cl.load_claims(QUICK_FILE),
+                               diversity=False))["stable-lr"]
+    assert res.evidence is not None and res.test is not None
+    want_conv = logit_top1(90.0, 360) - logit_top1(80.0, 360)
+    assert all(math.isclose(v, want_conv, rel_tol=0.1) for v in res.evidence.values_a)
+    assert res.test.diff > 0  # the conv-stem drops more on the logit scale
+    assert "spread of logit top-1 over lr" in res.statistic
+    assert logit_top1(100.0, 360) < math.inf and logit_top1(0.0, 360) > -math.inf
+
+
+def test_a_setting_that_did_not_train_makes_the_claim_not_testable(tmp_path: Path) -> None:
+    """SGD at an untuned lr trains neither stem: stable-optimizer is not testable (issue 28),
+    and out of the Holm family, where it used to be contradicted."""
+    top1 = {("conv", "adamw"): [90.0, 91.0, 89.0], ("conv", "sgd"): [30.0, 33.0, 31.0],
+            ("conv", "sam"): [90.5, 90.0, 91.0], ("patch", "adamw"): [42.0, 44.0, 41.0],
+            ("patch", "sgd"): [25.0, 26.0, 24.0], ("patch", "sam"): [41.0, 43.0, 42.0]}
+    _grid_runs(tmp_path / "runs", "optimizer", "quick", top1, "opt")
+    report = evaluate_runs(tmp_path / "runs", cl.load_claims(QUICK_FILE), diversity=False)
+    res = _by_id(report)["stable-optimizer"]
+    assert res.verdict is cl.Verdict.NOT_TESTABLE and res.test is None
+    assert "conv (scaled ReLU) at sgd: 31.3 top-1 keeps 27%" in res.reason
+    # out of the family: the 3 tested are the stem grid's claims on the shared AdamW cells
+    assert res.p_holm is None and report.family == 3
+    longer = _by_id(report)["longer"]
+    assert longer.verdict is cl.Verdict.NOT_TESTABLE and "simply short" in longer.reason
+
+
+def test_two_scales_side_by_side_each_from_its_own_presets(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    write_grid_runs(runs, "stem", "quick", QUICK, seeds=[100, 101, 102])
+    regime = {"patch": [80.1, 80.9, 79.8, 80.4], "conv": [84.0, 84.6, 83.9, 84.3],
+              "conv-norelu": [83.0, 83.5, 82.8, 83.1], "conv-nobn": [81.0, 82.0, 80.5, 81.2]}
+    for cell in load_grid("stem", preset="regime").cells():
+        write_run(runs, cell.model, cell.override_dict, "done",
+                  regime[cell.label_dict["stem"]][cell.seed - 400], seed=cell.seed,
+                  recipe=cell.recipe)
+    result = runner.invoke(app, ["claims", "--runs-dir", str(runs), "--no-diversity",
+                                 "--no-write", "--format", "markdown"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "the paper’s regime" in out and "### quick" in out and "### regime" in out
+    quick_part, regime_part = out.split("### quick")[1].split("### regime")
+    assert "stem / quick:" in quick_part and "stem / regime" not in quick_part
+    assert "stem / regime:" in regime_part and "stem / quick" not in regime_part
+    assert "4.0 points" not in regime_part  # Markdown carries numbers, not sentences
+    overview = out.split("### quick")[0]
+    assert re.search(r"\| accuracy +\| \*\*supported\*\*.*\| \*\*supported\*\*", overview)
