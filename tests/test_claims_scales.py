@@ -135,3 +135,13 @@ def test_two_scales_side_by_side_each_from_its_own_presets(tmp_path: Path) -> No
     assert "4.0 points" not in regime_part  # Markdown carries numbers, not sentences
     overview = out.split("### quick")[0]
     assert re.search(r"\| accuracy +\| \*\*supported\*\*.*\| \*\*supported\*\*", overview)
+
+
+def test_the_regime_scale_plans_its_own_presets(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["claims", "--run", "--scale", "regime", "--dry-run",
+                                 "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    plan = result.output.split("the full run, grid by grid")[1]
+    assert "stem / regime for accuracy, bn, relu, stable-seeds, diversity" in plan
+    assert "stem / regime-linear for convs-alone" in plan and "lr-wd-edf / regime" in plan
+    assert "quick" not in plan and "epochs /" not in plan  # longer: not testable here

@@ -274,7 +274,7 @@ def ablate(
         print(rep.texts["markdown"], end="")
         written = list(rep.paths)
         if claims:
-            written += _claims(grid.name, runs_dir, out_dir, force)
+            written += _claims(grid.name, runs_dir, out_dir, force, grid.preset)
         print("\nwrote " + ", ".join(str(p) for p in written))
     if summary.failures or summary.stopped_early:
         raise typer.Exit(EXIT_FAILED)
@@ -292,24 +292,29 @@ def _refuse(unrunnable: list, grid, total: int) -> None:  # noqa: ANN001
                    f"overrides")
 
 
-def _claims(grid_name: str, runs_dir: Path, out_dir: Path, force: bool) -> list[Path]:
-    """Print the verdicts of the claims whose evidence is this grid (evaluated with all the
-    others, so the Holm family is that of srv claims) and write the full tables/claims.md;
-    nothing for a grid no claim reads."""
+def _claims(grid_name: str, runs_dir: Path, out_dir: Path, force: bool,
+            preset: str = "") -> list[Path]:
+    """Print the verdicts of the claims whose evidence is this grid, at the scale whose claims
+    file names ``preset`` (else the first scale's), evaluated with all the others (so the Holm
+    family is that of srv claims), and write the full tables/claims.md; nothing for a grid no
+    claim reads."""
     from reproduce.commands._records import record_index, write_claims
     from reproduce.errors import SrvError
     from reproduce.report import claims as cl
+    from reproduce.report.claims import scales
 
-    claim_set = cl.load_claims()
-    if not any(c.grid == grid_name for c in claim_set.claims):
+    sets = scales.load_scales(cl.claims_paths())
+    if not any(c.grid == grid_name for cs in sets for c in cs.claims):
         return []
-    measure = {c.grid for c in claim_set.claims if c.statistic == "diversity"}
-    rep = cl.evaluate(record_index(runs_dir, None, measure), claim_set, force=force)
+    index = record_index(runs_dir, None, scales.diversity_grids(sets))
+    reports = scales.evaluate_scales(index, sets, force=force)
+    rep = next((r for r in reports if preset in r.scale.presets), reports[0])
     print()
     print(cl.render_markdown(rep, only={c.claim.id for c in rep.results
                                         if c.claim.grid == grid_name}), end="")
     try:
-        return [write_claims(rep.text(), rep.family, rep.evidence_runs(),
+        return [write_claims(scales.render_scales(reports), sum(r.family for r in reports),
+                             len({run for r in reports for run in r.evidence_run_ids()}),
                              Path(out_dir) / "claims.md", force)]
     except SrvError as err:  # the grid trained fine: say why claims.md was kept, go on
         print(f"srv: note: {err}")
