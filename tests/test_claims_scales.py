@@ -145,3 +145,21 @@ def test_the_regime_scale_plans_its_own_presets(tmp_path: Path) -> None:
     assert "stem / regime for accuracy, bn, relu, stable-seeds, diversity" in plan
     assert "stem / regime-linear for convs-alone" in plan and "lr-wd-edf / regime" in plan
     assert "quick" not in plan and "epochs /" not in plan  # longer: not testable here
+
+
+def test_a_calibration_run_is_never_a_confirmatory_presets_evidence(tmp_path: Path) -> None:
+    """The calibration's chosen cell is the regime preset's cell at another seed: export and
+    claims keep it out of stem / regime (and of every grid sharing the configuration)."""
+    from reproduce.experiments.export import collect
+
+    runs = tmp_path / "runs"
+    for cell in load_grid("stem", preset="regime-cal-2").cells():
+        write_run(runs, cell.model, cell.override_dict, "done",
+                  {"patch": 82.5, "conv": 86.6}[cell.label_dict["stem"]], seed=cell.seed,
+                  recipe=cell.recipe)
+    by_preset: dict[tuple[str, str], int] = {}
+    for rec in collect(runs):
+        by_preset[(rec.grid, rec.preset)] = by_preset.get((rec.grid, rec.preset), 0) + 1
+    assert by_preset == {("stem", "regime-cal-2"): 6}
+    report = evaluate_runs(runs, cl.load_claims(REGIME_FILE), diversity=False)
+    assert _by_id(report)["accuracy"].verdict is cl.Verdict.NO_EVIDENCE

@@ -84,3 +84,31 @@ def test_the_script_reads_a_calibration_and_names_the_regime_scale(tmp_path: Pat
     assert chosen["cost"] == 49_920 and chosen["patch"] == [84.0, 85.0, 86.0]
     assert by_label["train=5000 epochs=5 batch=32"]["reasons"][0] == "6 run(s) unfinished"
     assert regime_criterion.main(["--runs-dir", str(tmp_path / "none")]) == 1
+
+
+def test_the_shipped_calibration_chose_the_regime_recipe() -> None:
+    """Issue 28 (1): the criterion holds in the shipped calibration records at the setting
+    recipes/fmnist.toml trains, and no cheaper calibrated setting meets it."""
+    from conftest import REPO
+
+    from reproduce.recipes.recipe import load_recipe
+    from reproduce.records import load_records
+
+    rows = []
+    for name in ("stem-regime-cal.jsonl", "stem-regime-cal-2.jsonl"):
+        for rec in load_records(REPO / "results" / name):
+            c = rec.cell
+            train, batch, epochs = int(c["train"]), int(c["batch"]), int(c["epochs"])
+            rows.append({"setting": f"train={train} epochs={epochs} batch={batch}",
+                         "stem": c["stem"], "cost": train // batch * batch * epochs,
+                         "status": rec.result.status, "top1": rec.result.top1,
+                         "n_val": rec.result.n_val, "num_classes": 10})
+    verdicts = [judge(s) for s in settings_of(rows)]
+    chosen = cheapest(verdicts)
+    assert chosen is not None and chosen.meets
+    recipe, _ = load_recipe("fmnist")
+    assert chosen.setting.label == (f"train={recipe.train_subset} epochs={recipe.epochs} "
+                                    f"batch={recipe.batch_size}")
+    assert chosen.gap is not None and 0 < chosen.gap <= 5 and chosen.conv_mean <= 97
+    assert not any(v.meets for v in verdicts if v.setting.cost < chosen.setting.cost)
+    assert len(chosen.setting.patch) == len(chosen.setting.conv) == 3

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from reproduce.experiments.cells import CellState, plan
-from reproduce.recipes.grids import Grid, list_grids, load_grid
+from reproduce.recipes.grids import Grid, calibration_seeds, list_grids, load_grid
 from reproduce.records import Environment, EpochRow, RunRecord, RunResult, Settings
 from reproduce.training.runs import RunDir, read_json
 
@@ -82,6 +82,13 @@ def _recorded_seeds(grid: Grid, configs: list[dict[str, Any]]) -> set[int]:
             if c.get("model") in models and c.get("recipe") == grid.recipe and "seed" in c}
 
 
+def _extra_seeds(grid: Grid, configs: list[dict[str, Any]]) -> set[int]:
+    """The recorded seeds a grid preset takes beyond its own: none of a calibration's, unless
+    the preset is itself a calibration."""
+    seeds = _recorded_seeds(grid, configs)
+    return seeds if grid.calibration else seeds - (calibration_seeds() - set(grid.seeds))
+
+
 def grid_seeds(grid: Grid, runs_root: Path | str,
                configs: list[dict[str, Any]] | None = None) -> list[int]:
     """The preset's seeds that ran plus every other seed at which one of the grid's own cells
@@ -90,7 +97,7 @@ def grid_seeds(grid: Grid, runs_root: Path | str,
     runs_root = Path(runs_root)
     if configs is None:
         configs = _configs(runs_root)
-    extra = sorted(_recorded_seeds(grid, configs) - set(grid.seeds))
+    extra = sorted(_extra_seeds(grid, configs) - set(grid.seeds))
     ran = {st.cell.seed for st in plan(replace(grid, seeds=extra), runs_root)
            if st.run_dir.is_dir()} if extra else set()
     return sorted(set(grid.seeds) | ran)
@@ -107,7 +114,7 @@ def collect(runs_root: Path | str, grids: Iterable[str] | None = None,
         for preset in load_grid(name).presets:
             if wanted_presets and preset not in wanted_presets:
                 continue
-            seeds = sorted(_recorded_seeds(load_grid(name, preset=preset), configs))
+            seeds = sorted(_extra_seeds(load_grid(name, preset=preset), configs))
             if not seeds:
                 continue
             grid = load_grid(name, preset=preset, seeds=seeds)

@@ -56,6 +56,7 @@ its run directory) is :mod:`reproduce.experiments`' job.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import tomllib
 from collections.abc import Iterable
@@ -421,3 +422,13 @@ def parse_axis_option(options: list[str]) -> dict[str, list[str]]:
             raise SrvError(f"--axis {option!r}: write AXIS=v1,v2 (e.g. --axis stem=patch,conv)")
         out[name.strip()] = parse_list(values, f"--axis {name.strip()}")
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def calibration_seeds() -> frozenset[int]:
+    """Every seed of a calibration preset (``calibration = true``) of any grid: never a
+    confirmatory preset's evidence, even where that preset shares the configuration (a
+    calibration cell at the chosen setting is the preset's cell at another seed)."""
+    return frozenset(s for name in list_grids() for preset in load_grid(name).presets
+                     for g in [load_grid(name, preset=preset)] if g.calibration
+                     for s in g.seeds)

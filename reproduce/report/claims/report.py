@@ -9,7 +9,14 @@ from pathlib import Path
 
 from reproduce.errors import SrvError
 from reproduce.report.claims.evidence import find_evidence, hint, measure_diversity
-from reproduce.report.claims.spec import Claim, ClaimSet, Design, Scale, Verdict, load_claims
+from reproduce.report.claims.spec import (
+    Claim,
+    ClaimSet,
+    Design,
+    Scale,
+    Verdict,
+    load_claims,
+)
 from reproduce.report.claims.verdicts import (
     Result,
     cost_result,

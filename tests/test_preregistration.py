@@ -1,0 +1,82 @@
+"""The pre-registration check (issue 28 (5); reproduce/report/claims/preregistration.py): on a
+throw-away git repository, a run at a clean descendant of the design commit passes, and a design
+changed after the run, a dirty tree or a commit outside the history fails; the shipped
+confirmatory records of the regime scale, where there are any, pass it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from reproduce.records import load_records
+from reproduce.records.schema import Environment, RunRecord, RunResult, Settings
+from reproduce.report.claims import load_claims
+from reproduce.report.claims.preregistration import problems
+
+DESIGN = ("design.toml", "stats.py")
+
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True,
+                          env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+                               "HOME": str(repo), "PATH": "/usr/bin:/bin"})
+    return done.stdout.strip()
+
+
+def _commit(repo: Path, files: dict[str, str], message: str) -> str:
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", message)
+    return _git(repo, "rev-parse", "HEAD")
+
+
+def _record(commit: str | None, dirty: bool = False) -> RunRecord:
+    settings = Settings("vit-mini-conv", "fmnist", "", "fashion-mnist", 32, 10, 0, 5, "adamw",
+                        5e-4, 0.05, 1.0, "abc")
+    return RunRecord("stem", "regime", {"stem": "conv"}, 400, "vit-mini-conv-abc", settings,
+                     RunResult("done", 5, None, 86.0, 86.0, 2000, 0.7, 0, 600.0, None),
+                     Environment(commit, dirty, "0.1.0"))
+
+
+def test_a_run_must_descend_from_the_design_unchanged(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    _commit(repo, {"design.toml": "seeds = [400]\n", "stats.py": "alpha = 0.05\n"}, "design")
+    run_at = _commit(repo, {"README": "the runs\n"}, "a later commit the runs ran at")
+    assert problems([_record(run_at)], repo, DESIGN) == []
+    assert "dirty tree" in problems([_record(run_at, dirty=True)], repo, DESIGN)[0]
+    assert "no commit recorded" in problems([_record(None)], repo, DESIGN)[0]
+    assert "not in the history" in problems([_record("f" * 40)], repo, DESIGN)[0]
+    _commit(repo, {"stats.py": "alpha = 0.10\n"}, "the statistics changed after the results")
+    (why,) = problems([_record(run_at)], repo, DESIGN)
+    assert why.startswith(f"changed since the run at {run_at[:7]}") and "stats.py" in why
+
+
+def test_no_design_before_the_run_fails(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    first = _commit(repo, {"README": "x\n"}, "no design yet")
+    _commit(repo, {"design.toml": "seeds = [400]\n"}, "design after the run")
+    assert "no commit before" in problems([_record(first)], repo, DESIGN)[0]
+
+
+def test_the_shipped_regime_records_are_the_preregistered_run() -> None:
+    """Every shipped record of the regime design's preset and seeds passes the check; none is
+    a pass only while the design is still unrun (the claims report then says no evidence)."""
+    cs = load_claims(REPO / "recipes" / "claims" / "wang2022-regime.toml")
+    design = cs.design
+    assert design is not None and design.preset in cs.scale.presets
+    records = [r for p in cs.scale.presets
+               for f in [REPO / "results" / f"{design.grid}-{p}.jsonl"] if f.exists()
+               for r in load_records(f) if r.seed in design.seeds]
+    if subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=REPO,
+                      capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout: the history cannot be checked")
+    assert problems(records, REPO) == []
