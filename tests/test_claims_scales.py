@@ -8,6 +8,7 @@ import math
 import re
 from pathlib import Path
 
+import pytest
 from conftest import REPO, evaluate_runs
 from test_claims import QUICK, write_grid_runs
 from test_tables import tables_env, write_run  # noqa: F401 - a fixture
@@ -137,7 +138,14 @@ def test_two_scales_side_by_side_each_from_its_own_presets(tmp_path: Path) -> No
     assert re.search(r"\| accuracy +\| \*\*supported\*\*.*\| \*\*supported\*\*", overview)
 
 
-def test_the_regime_scale_plans_its_own_presets(tmp_path: Path) -> None:
+def test_the_regime_scale_plans_its_own_presets(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_fashion import write_idx
+
+    from reproduce.data import fashion
+
+    # the plan checks the data: a tiny IDX folder stands in for Debian's package
+    monkeypatch.setattr(fashion, "DEBIAN_DIR", str(write_idx(tmp_path / "fmnist")))
     result = runner.invoke(app, ["claims", "--run", "--scale", "regime", "--dry-run",
                                  "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
