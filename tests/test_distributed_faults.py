@@ -30,7 +30,7 @@ def _worker(rank: int, world: int, port: int, fault: str, root: str) -> None:
     torch.set_num_threads(1)
     from reproduce.training.config import resolve_config
     from reproduce.training.engine import train
-    from reproduce.training.step import TrainStep
+    from reproduce.training.loop import TrainStep
 
     extra = {"epochs": 1, "warmup_epochs": 0.5, "sync_every": 2}
     if fault == "empty-val":

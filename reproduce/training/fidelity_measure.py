@@ -112,8 +112,8 @@ class Built:
 
     def other(self, model: str | None = None, **overrides: Any) -> Any:
         """The parts of another model / overrides under the same recipe (a fresh build)."""
+        from reproduce.training.builders import build_parts
         from reproduce.training.config import resolve_config
-        from reproduce.training.runnable import build_parts
 
         torch.manual_seed(0)
         return build_parts(resolve_config(model or self.model_name, self.recipe_name, overrides))

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from reproduce.errors import SrvError
+from reproduce.training.loop import StepRecord
 from reproduce.training.runs import atomic_write_json, read_json
-from reproduce.training.stability import StepRecord
 
 __all__ = ["Tracking", "open_tracking", "parse_log", "require_trackers", "TRACKING_FILE"]
 
