@@ -183,7 +183,7 @@ def test_a_failed_rank_aborts_an_nccl_group_instead_of_destroying_it(
 
 
 def test_the_decode_check_uses_the_cpus_of_this_task(monkeypatch: pytest.MonkeyPatch) -> None:
-    from reproduce.data.dali.loaders import _check_processes
+    from reproduce.data.dali.dali_loaders import _check_processes
     from reproduce.recipes.recipe import Recipe
 
     monkeypatch.setattr(os, "cpu_count", lambda: 128)  # the node

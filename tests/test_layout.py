@@ -188,3 +188,13 @@ def test_the_line_count_counts_code_only() -> None:
     source = ('"""A module docstring\nover two lines."""\n\n# a comment\nimport os\n\n\n'
               'def f(x):\n    """Its docstring."""\n    return (x +\n            1)  # note\n')
     assert code_lines(source) == 4  # import, def, and the return over two lines
+
+
+def test_one_name_one_module() -> None:
+    """No two modules share a base name (``__init__`` aside, and ``commands/``, where a module is
+    named after its command): ``from .x import`` and a traceback name one file."""
+    seen: dict[str, list[str]] = {}
+    for name, path in _modules().items():
+        if path.name != "__init__.py" and not name.startswith("reproduce.commands."):
+            seen.setdefault(path.stem, []).append(name)
+    assert not {k: v for k, v in seen.items() if len(v) > 1}

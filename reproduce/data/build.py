@@ -1,4 +1,4 @@
-"""The recipe's input pipeline: the timm loaders (:mod:`.loaders`) or DALI's (:mod:`.dali`),
+"""The recipe's input pipeline: the timm loaders (:mod:`.torch_loaders`) or DALI's (:mod:`.dali`),
 chosen by ``loader = "timm" | "dali"``, behind one typed interface (:class:`TrainLoader`,
 :class:`EvalLoader`) the engine relies on.
 
@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from reproduce.data import dali
-from reproduce.data.loaders import TorchTrainLoader, TorchValLoader
+from reproduce.data.torch_loaders import TorchTrainLoader, TorchValLoader
 from reproduce.errors import SrvError
 from reproduce.recipes.recipe import IN_MEMORY_DATASETS, Recipe
 from reproduce.utils.distributed import DistInfo

@@ -117,7 +117,7 @@ class Trainer:
             reporter.line("note: sync_bn needs CUDA (torch's SyncBatchNorm); on CPU each rank "
                           "keeps its own BN statistics")
         if not (r.sync_bn and info.distributed and info.device.type == "cuda"):  # BN per device
-            from reproduce.training.fidelity import bn_batch_warning
+            from reproduce.training.fidelity.sources import bn_batch_warning
 
             if note := bn_batch_warning(cfg.recipe_name, cfg.model, model,
                                         self.derived.micro_batch, info.world_size,

@@ -1,4 +1,4 @@
-"""The vocabulary of the recipe fidelity checks (:mod:`reproduce.training.fidelity`): a
+"""The vocabulary of the recipe fidelity checks (:mod:`reproduce.training.fidelity.sources`): a
 :class:`Fact` (a source's value and how to measure it), a :class:`Difference`, a
 :class:`RecipeSource`, and :class:`Built` with the measurements that read srv's built objects
 (optimizer param groups, the schedule's lr in the optimizer, the transforms, the EMA on a probe

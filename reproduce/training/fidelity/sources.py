@@ -24,9 +24,7 @@ import math
 
 import torch
 
-from reproduce.training.fidelity_measure import (  # noqa: F401  (re-exported: the public names)
-    COMMON_CHOICES,
-    SAME,
+from reproduce.training.fidelity.facts import (
     Built,
     Difference,
     Fact,
@@ -49,8 +47,7 @@ from reproduce.training.fidelity_measure import (  # noqa: F401  (re-exported: t
     _repeats,
 )
 
-__all__ = ["Fact", "Difference", "RecipeSource", "Built", "SOURCES", "source_for", "SAME",
-           "COMMON_CHOICES", "deit_epoch_lr", "pycls_epoch_lr", "pycls_ema_alpha",
+__all__ = ["SOURCES", "source_for", "deit_epoch_lr", "pycls_epoch_lr", "pycls_ema_alpha",
            "source_bn_batch", "bn_batch_warning"]
 
 DEIT = "deit@7e160fe"
