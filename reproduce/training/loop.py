@@ -62,6 +62,7 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 # one step: forward, backward, SAM, the skip flag, the optimizer step
 
+
 def autocast(r: Recipe, device: torch.device) -> Any:
     """The recipe's autocast context (a no-op for ``amp = off``)."""
     if r.amp == "off":
@@ -151,6 +152,8 @@ def sam_restore(params: list[torch.nn.Parameter], moves: list[torch.Tensor | Non
     for p, old in zip(params, moves, strict=True):
         if old is not None:
             p.copy_(old)
+
+
 class TrainStep:
     """Forward, backward, clipping, SAM and the (possibly skipped) update of one batch.
 
@@ -260,6 +263,10 @@ class TrainStep:
                 d = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self._prev)))
                 ratio = d / w.clamp_min(1e-12)
         return StepOutput(loss, grad_norm, skipped, ratio)
+
+
+# the step window: device scalars recorded per step, read back every ``sync_every`` steps
+
 
 @dataclass(frozen=True)
 class StepRecord:
