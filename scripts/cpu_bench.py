@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             f"warmup_epochs={min(1, args.epochs)}"]
     if args.train_subset:
         sets.append(f"train_subset={args.train_subset}")
-    from reproduce.training.runnable import steps_per_epoch
+    from reproduce.training.builders import steps_per_epoch
 
     recipe = apply_overrides(load_recipe(args.recipe)[0], parse_overrides(args.sets))
     parse_overrides(sets)  # a bad --set fails here, not in every child

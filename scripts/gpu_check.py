@@ -334,14 +334,14 @@ def _compile_cheaply() -> None:
     compile on a shared CPU)."""
     import torch
 
-    from reproduce.training import step, trainer
+    from reproduce.training import device, engine
 
     def compile_model(net: Any, **options: Any) -> Any:
         torch._dynamo.reset()
         return torch.compile(net, backend="aot_eager", **options)
 
-    step.compile_model = compile_model  # type: ignore[assignment]
-    trainer.compile_model = compile_model  # type: ignore[assignment]
+    device.compile_model = compile_model  # type: ignore[assignment]
+    engine.compile_model = compile_model  # type: ignore[assignment]
 
 
 def _child_jpegs(a: dict[str, Any]) -> dict[str, Any]:
@@ -389,17 +389,17 @@ def _child_train(a: dict[str, Any]) -> dict[str, Any]:
 
     from reproduce.training.config import resolve_config
     from reproduce.training.engine import train
-    from reproduce.training.trainer import Trainer
+    from reproduce.training.loop import EpochLoop
 
     if "kill_at_step" in a:
-        real = Trainer.train_step
+        real = EpochLoop._measure_update  # asked once per step, before the step runs
 
-        def train_step(self: Trainer, x: Any, y: Any) -> Any:
+        def measure_update(self: EpochLoop) -> bool:
             if self.step == a["kill_at_step"]:
                 os.kill(os.getpid(), signal.SIGKILL)
-            return real(self, x, y)
+            return real(self)
 
-        Trainer.train_step = train_step  # type: ignore[method-assign]
+        EpochLoop._measure_update = measure_update  # type: ignore[method-assign]
     cfg = resolve_config(a["model"], "deit", dict(
         dataset="imagefolder", data_path=a["data"], epochs=2, warmup_epochs=1.0,
         batch_size=a["batch"], img_size=a["img"], amp=a["amp"], num_workers=a["workers"],

@@ -38,7 +38,7 @@ def evaluate_grid(grid: Any, runs_root: Path | str, stem_axis: str = "stem"
     from reproduce.experiments.cells import plan
     from reproduce.experiments.export import grid_records
     from reproduce.report.records import axis_column, frame
-    from reproduce.training.runnable import steps_per_epoch
+    from reproduce.training.builders import steps_per_epoch
 
     states = plan(grid, runs_root)
     df = frame(grid, grid_records(grid, runs_root, states))

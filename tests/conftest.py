@@ -79,17 +79,18 @@ class Killed(RuntimeError):
 def train_until_killed(cfg: Any, runs_root: Path, after_step: int = 6) -> Path:
     """Train ``cfg`` under ``runs_root`` and die right after the update ``after_step`` was read
     back (as a SIGKILL would, past the last checkpoint); returns the run folder."""
-    from reproduce.training.engine import Trainer, train
+    from reproduce.training.engine import train
+    from reproduce.training.loop import EpochLoop
 
-    flush = Trainer._flush
+    flush = EpochLoop._flush
 
-    def dying_flush(self: Trainer, *args: Any, **kwargs: Any) -> None:
+    def dying_flush(self: EpochLoop, *args: Any, **kwargs: Any) -> None:
         flush(self, *args, **kwargs)
         if self.step >= after_step:
             raise Killed("the node went away")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Trainer, "_flush", dying_flush)
+        mp.setattr(EpochLoop, "_flush", dying_flush)
         with pytest.raises(Killed):
             train(cfg, runs_root, progress=False)
     return runs_root / cfg.run_name

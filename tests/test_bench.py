@@ -93,10 +93,10 @@ def test_the_bare_step_has_the_engines_settings(monkeypatch: pytest.MonkeyPatch)
     fp16, scales its loss with a GradScaler as the engine does."""
     import torch
 
-    from reproduce.training import bench, engine
+    from reproduce.training import bench, device
 
     configured: list[torch.device] = []
-    monkeypatch.setattr(engine, "configure_device", configured.append)
+    monkeypatch.setattr(device, "configure_device", configured.append)
     steps: list[float] = []
 
     class Counting(torch.amp.GradScaler):

@@ -11,8 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from reproduce.cli import app
+from reproduce.training.builders import build_model
 from reproduce.training.config import resolve_config
-from reproduce.training.runnable import build_model
 from reproduce.training.runs import atomic_torch_save
 
 runner = CliRunner()

@@ -146,7 +146,7 @@ def test_imagenet_dry_run_prints_runs_and_gpu_hours(tmp_path: Path) -> None:
     out = result.output
     seeds = len(load_grid("lr", preset="quick").seeds)
     r = resolve_config("vit-s-patch", "deit", {}).recipe
-    from reproduce.training.runnable import steps_per_epoch
+    from reproduce.training.builders import steps_per_epoch
 
     images = steps_per_epoch(r, 1)[0] * r.batch_size * r.epochs  # one 300-epoch DeiT run
     hours = 8 * seeds * images / 1000 / 3600  # 2 stems x 4 lr values

@@ -126,8 +126,8 @@ def test_deit_augmentation_trains_on_jpegs(imagenet_like: Path, tmp_path: Path) 
 def test_the_dry_run_normalises_as_the_data_set_does(dataset: str, mean: tuple) -> None:
     """build_parts (srv train --dry-run, the fidelity checks) and build_datasets share one
     choice of transforms: CIFAR's statistics for CIFAR, ImageNet's for an image folder."""
+    from reproduce.training.builders import build_parts
     from reproduce.training.config import resolve_config
-    from reproduce.training.runnable import build_parts
 
     parts = build_parts(resolve_config("vit-mini-conv", "mini", {"dataset": dataset}),
                         device="meta")

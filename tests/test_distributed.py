@@ -88,10 +88,10 @@ def test_ddp_is_given_the_device_of_a_task_that_sees_one_gpu(monkeypatch, tmp_pa
     import torch
     from torch import nn
 
-    from reproduce.training import trainer as trainer_mod
+    from reproduce.training import engine as trainer_mod
     from reproduce.training.runs import RunDir
     from reproduce.utils import distributed
-    from reproduce.utils.progress import Reporter
+    from reproduce.utils.reporter import Reporter
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)

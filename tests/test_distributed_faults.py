@@ -30,7 +30,7 @@ def _worker(rank: int, world: int, port: int, fault: str, root: str) -> None:
     torch.set_num_threads(1)
     from reproduce.training.config import resolve_config
     from reproduce.training.engine import train
-    from reproduce.training.step import TrainStep
+    from reproduce.training.loop import TrainStep
 
     extra = {"epochs": 1, "warmup_epochs": 0.5, "sync_every": 2}
     if fault == "empty-val":
@@ -183,7 +183,7 @@ def test_a_failed_rank_aborts_an_nccl_group_instead_of_destroying_it(
 
 
 def test_the_decode_check_uses_the_cpus_of_this_task(monkeypatch: pytest.MonkeyPatch) -> None:
-    from reproduce.data.dali.loaders import _check_processes
+    from reproduce.data.dali.dali_loaders import _check_processes
     from reproduce.recipes.recipe import Recipe
 
     monkeypatch.setattr(os, "cpu_count", lambda: 128)  # the node

@@ -11,8 +11,10 @@ from conftest import TINY, tiny_args
 from typer.testing import CliRunner
 
 from reproduce.cli import app
+from reproduce.errors import ExitCode
 from reproduce.training.config import resolve_config
-from reproduce.training.engine import EXIT_DIVERGED, load_checkpoint_model, train
+from reproduce.training.engine import train
+from reproduce.training.resume import load_checkpoint_model
 
 runner = CliRunner()
 
@@ -78,7 +80,7 @@ def test_divergence_is_a_result_and_keeps_the_last_good_checkpoint(runs_root: Pa
     args = ["train", "vit-mini-patch", "--runs-dir", str(runs_root), "--no-progress",
             *tiny_args(opt="sgd", lr=1e6, lr_scaling="none", sched_step="epoch", epochs=3)]
     result = runner.invoke(app, args)
-    assert result.exit_code == EXIT_DIVERGED, result.output
+    assert result.exit_code == ExitCode.DIVERGED, result.output
     (run,) = runs_root.iterdir()
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "diverged" and status["epoch"] == 2 and status["step"] >= 5
@@ -89,7 +91,7 @@ def test_divergence_is_a_result_and_keeps_the_last_good_checkpoint(runs_root: Pa
     assert all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point())
     # rerunning the command reports the same result instead of training again
     again = runner.invoke(app, args)
-    assert again.exit_code == EXIT_DIVERGED and "diverged" in again.output
+    assert again.exit_code == ExitCode.DIVERGED and "diverged" in again.output
 
 
 def test_eval_reports_the_training_top1(runs_root: Path) -> None:
@@ -137,7 +139,7 @@ def test_a_one_epoch_try_works_first_time_and_says_what_it_did(
     """srv train MODEL --epochs 1: the recipe's 5 warmup epochs are scaled down with a note;
     the bar moves with the host's step counter (not only at the statistics' read-back) and
     shows the lr the epoch line ends on; run again, it says it was not retrained."""
-    from reproduce.utils.progress import Reporter
+    from reproduce.utils.reporter import Reporter
 
     seen: list[tuple[int, str | None]] = []
     real = Reporter.step
@@ -167,7 +169,7 @@ def test_ctrl_c_is_interrupted_and_resumable(runs_root: Path,
     (srv runs shows it; a grid cell is partial); the same command then finishes the run."""
     from reproduce.experiments import inspect_run
     from reproduce.experiments.overview import collect_runs
-    from reproduce.training.trainer import Trainer
+    from reproduce.training.engine import Trainer
 
     real = Trainer.train_epoch
 

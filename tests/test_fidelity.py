@@ -1,4 +1,4 @@
-"""The recipes against their sources, fact by fact (reproduce/training/fidelity.py): DeiT's
+"""The recipes against their sources, fact by fact (reproduce/training/fidelity/): DeiT's
 main.py with timm 0.3.2, and pycls's vitconfigs branch for Xiao et al.
 
 Each fact names its source (file:line or config key) and is measured on what the engine builds
@@ -15,7 +15,8 @@ import math
 import pytest
 
 from reproduce.recipes.recipe import Recipe
-from reproduce.training.fidelity import COMMON_CHOICES, SOURCES, Built, Fact, source_for
+from reproduce.training.fidelity.facts import COMMON_CHOICES, Built, Fact
+from reproduce.training.fidelity.sources import SOURCES, source_for
 
 _BUILT: dict[str, Built] = {}
 
@@ -54,7 +55,7 @@ def test_every_key_has_a_source_or_a_reason(recipe: str) -> None:
 
 def test_the_source_formulas_are_the_sources() -> None:
     """The independent re-statements the facts compare against, at hand-checked points."""
-    from reproduce.training.fidelity import deit_epoch_lr, pycls_ema_alpha, pycls_epoch_lr
+    from reproduce.training.fidelity.sources import deit_epoch_lr, pycls_ema_alpha, pycls_epoch_lr
 
     # DeiT: epochs 1 and 2 at warmup_lr, epoch 7 at sched(5) = the cosine just past its peak
     assert deit_epoch_lr(1) == deit_epoch_lr(2) == 1e-6
@@ -82,7 +83,7 @@ def test_a_bn_stem_warns_when_its_batch_per_device_is_not_the_sources() -> None:
     launch: global batch / world size / accum_steps."""
     from torch import nn
 
-    from reproduce.training.fidelity import bn_batch_warning, source_bn_batch
+    from reproduce.training.fidelity.sources import bn_batch_warning, source_bn_batch
 
     bn, plain = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)), nn.Linear(4, 4)
     assert source_bn_batch("deit", "vit-s-conv")[0] == 256

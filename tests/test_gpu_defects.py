@@ -17,12 +17,13 @@ from typer.testing import CliRunner
 
 from reproduce.cli import app
 from reproduce.errors import SrvError
-from reproduce.training.checkpoints import rng_state, set_rng_state
+from reproduce.training.builders import build_optimizer
 from reproduce.training.config import resolve_config
-from reproduce.training.engine import step_unless_skipped, train
-from reproduce.training.optim import build_optimizer
-from reproduce.training.step import EpochClock, TrainStep, check_amp, compile_model
-from reproduce.training.trainer import Trainer
+from reproduce.training.device import check_amp, compile_model
+from reproduce.training.engine import Trainer, train
+from reproduce.training.loop import TrainStep, step_unless_skipped
+from reproduce.training.resume import rng_state, set_rng_state
+from reproduce.training.timing import EpochClock
 from reproduce.utils.distributed import DistInfo
 
 
@@ -140,7 +141,8 @@ def test_sam_second_pass_with_non_finite_gradients_is_skipped() -> None:
     params = list(model.parameters())
     step = TrainStep(model, params, opt, nn.CrossEntropyLoss(), r, DistInfo())
     before = [p.detach().clone() for p in params]
-    loss, norm, skipped, _ = step(10 * torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    out = step(10 * torch.randn(8, 4), torch.randint(0, 3, (8,)))
+    loss, norm, skipped = out.loss, out.grad_norm, out.skipped
     assert torch.isfinite(loss) and torch.isfinite(norm)  # the first pass was fine
     assert bool(skipped)
     assert all(torch.equal(a, b) for a, b in zip(before, params, strict=True))
@@ -259,7 +261,7 @@ def test_cublas_workspace_is_set_before_cuda_is_used_or_refused(
     would do nothing (and silence torch's own check)."""
     import os
 
-    from reproduce.training.step import cublas_workspace
+    from reproduce.training.device import cublas_workspace
 
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # unset (and restored after the test)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
@@ -277,7 +279,7 @@ def test_a_non_finite_loss_reaches_every_gradient_and_a_finite_one_is_unchanged(
     """Under DDP the step's skip needs no collective of its own: a NaN loss whose gradients
     would stay finite (a NaN term without parameters) is carried into the gradients, which
     DDP's all-reduce spreads to every rank (tests/test_distributed_faults.py runs it)."""
-    from reproduce.training.step import carry_non_finite
+    from reproduce.training.loop import carry_non_finite
 
     w = torch.ones(3, requires_grad=True)
     carry_non_finite((2 * w).sum() + torch.tensor(float("nan"))).backward()

@@ -42,7 +42,7 @@ def test_a_full_grid_without_data_stops_at_the_dry_run(tmp_path: Path) -> None:
 def test_a_full_grid_dry_run_shows_the_slurm_submission_and_the_cost(
         tmp_path: Path, imagenet_layout: Path) -> None:
     from reproduce.recipes.grids import load_grid
-    from reproduce.training.runnable import steps_per_epoch
+    from reproduce.training.builders import steps_per_epoch
 
     runs = tmp_path / "runs"
     result = invoke(["ablate", "warmup", "--preset", "full", "--data", str(imagenet_layout),

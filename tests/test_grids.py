@@ -78,17 +78,17 @@ def test_a_checked_cell_is_not_built_again(tmp_path: Path,
     value, world size or training-set size is built again, and a failed build is never
     remembered."""
     from reproduce.experiments import cells
-    from reproduce.training import runnable
+    from reproduce.training import builders
 
     monkeypatch.setenv("SRV_CACHE_DIR", str(tmp_path / "cache"))
     builds: list[str] = []
-    real = runnable.build_parts
+    real = builders.build_parts
 
     def counting(cfg, *args, **kwargs):  # noqa: ANN001, ANN202
         builds.append(cfg.run_name)
         return real(cfg, *args, **kwargs)
 
-    monkeypatch.setattr(runnable, "build_parts", counting)
+    monkeypatch.setattr(builders, "build_parts", counting)
     grid = load_grid("stem", "quick")
     first = cells.plan(grid, tmp_path / "runs")
     assert cells.check_cells(first, 1, _MODELS) == [] and len(builds) == len(first) == 16

@@ -10,7 +10,7 @@ import torch
 
 from reproduce.data.datasets import build_datasets
 from reproduce.data.jpeg_folder import JpegFolderSpec, write_jpeg_folder
-from reproduce.data.loaders import TorchTrainLoader, TorchValLoader, sample_seeds
+from reproduce.data.torch_loaders import TorchTrainLoader, TorchValLoader, sample_seeds
 from reproduce.recipes.recipe import Recipe
 from reproduce.training.config import resolve_config
 from reproduce.training.engine import train

@@ -96,7 +96,7 @@ def test_lr_scaling_rules() -> None:
 
 def test_derived_values_are_recorded() -> None:
     cfg = resolve_config("vit-s-conv", "deit")
-    d = cfg.derived(world_size=8, steps_per_epoch=1251)
+    d = cfg.derived(world_size=8, steps_per_epoch=1251).to_dict()  # as config.json holds it
     assert (d["global_batch"], d["per_device_batch"], d["warmup_steps"]) == (1024, 128, 6255)
     assert d["lr"] == pytest.approx(1e-3) and "linear" in d["lr_rule"]
     with pytest.raises(SrvError, match="not divisible by the world size 3"):
@@ -106,10 +106,10 @@ def test_derived_values_are_recorded() -> None:
 def test_derived_values_are_the_ones_the_engine_uses() -> None:
     """The xiao recipe's warmup and floor are pycls's fractions of the scaled lr (0.1x, 0.005x),
     not 0; its EMA decay per step follows pycls's alpha rule (1e-5 x 2048 / 400 x 32)."""
-    from reproduce.training.runnable import build_model, build_optimization
+    from reproduce.training.builders import build_model, build_optimization
 
     cfg = resolve_config("vit-mini-conv", "xiao")
-    d = cfg.derived(world_size=1, steps_per_epoch=625)
+    d = cfg.derived(world_size=1, steps_per_epoch=625).to_dict()
     assert d["lr"] == pytest.approx(1e-3)
     assert (d["warmup_lr"], d["min_lr"]) == (pytest.approx(1e-4), pytest.approx(5e-6))
     assert d["ema_decay_per_update"] == pytest.approx(1 - 1e-5 * 2048 / 400 * 32)
@@ -120,7 +120,8 @@ def test_derived_values_are_the_ones_the_engine_uses() -> None:
     optimizer, schedule, _, _ = build_optimization(model, r, d["lr"], 625, with_ema=False)
     assert schedule.min_lr == pytest.approx(d["min_lr"])
     assert optimizer.param_groups[0]["lr"] == pytest.approx(d["warmup_lr"])
-    deit = resolve_config("vit-s-conv", "deit").derived(world_size=8, steps_per_epoch=1251)
+    deit = resolve_config("vit-s-conv", "deit").derived(world_size=8,
+                                                        steps_per_epoch=1251).to_dict()
     assert (deit["warmup_lr"], deit["min_lr"]) == (1e-6, 1e-5)
 
 

@@ -12,9 +12,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import TINY
 
+from reproduce.errors import ExitCode
 from reproduce.training.config import resolve_config
-from reproduce.training.engine import EXIT_DIVERGED, train
-from reproduce.training.stability import EpochStats, StepRecord, StepWindow
+from reproduce.training.engine import train
+from reproduce.training.loop import EpochStats, StepOutput, StepRecord, StepWindow
 from reproduce.utils.distributed import DistInfo
 
 
@@ -59,7 +60,7 @@ def test_fp16_skipped_steps_are_counted_and_keep_every_file_valid_json(
 def test_fp16_scale_collapse_is_a_divergence(runs_root: Path) -> None:
     # the same overflows, but any loss scale below 2^18 counts as collapsed
     outcome = train(_fp16(amp_min_scale=2.0**18), runs_root, progress=False)
-    assert outcome.status == "diverged" and outcome.exit_code == EXIT_DIVERGED
+    assert outcome.status == "diverged" and outcome.exit_code == ExitCode.DIVERGED
     status = json.loads((outcome.run_dir / "status.json").read_text())
     assert "loss scale collapsed" in status["reason"] and status["epoch"] == 1
     assert not (outcome.run_dir / "result.json").exists()
@@ -85,7 +86,8 @@ def _window_worker(rank: int, world: int, init_file: str, out: str) -> None:
         window = StepWindow(4, torch.device("cpu"))
         for step in range(1, 4):
             local_loss = torch.tensor(float(step * (rank + 1)))  # rank 0: 1,2,3; rank 1: 2,4,6
-            window.record(step, local_loss, torch.tensor(1.0), torch.tensor(False), None)
+            rec = StepOutput(local_loss, torch.tensor(1.0), torch.tensor(False), None)
+            window.record(step, rec)
         records = window.flush(DistInfo(rank, world, rank, torch.device("cpu")))
         Path(f"{out}.{rank}").write_text(json.dumps([r.loss for r in records]))
     finally:
@@ -105,7 +107,7 @@ def test_step_losses_are_global_over_ranks(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fused", [True, False])
 def test_a_skipped_step_leaves_weights_and_optimizer_state_alone(fused: bool) -> None:
     """The fused path (CUDA's, runnable on the CPU too) and the host path skip alike."""
-    from reproduce.training.engine import step_unless_skipped
+    from reproduce.training.loop import step_unless_skipped
 
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from reproduce.cli import app
 from reproduce.training.config import resolve_config
 from reproduce.training.engine import train
+from reproduce.training.resume import fit_state, initial_config
 from reproduce.training.schedule import LrSchedule
-from reproduce.training.start import fit_state, initial_config
 
 runner = CliRunner()
 MODEL = "vit-mini-conv"  # TINY: 4 updates an epoch, 2 epochs
@@ -55,7 +55,7 @@ def test_resume_with_more_epochs_continues_on_the_new_total(source: Path, tmp_pa
     assert json.loads((run_dir / "result.json").read_text())["steps"] == 12
     # epoch 3 runs on the 3-epoch schedule, not on an extension of the 2-epoch one
     cfg3 = resolve_config(MODEL, "mini", {**TINY, "epochs": 3})
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg3.derived()["lr"])
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg3.derived().lr)
     assert rows[2]["lr"] == pytest.approx(LrSchedule(opt, cfg3.recipe, 4).lr_at(3), rel=1e-9)
     assert rows[2]["lr"] != pytest.approx(rows[1]["lr_end"])  # the cosine was rebuilt
     # the same command again finds the finished run; the source run is untouched
@@ -106,7 +106,7 @@ def test_the_initial_checkpoint_is_part_of_the_identity(source: Path, tmp_path: 
 
 def test_fit_state_reinitialises_only_the_head() -> None:
     small = resolve_config(MODEL, "mini", TINY)
-    from reproduce.training.runnable import build_model
+    from reproduce.training.builders import build_model
 
     state = build_model(small, 10).state_dict()
     fitted, notes = fit_state(build_model(small, 12), state, "x.pt")

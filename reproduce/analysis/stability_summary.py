@@ -1,5 +1,5 @@
 """Training stability of a grid's runs (``srv analyze stability``): the engine's per-epoch signals
-(``metrics.jsonl``, recorded by :mod:`reproduce.training.stability`: grad norm mean / max, loss
+(``metrics.jsonl``, recorded by :mod:`reproduce.training.loop`: grad norm mean / max, loss
 spikes, largest update ratio) summed up per run beside its top-1, as a table and a plot.
 """
 

@@ -44,8 +44,8 @@ class TargetSpec:
     def load(self, weights: str = "last", device: str | torch.device = "cpu",
              num_classes: int | None = None) -> nn.Module:
         """The model, in eval mode (an untrained model is built with ``torch.manual_seed``)."""
-        from reproduce.training.engine import load_checkpoint_model
-        from reproduce.training.runnable import build_model
+        from reproduce.training.builders import build_model
+        from reproduce.training.resume import load_checkpoint_model
 
         if self.kind == "model":
             torch.manual_seed(self.seed)
@@ -106,7 +106,7 @@ def resolve_target(text: str, recipe: str | None = None,
 
 
 def _checkpoint_config(path: Path) -> dict[str, Any]:
-    from reproduce.training.checkpoints import read_checkpoint
+    from reproduce.training.resume import read_checkpoint
 
     return dict(read_checkpoint(path, mmap=True)["config"])
 

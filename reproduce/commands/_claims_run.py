@@ -8,10 +8,7 @@ from pathlib import Path
 
 import typer
 
-from reproduce.errors import SrvError
-
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
+from reproduce.errors import ExitCode, SrvError
 
 
 def _check_writable(runs_dir: Path) -> None:
@@ -83,7 +80,7 @@ def full_run(ids: list[str] | None, runs_dir: Path, claims_file: Path | None, sc
     except KeyboardInterrupt:
         print("\ninterrupted: finished cells are kept; run the same command again to resume "
               "(srv claims --run --dry-run shows where each cell stands)")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     for stage, summary in zip(stages, summaries, strict=False):
         _print_summary(summary, stage.grid.name)
     if any(not s.ok for s in summaries):

@@ -9,11 +9,8 @@ from typing import Annotated
 import typer
 
 from reproduce.commands._options import LogOpt, RunsDirOpt, benchmark_folders
-from reproduce.errors import handle_errors
+from reproduce.errors import ExitCode, handle_errors
 from reproduce.utils.console import plural
-
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
 
 
 class Backend(StrEnum):
@@ -259,7 +256,7 @@ def ablate(
         except KeyboardInterrupt:
             print(f"\ninterrupted: finished cells are kept; run the same command again to "
                   f"resume (srv ablate {name} ... --dry-run shows where each cell stands)")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
     _print_summary(summary, name)
     if options.follower:
         table = claims = False  # node 0 writes the table
@@ -277,7 +274,7 @@ def ablate(
             written += _claims(grid.name, runs_dir, out_dir, force, grid.preset)
         print("\nwrote " + ", ".join(str(p) for p in written))
     if summary.failures or summary.stopped_early:
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def _refuse(unrunnable: list, grid, total: int) -> None:  # noqa: ANN001

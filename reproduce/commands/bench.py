@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from reproduce.errors import SrvError, handle_errors
+from reproduce.errors import ExitCode, SrvError, handle_errors
 
 
 @handle_errors
@@ -165,7 +165,7 @@ def _bench_engine(names: list[str], modes: list[str], pipelines: list[str], batc
                                 "bare": as_dicts(bare), "engine": [asdict(e) for e in engine]})
         print(json.dumps({"written": str(out)}))
     if any(e.error for e in engine):
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def register(app: typer.Typer) -> None:

@@ -41,9 +41,11 @@ def evaluate(
     import dataclasses
     import json
 
+    from reproduce.data.build import build_val_loader
     from reproduce.data.datasets import build_datasets
     from reproduce.training.config import RunConfig
-    from reproduce.training.engine import evaluate, load_checkpoint_model, val_loader
+    from reproduce.training.loop import evaluate
+    from reproduce.training.resume import load_checkpoint_model
     from reproduce.utils.distributed import cleanup, init_distributed
 
     if not target.exists():
@@ -58,7 +60,7 @@ def evaluate(
                    if v is not None}
         recipe = dataclasses.replace(cfg.recipe, train_subset=0, **changes)
         sets = build_datasets(recipe, train=False)
-        metrics = evaluate(model, val_loader(sets, recipe, info), info, recipe)
+        metrics = evaluate(model, build_val_loader(sets.val, recipe, info), info, recipe)
     finally:
         cleanup()
     record = {"target": str(target), "model": cfg.model, "weights": which["weights"],

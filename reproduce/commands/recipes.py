@@ -58,7 +58,7 @@ def _keys() -> None:
 
 def _one(name: str, facts: bool) -> None:
     from reproduce.recipes.recipe import load_recipe, recipe_keys_set
-    from reproduce.training.fidelity import source_for
+    from reproduce.training.fidelity.sources import source_for
 
     recipe, meta = load_recipe(name)
     src = source_for(meta["name"])
@@ -94,7 +94,7 @@ def _fact_rows(src: Any, values: dict[str, Any]) -> list[list[str]]:
     torchvision, so a second ``srv recipes NAME`` on the same code reads them back."""
     from pathlib import Path
 
-    from reproduce.training.fidelity import Built
+    from reproduce.training.fidelity.facts import Built
     from reproduce.utils import cache
 
     package = Path(__file__).resolve().parent.parent

@@ -8,9 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from reproduce.commands._options import LogOpt, RunsDirOpt
-from reproduce.errors import SrvError, handle_errors
-
-EXIT_INTERRUPTED = 130
+from reproduce.errors import ExitCode, SrvError, handle_errors
 
 RECIPE_HELP = ("Recipe name in recipes/ (srv recipes) or a .toml path; default: the model's "
                "own (mini for vit-mini-*, xiao for vitp/vitc, xiao-36gf at 36GF, deit "
@@ -91,8 +89,6 @@ def train(
     code 3; Ctrl-C stops it resumably (exit 130). A recipe's warmup longer than a shorter
     --epochs is scaled down with a note, so srv train vit-mini-conv --epochs 1 is a quick
     smoke test."""
-    import json
-
     from reproduce.training.config import resolve_config
 
     overrides = collect_overrides(
@@ -104,44 +100,22 @@ def train(
         raise SrvError("--resume continues a run; --initial-checkpoint and --restart start "
                        "one afresh: give only one of them")
     if resume is not None:
-        from reproduce.training.start import resume_config
+        from reproduce.training.resume import resume_config
 
         cfg, run_dir = resume_config(model, recipe, overrides, name, resume, run_dir)
     else:
         cfg = resolve_config(model, recipe, overrides, name=name)
     if initial_checkpoint is not None:
-        from reproduce.training.start import initial_config
+        from reproduce.training.resume import initial_config
 
         cfg = initial_config(cfg, initial_checkpoint)
-    from reproduce.training.tracking import require_trackers
-
-    require_trackers(cfg.recipe.log)  # a missing tracker library stops here, before any data
     if dry_run:
-        import os
-
         from reproduce.commands._options import benchmark_folders
-        from reproduce.training.runnable import check_runnable, summary
+        from reproduce.training.dry_run import dry_run as describe_run
 
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        parts = check_runnable(cfg, world)  # the refusals a launched run would apply
-        if os.environ.get("RANK", "0") != "0":
-            return  # under torchrun every rank checks, rank 0 speaks
-        where = run_dir or runs_dir / cfg.run_name
-        print(f"{cfg.model} with recipe {cfg.recipe_name} ({parts.params_m:.2f}M params, "
-              f"world size {world}): {where}")
-        print("\n".join([*summary(parts), *cfg.notes]))
-        print(_cost_line(cfg, parts.steps_per_epoch, world, img_per_s, benchmark_folders(),
-                         runs_dir))
-        derived = cfg.derived(world, parts.steps_per_epoch)
-        from reproduce.training.memory import describe_memory, memory_estimate
-
-        derived["memory_estimate_gib"] = memory_estimate(
-            parts.model, parts.optimizer, derived["micro_batch"], cfg.recipe.img_size,
-            ema=parts.ema_rule is not None, sam=cfg.recipe.opt.startswith("sam"))
-        print(describe_memory(derived["memory_estimate_gib"], cfg.recipe.amp))
-        print("config:")
-        print(json.dumps({**cfg.to_dict(), "derived": derived, "run_dir": str(where)},
-                         indent=2))
+        lines = describe_run(cfg, run_dir, runs_dir, img_per_s, benchmark_folders())
+        if lines is not None:  # None: under torchrun every rank checks, rank 0 speaks
+            print("\n".join(lines))
         return
     import os
 
@@ -154,7 +128,7 @@ def train(
     except KeyboardInterrupt:
         if os.environ.get("RANK", "0") == "0":
             print("\ninterrupted: rerun the same command to resume", flush=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
     kept = "" if outcome.retrained else "already {}, not retrained (--restart to redo): "
     if not outcome.is_main:
         pass
@@ -166,35 +140,6 @@ def train(
         print(f"{cfg.model}: {kept.format('diverged')}diverged ({outcome.reason})  "
               f"{outcome.run_dir}")
     raise typer.Exit(outcome.exit_code)
-
-
-def _cost_line(cfg: Any, steps_per_epoch: int, world: int, img_per_s: str | None,
-               folders: list[Path], runs_dir: Path) -> str:
-    """The dry run's cost: the training images, then minutes on this machine for a CPU-scale
-    run (matching finished runs in ``runs_dir``, else the assumed rate), else GPU-hours and the
-    wall-clock time on ``world`` GPUs."""
-    from reproduce.training.cost import (
-        GpuRates,
-        StepTimes,
-        cpu_scale,
-        format_seconds,
-        parse_rates,
-        run_cost,
-        wall_clock,
-    )
-
-    r = cfg.recipe
-    if cpu_scale(r):
-        rate = StepTimes(runs_dir).per_step(cfg.model, r)
-        images = run_cost(r, steps_per_epoch, None).images
-        when = ("time: unknown (no finished run of this model and config here)" if rate is None
-                else f"time: about {format_seconds(rate.seconds * steps_per_epoch * r.epochs)} "
-                     f"on this machine ({rate.source})")
-        return f"cost: {images:,} training images; {when}"
-    cost = run_cost(r, steps_per_epoch, GpuRates(parse_rates(img_per_s), folders,
-                                                 anchor=False)(cfg.model, r))
-    return f"cost: {cost.describe()}" + (f"; wall-clock about {wall_clock(cost.gpu_hours, world)}"
-                                         if cost.gpu_hours else "")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,7 @@ them (one process, local jobs, torchrun, SLURM through submitit).
 * :mod:`~reproduce.experiments.local`, :mod:`~reproduce.experiments.torchrun`,
   :mod:`~reproduce.experiments.slurm`: the backends;
 * :mod:`~reproduce.experiments.runner`: which cells to train, in what order, under their locks;
-* :mod:`~reproduce.experiments.progress`: the view over a grid while it trains;
+* :mod:`~reproduce.experiments.grid_progress`: the view over a grid while it trains;
 * :mod:`~reproduce.experiments.launch`: what a dry run says it would launch, and its cost.
 
 The names below are the public parts (``srv ablate`` and the report read them here). Nothing
@@ -24,6 +24,7 @@ from reproduce.experiments.cells import (
     inspect_run,
     plan,
 )
+from reproduce.experiments.grid_progress import GridProgress
 from reproduce.experiments.launch import cost_lines, grid_cost, launch_lines
 from reproduce.experiments.local import (
     LOG_DIR,
@@ -35,7 +36,6 @@ from reproduce.experiments.local import (
     visible_gpus,
 )
 from reproduce.experiments.locks import LOCK_DIR, STALE_AFTER_S, CellLock, process_alive
-from reproduce.experiments.progress import GridProgress
 from reproduce.experiments.runner import RunOptions, Summary, decide, run_grid
 from reproduce.experiments.slurm import (
     SUBMITIT_DIR,

@@ -186,14 +186,14 @@ def plan(grid: Grid, runs_root: Path | str, stale_after_s: float = STALE_AFTER_S
 def check_cells(states: Sequence[CellState], world_size: int = 1,
                 models: dict[Any, Any] | None = None) -> list[tuple[CellState, str]]:
     """Build what each unfinished cell can build without training
-    (:func:`~reproduce.training.runnable.check_runnable`: the engine's refusals, the model on the
+    (:func:`~reproduce.training.builders.check_runnable`: the engine's refusals, the model on the
     meta device, optimizer, schedule, EMA, transforms); returns the cells that could not start,
     with the reason. Models are built once per shape and a data folder is listed once, so a
     128-sample grid checks in seconds. A cell whose build passed before under the same code,
     config, world size and training-set size is not built again (srv's cache,
     :mod:`reproduce.utils.cache`): a repeated dry run does not import timm. The data checks run
     every time."""
-    from reproduce.training.runnable import build_parts, check_data
+    from reproduce.training.builders import build_parts, check_data
 
     models = {} if models is None else models  # meta models by shape, shareable between grids
     folders: set[str] = set()  # data folders whose layout passed the check
@@ -232,7 +232,7 @@ def _package_version() -> str:
 def _check_key(cfg: Any, world_size: int) -> dict[str, Any]:
     """The cache key of a cell's meta build: code, every config value, world size and the
     training-set size (a data folder that grew changes the updates per epoch)."""
-    from reproduce.training.runnable import train_size
+    from reproduce.training.builders import train_size
 
     return cache.json_key({"code": _package_version(), "config": cfg.to_dict(),
                            "world_size": world_size, "train": train_size(cfg.recipe)[0]})

@@ -98,6 +98,7 @@ def imagenet_lines(claims: Sequence[Any], img_per_s: str | float | None,
     cost beside one DeiT-S run of the plan. ``seeds``: the claims file's [design] seeds."""
     from reproduce.recipes.design import seeds_arg
     from reproduce.recipes.grids import load_grid
+    from reproduce.training.builders import steps_per_epoch
     from reproduce.training.config import resolve_config
     from reproduce.training.cost import (
         DEIT_S_PUBLISHED,
@@ -107,7 +108,6 @@ def imagenet_lines(claims: Sequence[Any], img_per_s: str | float | None,
         run_cost,
         wall_clock,
     )
-    from reproduce.training.runnable import steps_per_epoch
 
     rate = GpuRates(parse_rates(img_per_s), folders)
     design = seeds

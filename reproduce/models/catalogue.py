@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from reproduce.errors import user_error
+from reproduce.errors import UserError
 from reproduce.models.stems import STEM_KINDS, StemSpec, stem_spec
 
 __all__ = ["TIMM_PREFIX", "ModelEntry", "ViTSize", "CATALOGUE", "SIZES", "UnknownModelError",
@@ -28,8 +28,7 @@ __all__ = ["TIMM_PREFIX", "ModelEntry", "ViTSize", "CATALOGUE", "SIZES", "Unknow
 TIMM_PREFIX = "srv_"
 
 
-@user_error
-class UnknownModelError(KeyError):
+class UnknownModelError(UserError, KeyError):
     """A model name that is not in the catalogue (with the closest names)."""
 
     def __init__(self, name: str, suggestions: list[str]) -> None:

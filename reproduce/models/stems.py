@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from reproduce.errors import user_error
+from reproduce.errors import UserError
 
 __all__ = ["ConvLayer", "StemSpec", "StemEmbed", "StemSpecError", "stem_spec", "STEM_KINDS",
            "pycls_stem_init"]
@@ -40,8 +40,7 @@ ACTS = ("relu", "gelu", "none")
 INITS = ("torch", "pycls")
 
 
-@user_error
-class StemSpecError(ValueError):
+class StemSpecError(UserError, ValueError):
     """A stem specification that cannot be built."""
 
 

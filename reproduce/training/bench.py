@@ -72,7 +72,7 @@ def bench_model(name: str, mode: str, batch: int, img_size: int, amp: str, steps
     import torch
     from torch import nn
 
-    from reproduce.training.engine import configure_device
+    from reproduce.training.device import configure_device
 
     configure_device(device)  # as the engine: cuDNN autotuning, TF32
     torch.manual_seed(0)
@@ -84,7 +84,7 @@ def bench_model(name: str, mode: str, batch: int, img_size: int, amp: str, steps
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
     x = torch.randn(batch, 3, img_size, img_size, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 1000, (batch,), device=device)
-    from reproduce.training.step import compile_model  # resets dynamo: many models, one process
+    from reproduce.training.device import compile_model  # resets dynamo: many models, one process
 
     net = compile_model(model) if mode == "compile" else model
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
@@ -209,11 +209,11 @@ def bench_engine(name: str, mode: str, pipeline: str, batch: int, img_size: int,
     import torch
 
     from reproduce.training.config import resolve_config
+    from reproduce.training.engine import Trainer
     from reproduce.training.runs import RunDir
     from reproduce.training.tracking import open_tracking
-    from reproduce.training.trainer import Trainer
     from reproduce.utils.distributed import init_distributed
-    from reproduce.utils.progress import Reporter
+    from reproduce.utils.reporter import Reporter
 
     overrides: dict[str, Any] = dict(batch_size=batch, img_size=img_size, amp=amp,
                                      compile=mode == "compile", epochs=100, warmup_epochs=1.0,
@@ -229,10 +229,10 @@ def bench_engine(name: str, mode: str, pipeline: str, batch: int, img_size: int,
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, RunDir(Path(tmp) / "run"), info, Reporter(enabled=False))
         if pipeline == "engine":
-            trainer.train_loader = DeviceBatches(batch, img_size, trainer.data.num_classes,
-                                                 steps, info.device)
-            trainer.steps_per_epoch = steps
-        trainer.tracker = open_tracking(log, trainer.run.path, cfg.to_dict(), 0)
+            trainer.loop.loader = DeviceBatches(batch, img_size, trainer.data.num_classes,
+                                                steps, info.device)
+            trainer.loop.steps_per_epoch = steps
+        tracker = trainer.loop.tracker = open_tracking(log, trainer.run.path, cfg.to_dict(), 0)
 
         def sync() -> None:
             if info.device.type == "cuda":
@@ -240,25 +240,25 @@ def bench_engine(name: str, mode: str, pipeline: str, batch: int, img_size: int,
 
         trainer.train_epoch()  # warm-up: compilation, autotuning, workers, file cache
         trainer.epoch += 1
-        # the first batch in hand: the engine calls train_step on it (after Mixup)
+        # the first batch in hand: the epoch loop calls its step on it (after Mixup)
         first: list[float] = []
-        train_step = trainer.train_step
+        step_fn = trainer.loop.step_fn
 
-        def clocked_step(x: Any, y: Any) -> Any:
+        def clocked_step(x: Any, y: Any, **kwargs: Any) -> Any:
             if not first:
                 sync()
                 first.append(time.perf_counter())
-            return train_step(x, y)
+            return step_fn(x, y, **kwargs)
 
-        trainer.train_step = clocked_step  # type: ignore[method-assign]
+        trainer.loop.step_fn = clocked_step
         sync()
-        tracked0 = trainer.tracker.seconds
+        tracked0 = tracker.seconds
         t0 = time.perf_counter()
         stats = trainer.train_epoch()
         sync()
         t1 = time.perf_counter()
-        tracked = trainer.tracker.seconds - tracked0
-        trainer.tracker.close()
+        tracked = tracker.seconds - tracked0
+        tracker.close()
     start = first[0] - t0 if first else 0.0
     steady = t1 - (first[0] if first else t0)
     # the first batch's wait is the start-up; what is left is the steady-state waiting
@@ -294,7 +294,7 @@ def run_engine_bench(models: list[str], modes: list[str], pipelines: list[str], 
                                            jpeg_folder, workers, device_name, channels_last,
                                            trackers)
                     except Exception as err:  # one broken pipeline must not lose the others
-                        from reproduce.training.checkpoints import summarize
+                        from reproduce.training.resume import summarize
 
                         label = f"{pipeline}+{trackers}" if trackers != "none" else pipeline
                         engine.append(EngineResult(name, mode, label, batch, amp, 0.0, 0.0, 0,

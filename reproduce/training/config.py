@@ -35,7 +35,8 @@ from reproduce.recipes.recipe import (
     load_recipe,
 )
 
-__all__ = ["RunConfig", "StartFrom", "resolve_config", "default_recipe", "scaled_lr", "config_diff"]
+__all__ = ["Derived", "RunConfig", "StartFrom", "resolve_config", "default_recipe", "scaled_lr",
+           "config_diff"]
 
 #: recipe keys that do not change the result and so are not part of the run's identity
 UNHASHED = frozenset({"num_workers", "device", "sync_every", "update_ratio_every",
@@ -51,7 +52,7 @@ TRANSFORM_KEYS: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class StartFrom:
-    """The checkpoint a run starts from (:mod:`reproduce.training.start`): ``initial`` (its
+    """The checkpoint a run starts from (:mod:`reproduce.training.resume`): ``initial`` (its
     weights, a fresh optimizer: ``--initial-checkpoint``) or ``resume`` (its whole training state
     under a changed epoch count: ``--resume``). The content hash is part of the run's identity
     (another file is another run); the path is recorded, not hashed (a moved file is the same
@@ -113,7 +114,7 @@ class RunConfig:
         return cls(model=data["model"], recipe_name=data["recipe"], recipe=recipe,
                    name=data.get("name", data["model"]), start=start)
 
-    def derived(self, world_size: int = 1, steps_per_epoch: int | None = None) -> dict[str, Any]:
+    def derived(self, world_size: int = 1, steps_per_epoch: int | None = None) -> Derived:
         """Values that follow from the config and the launch: batch split, scaled lr, steps."""
         r = self.recipe
         if r.batch_size % world_size:
@@ -128,30 +129,57 @@ class RunConfig:
         from reproduce.training.schedule import min_lr
 
         lr = scaled_lr(r)
-        out: dict[str, Any] = {
-            "world_size": world_size,
-            "global_batch": r.batch_size,
-            "per_device_batch": per_device,
-            "accum_steps": r.accum_steps,
-            "micro_batch": per_device // r.accum_steps,  # what one forward / backward holds
-            "lr_rule": f"{r.lr_scaling}: lr = base x (global batch / {r.lr_base_batch})"
+        steps: dict[str, Any] = {}
+        if steps_per_epoch is not None:
+            steps = dict(steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * r.epochs,
+                         warmup_steps=int(round(r.warmup_epochs * steps_per_epoch)))
+            if (rule := ema_rule(r, steps_per_epoch)) is not None:
+                steps.update(ema_decay_per_update=rule.decay, ema_update_period=rule.period,
+                             ema_decay_per_step=rule.effective_decay())
+        return Derived(
+            world_size=world_size,
+            global_batch=r.batch_size,
+            per_device_batch=per_device,
+            accum_steps=r.accum_steps,
+            micro_batch=per_device // r.accum_steps,  # what one forward / backward holds
+            lr_rule=f"{r.lr_scaling}: lr = base x (global batch / {r.lr_base_batch})"
             + ("^0.5" if r.lr_scaling == "sqrt" else "") if r.lr_scaling != "none"
             else "none: lr = base",
-            "lr": lr,
+            lr=lr,
             # the values the schedule uses: pycls's relative floor and warmup (xiao recipe) are
             # fractions of the scaled lr, timm's (deit, mini) absolute
-            "min_lr": min_lr(r, lr),
-            "warmup_lr": r.warmup_factor * lr if r.warmup_factor > 0 else r.warmup_lr,
-        }
-        if steps_per_epoch is not None:
-            out["steps_per_epoch"] = steps_per_epoch
-            out["total_steps"] = steps_per_epoch * r.epochs
-            out["warmup_steps"] = int(round(r.warmup_epochs * steps_per_epoch))
-            if (rule := ema_rule(r, steps_per_epoch)) is not None:
-                out["ema_decay_per_update"] = rule.decay
-                out["ema_update_period"] = rule.period
-                out["ema_decay_per_step"] = rule.effective_decay()
-        return out
+            min_lr=min_lr(r, lr),
+            warmup_lr=r.warmup_factor * lr if r.warmup_factor > 0 else r.warmup_lr,
+            **steps,
+        )
+
+
+@dataclass(frozen=True)
+class Derived:
+    """What follows from a config and its launch (:meth:`RunConfig.derived`); ``config.json``
+    records it as ``derived`` (:meth:`to_dict`). The step counts need the steps per epoch, the
+    EMA's values an EMA as well: left out (None) otherwise."""
+
+    world_size: int
+    global_batch: int
+    per_device_batch: int
+    accum_steps: int
+    micro_batch: int
+    lr_rule: str
+    lr: float
+    min_lr: float
+    warmup_lr: float
+    steps_per_epoch: int | None = None
+    total_steps: int | None = None
+    warmup_steps: int | None = None
+    ema_decay_per_update: float | None = None
+    ema_update_period: int | None = None
+    ema_decay_per_step: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields in order, those not known (None) left out, as ``config.json`` holds them."""
+        return {f.name: v for f in dataclasses.fields(self)
+                if (v := getattr(self, f.name)) is not None}
 
 
 def default_recipe(model: str) -> str:

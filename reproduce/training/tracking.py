@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from reproduce.errors import SrvError
+from reproduce.training.loop import StepRecord
 from reproduce.training.runs import atomic_write_json, read_json
-from reproduce.training.stability import StepRecord
 
 __all__ = ["Tracking", "open_tracking", "parse_log", "require_trackers", "TRACKING_FILE"]
 
@@ -289,11 +289,12 @@ class Tracking:
 def open_tracking(spec: str, run_path: Path, config: dict[str, Any], step: int,
                   is_main: bool = True) -> Tracking:
     """Open the trackers ``spec`` names for the run in ``run_path``, continuing at optimizer
-    step ``step`` (0: a fresh run); their run ids go to ``tracking.json``."""
+    step ``step`` (0: a fresh run); their run ids go to ``tracking.json``. The caller has
+    checked the libraries (:func:`require_trackers`: ``engine.train``, ``srv ablate``,
+    ``srv bench``), before any data."""
     names = parse_log(spec)
     if not is_main or not names:
         return Tracking()
-    require_trackers(spec)
     ids: dict[str, Any] = read_json(run_path / TRACKING_FILE) or {}
     trackers: list[_Tracker] = []
     for name in names:

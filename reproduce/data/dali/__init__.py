@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from reproduce.data.dali.loaders import DaliTrainLoader, DaliValLoader
+    from reproduce.data.dali.dali_loaders import DaliTrainLoader, DaliValLoader
     from reproduce.recipes.recipe import Recipe
     from reproduce.utils.distributed import DistInfo
 
@@ -40,9 +40,9 @@ def require(user: str = "loader 'dali'", instead: str = "use --set loader=timm")
 
 def build_train_loader(root: Path, recipe: Recipe, info: DistInfo, **kwargs: Any
                        ) -> DaliTrainLoader:
-    """DALI training batches of ``root/train`` for this rank (see :mod:`.loaders`)."""
+    """DALI training batches of ``root/train`` for this rank (see :mod:`.dali_loaders`)."""
     require()
-    from reproduce.data.dali.loaders import build_train_loader as build
+    from reproduce.data.dali.dali_loaders import build_train_loader as build
 
     return build(root, recipe, info, **kwargs)
 
@@ -51,7 +51,7 @@ def build_val_loader(root: Path, recipe: Recipe, info: DistInfo, **kwargs: Any
                      ) -> DaliValLoader:
     """DALI evaluation batches of this rank's shard of ``root/val``."""
     require()
-    from reproduce.data.dali.loaders import build_val_loader as build
+    from reproduce.data.dali.dali_loaders import build_val_loader as build
 
     return build(root, recipe, info, **kwargs)
 

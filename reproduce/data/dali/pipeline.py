@@ -45,7 +45,7 @@ WARP_INTERP = {"bicubic": types.INTERP_LINEAR, "bilinear": types.INTERP_LINEAR,
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """The recipe's training transform (see :func:`reproduce.data.dali.loaders.train_spec`)."""
+    """The recipe's training transform (see :func:`reproduce.data.dali.dali_loaders.train_spec`)."""
 
     img_size: int
     scale_min: float

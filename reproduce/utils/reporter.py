@@ -1,4 +1,5 @@
-"""Progress: a rich bar on a terminal, plain periodic lines when output is a file or a pipe.
+"""The console reporter of a training run: a rich bar on a terminal, plain periodic lines when
+output is a file or a pipe.
 
 Only rank 0 reports (the engine passes ``enabled=False`` elsewhere). No carriage returns end up
 in SLURM logs: off a terminal, a line is printed at most every ``interval_s`` seconds.

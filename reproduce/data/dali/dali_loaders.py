@@ -29,8 +29,8 @@ import torch
 
 from reproduce.data.dali.files import ImageList, image_list, write_file_list
 from reproduce.data.images import skipped_line
-from reproduce.data.loaders import _to_device, check_train_size
 from reproduce.data.sampling import epoch_indices, shard_indices, train_sampler
+from reproduce.data.torch_loaders import _to_device, check_train_size
 from reproduce.errors import SrvError
 from reproduce.recipes.recipe import Recipe
 from reproduce.utils.distributed import DistInfo

@@ -1,4 +1,4 @@
-"""The vocabulary of the recipe fidelity checks (:mod:`reproduce.training.fidelity`): a
+"""The vocabulary of the recipe fidelity checks (:mod:`reproduce.training.fidelity.sources`): a
 :class:`Fact` (a source's value and how to measure it), a :class:`Difference`, a
 :class:`RecipeSource`, and :class:`Built` with the measurements that read srv's built objects
 (optimizer param groups, the schedule's lr in the optimizer, the transforms, the EMA on a probe
@@ -112,8 +112,8 @@ class Built:
 
     def other(self, model: str | None = None, **overrides: Any) -> Any:
         """The parts of another model / overrides under the same recipe (a fresh build)."""
+        from reproduce.training.builders import build_parts
         from reproduce.training.config import resolve_config
-        from reproduce.training.runnable import build_parts
 
         torch.manual_seed(0)
         return build_parts(resolve_config(model or self.model_name, self.recipe_name, overrides))

@@ -1,13 +1,23 @@
-"""Can a run start, and what will it build? Checked in seconds, before anything trains.
+"""What a run builds, and whether it can: the model, the optimizer, the loss (with Mixup), the
+lr schedule and the EMA, as pycls's ``core/builders.py`` names it, plus the engine's refusals.
 
-The engine's refusals live here (:func:`refuse`), so ``srv train --dry-run`` and ``srv ablate
---dry-run`` apply exactly the rules a launched run would, and :func:`check_runnable` builds what
-can be built cheaply: the model on the ``meta`` device (shapes only) with a forward pass, the
-optimizer and its weight-decay groups, the lr schedule, the EMA rule, the transforms, Mixup and
-the loss. A cell that cannot run fails here with the reason, not hours into a job.
+The engine builds a run's parts here, ``--dry-run`` (:mod:`.dry_run`) checks them with
+:func:`check_runnable` (the model on the ``meta`` device, one forward pass, and the same
+refusals a launched run applies), and the fidelity facts (:mod:`.fidelity`) measure what
+:func:`build_parts` builds. The optimizer is timm's ``create_optimizer_v2`` with the
+weight-decay exemptions of the recipe's source:
 
-:func:`build_parts` is the same construction on a real (CPU) model: the fidelity facts of
-:mod:`reproduce.training.fidelity` measure what it builds.
+* timm / DeiT (timm 0.3.2 ``optim_factory.py:25-37``, used by deit ``main.py:352``): no decay on
+  1-D parameters (biases, norm weights) and on the model's ``no_weight_decay()`` names
+  (``pos_embed``, ``cls_token``).
+* pycls (``vitconfigs`` ``pycls/core/optimizer.py:39-47``): no decay on parameters whose name
+  contains ``bn``, ``ln`` or ``bias``; on its ViT those are exactly the 1-D parameters, so the
+  position embedding and the class token *are* decayed (recipe key ``wd_pos_cls = true``).
+
+SAM (Foret et al. 2021, arXiv 2010.01412; ``opt = "sam"`` on SGD, ``"sam-adamw"``) builds its
+base optimizer here; its two passes are the training step's (:mod:`.loop`).
+
+May import: :mod:`.config`, :mod:`.ema`, :mod:`.schedule`; models, data, recipes, utils.
 """
 
 from __future__ import annotations
@@ -24,12 +34,12 @@ from torch import nn
 from reproduce.data.datasets import DIGITS_VAL, NO_DATA, SYNTHETIC_CLASSES, synthetic_sizes
 from reproduce.errors import SrvError
 from reproduce.recipes.recipe import Recipe
-from reproduce.training import sam
 from reproduce.training.config import RunConfig, scaled_lr
 from reproduce.training.ema import Ema, EmaRule, ema_rule
 from reproduce.training.schedule import LrSchedule
 
-__all__ = ["Parts", "build_mixup_loss", "build_parts", "check_data", "check_runnable",
+__all__ = ["Parts", "base_optimizer", "build_mixup_loss", "build_model", "build_optimization",
+           "build_optimizer", "build_parts", "check_data", "check_runnable", "decay_groups",
            "num_classes", "refuse", "steps_per_epoch", "train_size"]
 
 #: training-set sizes srv knows without reading the data
@@ -108,11 +118,68 @@ def refuse(cfg: RunConfig, world_size: int = 1) -> None:
     r = cfg.recipe
     cfg.derived(world_size)  # the global batch must split evenly over the ranks
     per_device = r.batch_size // world_size
-    if r.amp == "fp16" and sam.base_optimizer(r.opt):
+    if r.amp == "fp16" and base_optimizer(r.opt):
         raise SrvError("SAM with fp16 loss scaling is not supported: use --set amp=bf16")
     if (r.mixup > 0 or r.cutmix > 0) and per_device % 2:
         raise SrvError(f"Mixup / CutMix need an even per-device batch, got {per_device} "
                        f"(global {r.batch_size} over {world_size}): change --batch-size")
+
+
+def base_optimizer(opt: str) -> str | None:
+    """The base optimizer of a SAM name (``sam`` -> ``sgd``, ``sam-adamw`` -> ``adamw``)."""
+    if opt == "sam":
+        return "sgd"
+    if opt.startswith("sam-"):
+        return opt.removeprefix("sam-")
+    return None
+
+
+_ADAM_LIKE = ("adamw", "adam", "nadamw", "lamb", "lambw", "radamw")
+
+
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """pycls's split: decay every parameter with more than one dimension (so ``pos_embed`` and
+    ``cls_token`` too), none on biases and norm weights. timm's own helper, with an empty
+    exemption list instead of the model's ``no_weight_decay()``."""
+    from timm.optim import param_groups_weight_decay
+
+    return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=())
+
+
+#: timm optimizer names backed by a torch optimizer with a fused (single-kernel) step
+FUSED_OPTIMIZERS = ("adamw", "adam", "sgd", "momentum")
+#: ... whose fused step is not safe under fp16's skipped steps: torch's ``_fused_sgd``
+#: (torch/optim/sgd.py) allocates the momentum buffers with ``torch.empty_like`` on the first
+#: step and hands the kernel ``found_inf``; when GradScaler skips that step (fp16 overflows in
+#: its first steps by design) the buffers are left uninitialised and the next step uses them
+NOT_FUSED_UNDER_FP16 = ("sgd", "momentum")
+
+
+def build_optimizer(model: nn.Module, r: Recipe, lr: float,
+                    fused: bool = False) -> torch.optim.Optimizer:
+    """The recipe's optimizer over ``model`` at the (scaled) ``lr``; SAM's base optimizer for
+    ``opt = sam*`` (the SAM steps are the engine's).
+
+    ``fused`` (the engine asks for it on CUDA) picks torch's fused step where the optimizer
+    has one: one kernel per step, and it skips a non-finite step on the device. SGD stays on
+    the foreach path under fp16 (:data:`NOT_FUSED_UNDER_FP16`)."""
+    from timm.optim import create_optimizer_v2
+
+    name = base_optimizer(r.opt) or r.opt
+    kwargs: dict[str, Any] = {}
+    if name in _ADAM_LIKE:
+        kwargs["eps"] = r.opt_eps
+    if fused and name in FUSED_OPTIMIZERS and not (
+            r.amp == "fp16" and name in NOT_FUSED_UNDER_FP16):
+        kwargs["fused"] = True
+    if r.wd_pos_cls:
+        kwargs["param_group_fn"] = lambda m: decay_groups(m, r.weight_decay)
+    try:
+        return create_optimizer_v2(model, opt=name, lr=lr, weight_decay=r.weight_decay,
+                                   momentum=r.momentum, **kwargs)
+    except (ValueError, AssertionError) as err:
+        raise SrvError(f"optimizer {r.opt!r}: {err} (timm's names: 'adamw', 'sgd', ...; SAM: "
+                       f"'sam' or 'sam-adamw')") from None
 
 
 def build_mixup_loss(r: Recipe, classes: int) -> tuple[Any, nn.Module]:
@@ -164,8 +231,6 @@ def build_optimization(model: nn.Module, r: Recipe, lr: float, steps_per_epoch: 
                        ) -> tuple[torch.optim.Optimizer, LrSchedule, EmaRule | None, Ema | None]:
     """The optimizer, lr schedule, EMA rule and EMA of a run, as the engine builds them (and
     :func:`build_parts` for the fidelity checks); ``with_ema=False`` makes no EMA copy."""
-    from reproduce.training.optim import build_optimizer
-
     optimizer = build_optimizer(model, r, lr, fused=fused)
     rule = ema_rule(r, steps_per_epoch)
     ema = Ema(model, rule) if rule is not None and with_ema else None
@@ -248,35 +313,3 @@ def check_runnable(cfg: RunConfig, world_size: int = 1,
     own error) with the reason."""
     check_data(cfg, checked_folders)
     return build_parts(cfg, world_size, device="meta", models=models)
-
-
-def describe_lr(parts: Parts) -> list[str]:
-    """Lines for ``--dry-run``: the schedule and the lr at a few epochs."""
-    from reproduce.training.schedule import glance_epochs
-
-    r = parts.cfg.recipe
-    lines = [f"lr schedule: {parts.schedule.describe()}",
-             f"  {parts.steps_per_epoch:,} updates per epoch from {parts.steps_source}"]
-    for epoch, label in glance_epochs(r):
-        lr = parts.schedule.lr_at(epoch)
-        lines.append(f"  epoch {epoch:>4}  lr {lr:.4g}" + (f"  ({label})" if label else ""))
-    return lines
-
-
-def describe_ema(parts: Parts) -> str:
-    rule = parts.ema_rule
-    return "EMA: none" if rule is None else f"EMA: {rule.describe()}"
-
-
-def summary(parts: Parts) -> list[str]:
-    """The dry-run's human lines: lr schedule, EMA, weight decay, transforms, notes."""
-    groups = parts.optimizer.param_groups
-    decayed = sum(len(g["params"]) for g in groups if g.get("weight_decay", 0) > 0)
-    exempt = sum(len(g["params"]) for g in groups if not g.get("weight_decay", 0))
-    lines = describe_lr(parts)
-    lines.append(describe_ema(parts))
-    lines.append(f"optimizer: {type(parts.optimizer).__name__}, weight decay "
-                 f"{parts.cfg.recipe.weight_decay:g} on {decayed} tensors, none on {exempt}")
-    lines.append(f"eval transform: {parts.eval_desc}")
-    lines += [f"note: {n}" for n in parts.notes]
-    return lines

@@ -1,8 +1,9 @@
 """Input pipelines behind one small interface: batches of (images, targets) on the device.
 
-The engine asks a train loader for ``set_epoch(e)`` and then iterates ``(x, y)`` batches already
-on its device, augmented except for Mixup/CutMix (the engine applies timm's ``Mixup`` to every
-pipeline's batches). Two pipelines implement it:
+The engine asks a train loader (:class:`reproduce.data.build.TrainLoader`) for
+``set_epoch(e)`` and then iterates ``(x, y)`` batches already on its device, augmented except
+for Mixup/CutMix (the engine applies timm's ``Mixup`` to every pipeline's batches). Two
+pipelines implement it:
 
 * ``timm`` (default, :class:`TorchTrainLoader`): torch's ``DataLoader`` over a data set with
   timm's transforms, loader workers, pinned memory.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,20 +31,7 @@ from reproduce.errors import SrvError
 from reproduce.recipes.recipe import Recipe
 from reproduce.utils.distributed import DistInfo
 
-__all__ = ["TrainLoader", "TorchTrainLoader", "SeededSampler", "SeededDataset", "sample_seeds"]
-
-
-class TrainLoader(Protocol):
-    """What the engine needs of a training input pipeline."""
-
-    def __len__(self) -> int:  # optimizer steps per epoch on this rank
-        ...
-
-    def set_epoch(self, epoch: int) -> None:  # 1-based epoch about to run
-        ...
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        ...
+__all__ = ["TorchTrainLoader", "TorchValLoader", "SeededSampler", "SeededDataset", "sample_seeds"]
 
 
 def sample_seeds(seed: int, epoch: int, rank: int, n: int) -> np.ndarray:

@@ -5,7 +5,7 @@ One table per recipe feeds both ``tests/test_fidelity.py`` (every fact must hold
 difference it names must still be the one srv has) and ``srv recipes NAME`` (each value with its
 source). The source values are written here from the sources themselves, never read from the
 recipe files, and every measurement reads the built objects of
-:func:`reproduce.training.runnable.build_parts` (optimizer param groups, the schedule's lr in the
+:func:`reproduce.training.builders.build_parts` (optimizer param groups, the schedule's lr in the
 optimizer, the transforms, the EMA acting on a probe model, the initialised model), not the TOML
 text.
 
@@ -24,9 +24,7 @@ import math
 
 import torch
 
-from reproduce.training.fidelity_measure import (  # noqa: F401  (re-exported: the public names)
-    COMMON_CHOICES,
-    SAME,
+from reproduce.training.fidelity.facts import (
     Built,
     Difference,
     Fact,
@@ -49,8 +47,7 @@ from reproduce.training.fidelity_measure import (  # noqa: F401  (re-exported: t
     _repeats,
 )
 
-__all__ = ["Fact", "Difference", "RecipeSource", "Built", "SOURCES", "source_for", "SAME",
-           "COMMON_CHOICES", "deit_epoch_lr", "pycls_epoch_lr", "pycls_ema_alpha",
+__all__ = ["SOURCES", "source_for", "deit_epoch_lr", "pycls_epoch_lr", "pycls_ema_alpha",
            "source_bn_batch", "bn_batch_warning"]
 
 DEIT = "deit@7e160fe"
@@ -92,7 +89,7 @@ DEIT_SOURCE = RecipeSource(
              "10 cooldown epochs (main.py:88) never run", ("epochs",),
              lambda b: b.schedule_epochs()),
         Fact("global batch", _D["batch"], f"{DEIT} README_deit.md:216: 4 GPUs x --batch-size 256",
-             ("batch_size",), lambda b: b.parts.cfg.derived(1)["global_batch"]),
+             ("batch_size",), lambda b: b.parts.cfg.derived(1).global_batch),
         Fact("peak lr (5e-4 x 1024 / 512)", _D["lr"] * _D["batch"] / _D["lr_batch"],
              f"{DEIT} main.py:71 --lr 5e-4; main.py:349-351 x batch x world / 512",
              ("lr", "lr_base_batch", "lr_scaling"), lambda b: b.parts.schedule.peak[0]),
@@ -242,7 +239,7 @@ def _xiao(recipe: str, base: float, config: str) -> RecipeSource:
                  f"{PYCLS} {XIAO_YAML} OPTIM.MAX_EPOCH 400",
                  ("epochs",), lambda b: b.schedule_epochs()),
             Fact("global batch", _X["batch"], f"{PYCLS} {XIAO_YAML} TRAIN.BATCH_SIZE 2048",
-                 ("batch_size",), lambda b: b.parts.cfg.derived(1)["global_batch"]),
+                 ("batch_size",), lambda b: b.parts.cfg.derived(1).global_batch),
             Fact("peak lr", base, f"{PYCLS} {config} OPTIM.BASE_LR {base:g} at batch 2048",
                  ("lr", "lr_base_batch", "lr_scaling"), lambda b: b.parts.schedule.peak[0]),
             Fact("default recipe's peak lr of vitp-36gf, vitc-36gf", (_X["lr_36"],) * 2,
