@@ -61,5 +61,5 @@ def test_a_tiny_benchmark_runs_real_cells(tmp_path: Path) -> None:
     assert rows["fp32"]["cell"] == 1.0 and rows["jobs2"]["cells_per_hour"] > 0
     (every,) = report["eval_every"]
     assert every["k"] == 2 and every["cell_epochs"] == 5 and every["modelled"]
-    assert every["cell_train_images"] == 10_000 and every["ratio"] > 1.0
+    assert every["cell_train_images"] == 20_000 and every["ratio"] > 1.0
     assert "fp32 eager" in report["baseline"] and "CPUs of" in report["environment"]
