@@ -28,8 +28,8 @@ def full_run(ids: list[str] | None, runs_dir: Path, claims_file: Path | None, sc
     """Plan (and unless ``dry_run`` train) the claims' grids at ``scale``; True when the report
     should follow (the cells were trained)."""
     from reproduce import experiments as ab
+    from reproduce.commands._grid_output import print_plan, print_summary, refuse_unrunnable
     from reproduce.commands._options import benchmark_folders
-    from reproduce.commands.ablate import _print_summary, _refuse, print_plan
     from reproduce.experiments import campaign
     from reproduce.experiments import claims_plan as cr
     from reproduce.report import claims as cl
@@ -64,7 +64,7 @@ def full_run(ids: list[str] | None, runs_dir: Path, claims_file: Path | None, sc
             print()
     if unrunnable:
         first = next(s for s in stages if any(u[0] in s.states for u in unrunnable))
-        _refuse(unrunnable, first.grid, sum(len(s.states) for s in stages))
+        refuse_unrunnable(unrunnable, first.grid, sum(len(s.states) for s in stages))
     lines, total = campaign.stage_lines(stages, options, campaign.StepTimes(runs_dir))
     print("the full run, grid by grid (a run two grids share trains once, for the first):")
     print("\n".join(f"  {line}" for line in lines))
@@ -82,7 +82,7 @@ def full_run(ids: list[str] | None, runs_dir: Path, claims_file: Path | None, sc
               "(srv claims --run --dry-run shows where each cell stands)")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
     for stage, summary in zip(stages, summaries, strict=False):
-        _print_summary(summary, stage.grid.name)
+        print_summary(summary, stage.grid.name)
     if any(not s.ok for s in summaries):
         print("some cells failed: the report below uses the finished ones")
     print()

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from reproduce.commands._grid_output import print_plan, print_summary, refuse_unrunnable
 from reproduce.commands._options import LogOpt, RunsDirOpt, benchmark_folders
 from reproduce.errors import ExitCode, handle_errors
 from reproduce.utils.console import plural
@@ -54,36 +55,6 @@ def load_cli_grid(name: str, preset: str | None, seeds: str | None, axis: list[s
     return load_grid(name, preset=preset, seeds=parse_seeds(seeds) if seeds else None,
                      axes=parse_axis_option(axis or []), overrides=overrides,
                      samples=samples)
-
-
-def print_plan(grid, states: list, title: str) -> None:  # noqa: ANN001
-    """Every cell with its status: a rich table on a terminal, plain columns otherwise."""
-    from collections import Counter
-
-    from reproduce.utils.console import print_table
-
-    axes = [name for name, _ in states[0].cell.labels] if states else []
-    random = {a.name for a in grid.axes if a.kind == "random"}
-
-    def show(axis: str, label: str) -> str:  # a random sample shows its values
-        return f"{label} {grid.axis(axis).show(label)}" if axis in random else label
-
-    rows = [[str(i), *[show(a, label) for a, label in s.cell.labels], str(s.cell.seed),
-             s.status, s.detail(), str(s.run_dir)] for i, s in enumerate(states, 1)]
-    header = ["#", *axes, "seed", "status", "detail", "run dir"]
-    counts = Counter(s.status for s in states)
-    total = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    colors = {"done": "green", "diverged": "magenta", "failed": "red", "running": "cyan",
-              "partial": "yellow", "pending": "dim"}
-
-    def colour(row: list[str]) -> list[str]:  # the status in its colour (rich only)
-        status = row[len(axes) + 2]
-        row[len(axes) + 2] = f"[{colors.get(status, '')}]{status}[/]"
-        return row
-
-    print_table(title, header, rows, caption=f"{plural(len(states), 'cell')}: {total}",
-                tablefmt="plain",
-                markup=colour)
 
 
 @handle_errors
@@ -233,7 +204,7 @@ def ablate(
                                           slurm_parallel if backend is Backend.slurm else 1,
                                           world)))
     if unrunnable:
-        _refuse(unrunnable, grid, len(states))
+        refuse_unrunnable(unrunnable, grid, len(states))
     if dry_run:
         return
     from reproduce.experiments.overview import write_grid_index  # srv runs names the cells
@@ -257,7 +228,7 @@ def ablate(
             print(f"\ninterrupted: finished cells are kept; run the same command again to "
                   f"resume (srv ablate {name} ... --dry-run shows where each cell stands)")
             raise typer.Exit(ExitCode.INTERRUPTED) from None
-    _print_summary(summary, name)
+    print_summary(summary, name)
     if options.follower:
         table = claims = False  # node 0 writes the table
     if table and any(s.status in ("done", "diverged") for s in summary.states):
@@ -275,18 +246,6 @@ def ablate(
         print("\nwrote " + ", ".join(str(p) for p in written))
     if summary.failures or summary.stopped_early:
         raise typer.Exit(ExitCode.FAILED)
-
-
-def _refuse(unrunnable: list, grid, total: int) -> None:  # noqa: ANN001
-    """List the cells that cannot run (stdout), then fail with one line."""
-    from reproduce.errors import SrvError
-
-    for state, reason in unrunnable:
-        print(f"  cannot run: {state.cell.describe()}: {reason}")
-    first = unrunnable[0][1]
-    raise SrvError(f"{len(unrunnable)} of {total} cells of grid {grid.name!r} ({grid.preset}) "
-                   f"cannot run, e.g. {first} (all listed above); fix the grid or the --set "
-                   f"overrides")
 
 
 def _claims(grid_name: str, runs_dir: Path, out_dir: Path, force: bool,
@@ -316,24 +275,6 @@ def _claims(grid_name: str, runs_dir: Path, out_dir: Path, force: bool,
     except SrvError as err:  # the grid trained fine: say why claims.md was kept, go on
         print(f"srv: note: {err}")
         return []
-
-
-def _print_summary(summary, grid_name: str) -> None:  # noqa: ANN001
-    """Counts per status, warnings, failures with their reasons and the retry hint."""
-    counts = summary.counts()
-    total = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    trained = sum(1 for a in summary.actions.values() if a == "trained")
-    print(f"\ngrid {grid_name}: {plural(len(summary.states), 'cell')}: {total} ({trained} "
-          f"trained in this pass, {summary.seconds:.0f} s)")
-    for state, reason in summary.warnings:
-        print(f"  warning: {state.cell.describe()} finished ({state.status}) but its launch "
-              f"reported: {reason}")
-    for state, reason in summary.failures:
-        print(f"  failed: {state.cell.describe()}: {reason}  [{state.run_dir}]")
-    if summary.failures:
-        print(f"  rerun the failed cells with: srv ablate {grid_name} ... --retry-failed")
-    if summary.stopped_early:
-        print("  stopped early (--fail-fast / --max-failures); the other cells were not run")
 
 
 def _slurm(name, grid, states, runs_dir, options, slurm, wait: bool) -> None:  # noqa: ANN001
