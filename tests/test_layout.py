@@ -198,3 +198,13 @@ def test_one_name_one_module() -> None:
         if path.name != "__init__.py" and not name.startswith("reproduce.commands."):
             seen.setdefault(path.stem, []).append(name)
     assert not {k: v for k, v in seen.items() if len(v) > 1}
+
+
+def test_package_inits_only_re_export() -> None:
+    """Issue 31: an ``__init__.py`` holds a docstring and imports, no logic of its own."""
+    logic = []
+    for path in sorted(PACKAGE.rglob("__init__.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                logic.append(f"{path.relative_to(PACKAGE.parent)}: {node.name}")
+    assert not logic, f"logic in package __init__ files: {logic}"

@@ -7,9 +7,8 @@ model is built (:func:`create`, which also registers every catalogue model with 
 
 from __future__ import annotations
 
-from typing import Any
-
 from reproduce.models.catalogue import CATALOGUE, SIZES, ModelEntry, UnknownModelError, get_entry
+from reproduce.models.factory import create
 from reproduce.models.stems import STEM_KINDS, StemEmbed, StemSpec, StemSpecError, stem_spec
 
 __all__ = [
@@ -25,10 +24,3 @@ __all__ = [
     "get_entry",
     "stem_spec",
 ]
-
-
-def create(name: str, **kwargs: Any) -> Any:
-    """Build a catalogue model (:func:`reproduce.models.vit.create`; imports timm)."""
-    from reproduce.models.vit import create as build
-
-    return build(name, **kwargs)

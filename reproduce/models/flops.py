@@ -1,39 +1,6 @@
-"""Parameters and FLOPs of catalogue models, counted with fvcore (the engine of ``srv flops``).
-
-Convention (DeiT, pycls and fvcore's): **one fused multiply-add = one FLOP** (so "GFLOPs" here
-are GMACs), batch 1, eval mode, under ``torch.no_grad()``, at the model's native input size
-(224x224 for every catalogue model except ``vit-mini-*``, which take 32x32). Attention is
-included: timm runs attention through the fused ``aten::scaled_dot_product_attention``, which
-fvcore 0.1.5 does not know and would silently skip (-7.8% on ViT-S); :func:`sdpa_flop_jit`
-counts its two matrix products, QK^T and AV. Like fvcore, bias adds and element-wise ops
-(add, GELU, softmax, ...) are not counted, LayerNorm / BatchNorm are (pycls counts the bias adds
-and not the norms; the two differ by < 0.2% on Xiao et al.'s models).
-
-The count fails loudly: if fvcore met a heavy op it has no handle for (matmul, conv, linear,
-einsum, attention, ...), :func:`count` raises :class:`FlopCountError` instead of returning a
-number that silently skipped it. Cheap element-wise ops fvcore ignores are listed in the record
-(``unsupported_ignored``) so nothing is dropped without a trace.
-
-Usage (for tables and other commands)::
-
-    from reproduce.models.flops import count
-
-    rec = count("vit-s-patch")            # native size; count("vit-s-conv", img_size=384)
-    rec.params_m, rec.gflops              # 22.05..., 4.608...  (also rec["gflops"])
-    rec.to_dict()                         # a flat JSON-ready dict
-
-:func:`count` takes a catalogue name (``vit-s-conv``) or its timm name (``srv_vit_s_conv``);
-extra keyword arguments go to :func:`reproduce.models.create` (e.g. ``stem="conv-nobn"``,
-``stem_width=32``). :func:`count_model` counts any ``nn.Module`` taking one image batch.
-
-The breakdown splits the total by the top-level submodule of timm's ``VisionTransformer``:
-``stem`` = ``patch_embed``; ``blocks`` = the transformer blocks; ``head`` = final ``norm``,
-``fc_norm``, ``attn_pool`` and ``head``; ``other`` = everything else (cls token, position
-embedding and its add, ``norm_pre``). FLOPs and parameters of the four parts sum to the totals.
-
-torch, timm and fvcore are imported inside the functions, so importing this module is cheap.
-Counts are cached on disk (:mod:`reproduce.utils.cache`, keyed by the model, its input size
-and arguments and :func:`models_code_version`), so a second count of a model costs no build.
+"""Params and FLOPs of catalogue models with fvcore (1 FMA = 1 FLOP, as the paper and DeiT
+count), cached per model and code version. Imports models and utils only; the counting rules and the
+published numbers they are checked against are in docs/models.md.
 """
 
 from __future__ import annotations

@@ -1,56 +1,6 @@
-"""Ablation grids: one TOML file per paper experiment in ``recipes/grids/``, expanded into cells.
-
-A grid names the recipe, the swept axes and the table it feeds. Each *preset* is a scale
-(``mini``: digits on CPU in minutes; ``full``: ImageNet with the paper's recipe) that fixes the
-recipe, the seeds, template variables and fixed overrides, and may replace an axis's values.
-A *cell* is ``(model, overrides, seed)``; its run directory is the engine's
-``<runs_root>/<model>-<config hash>/``, so a grid never names runs itself.
-
-Grid file format (all keys except ``axes`` and ``presets`` are optional)::
-
-    title = "Stem ablation"             # table title
-    description = "..."                 # one paragraph: what the grid shows
-    default_preset = "mini"
-
-    [table]
-    rows = ["stem"]                     # axes that index rows (default: the first axis)
-    columns = []                        # axes spread over columns (empty: one top-1 column)
-    kind = "grid"                       # "grid" (mean ± std per cell) or "edf" (lr-wd-edf)
-    caption = "..."
-    reference = ["xiao2021"]            # tables/reference/<name>.csv to show beside ours
-
-    [axes.stem]                         # axes are swept in file order
-    key = "model"                       # each value sets this key ("model" picks the model)
-    format = "vit-{size}-{value}"       # optional; {value} and the preset's vars
-    values = ["patch", "conv"]          # list (label = value) ...
-    # values = { s2-1-1-2 = "3s2c32,...", ... }   # ... or label -> value / table of overrides
-    labels = { patch = "patchify" }     # optional display names
-
-    [axes.sample]                       # random search (Xiao et al.'s EDF protocol)
-    kind = "random"
-    samples = 16
-    seed = 0                            # the sampler's seed (not the training seed)
-    log = true                          # log-uniform (default) or uniform
-    ranges = { lr = [2.5e-4, 8e-3], weight_decay = [0.02, 0.8] }
-
-    [presets.mini]
-    recipe = "mini"
-    scale = "digits 32x32 on CPU"        # said in the table's provenance line
-    seeds = [0]
-    model = "vit-mini-conv"             # the model when no axis sets one
-    vars = { size = "mini" }
-    set = { epochs = 15 }               # fixed overrides for every cell
-    [presets.mini.axes.lr]              # replace fields of an axis at this scale
-    values = [5e-4, 1e-3]
-
-    [presets.cal]                       # a calibration: its runs choose a scale, and srv
-    calibration = true                  # claims never takes them as evidence
-    [presets.cal.add_axes.train]        # an axis of this preset only, after the grid's axes
-    key = "train_subset"
-    values = [5000, 10000]
-
-Nothing here imports torch: expanding a grid is pure Python; resolving a cell's config (and so
-its run directory) is :mod:`reproduce.experiments`' job.
+"""Ablation grids: one TOML file per paper experiment in ``recipes/grids/``, expanded into cells
+(``(model, overrides, seed)``, each run in the engine's ``<runs_root>/<model>-<config hash>/``).
+Imports recipes and errors only; the file format (axes, presets, tables) is in docs/experiments.md.
 """
 
 from __future__ import annotations
