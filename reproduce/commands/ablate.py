@@ -269,8 +269,7 @@ def _claims(grid_name: str, runs_dir: Path, out_dir: Path, force: bool,
     print(cl.render_markdown(rep, only={c.claim.id for c in rep.results
                                         if c.claim.grid == grid_name}), end="")
     try:
-        return [write_claims(scales.render_scales(reports), sum(r.family for r in reports),
-                             len({run for r in reports for run in r.evidence_run_ids()}),
+        return [write_claims(scales.render_scales(reports), *scales.evidence(reports),
                              Path(out_dir) / "claims.md", force)]
     except SrvError as err:  # the grid trained fine: say why claims.md was kept, go on
         print(f"srv: note: {err}")

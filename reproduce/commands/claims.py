@@ -127,9 +127,7 @@ def claims(
             # a report from no runs at all would replace the verdicts of an earlier one
             print(f"\nnot written: no finished runs; {target} left as it was")
             return
-        path = write_claims(text, sum(r.family for r in reports),
-                            len({run for r in reports for run in r.evidence_run_ids()}),
-                            target, force)
+        path = write_claims(text, *scales.evidence(reports), target, force)
         print(f"\nwrote {path}" + ("" if output is not Format.table or explain else
                                    " (every number; the decision rule: srv claims --explain)"))
 

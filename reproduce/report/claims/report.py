@@ -57,10 +57,6 @@ class Report:
         return {run for r in self.results if r.evidence
                 for run in r.evidence.runs_a + r.evidence.runs_b}
 
-    def evidence_runs(self) -> int:
-        """How many distinct runs the claims' evidence rests on."""
-        return len(self.evidence_run_ids())
-
 
 def _design_text(report: Report) -> str:
     """The pre-registered design, and whether the evidence is the confirmatory run."""

@@ -14,7 +14,8 @@ from reproduce.report.claims.report import Report, evaluate, render_markdown
 from reproduce.report.claims.spec import ClaimSet, Verdict, load_claims
 from reproduce.report.records import RecordIndex
 
-__all__ = ["load_scales", "evaluate_scales", "render_scales", "diversity_grids"]
+__all__ = ["load_scales", "evaluate_scales", "render_scales", "diversity_grids", "label",
+           "evidence"]
 
 
 def load_scales(paths: list[Path]) -> list[ClaimSet]:
@@ -37,9 +38,17 @@ def evaluate_scales(index: RecordIndex, sets: list[ClaimSet], **kw: Any) -> list
     return reports
 
 
-def _label(report: Report) -> str:
+def label(report: Report) -> str:
+    """The scale's label in a report (its ``[scale] label``, else its name or file stem)."""
     scale = report.scale
     return scale.label or scale.name or report.path.stem
+
+
+def evidence(reports: list[Report]) -> tuple[int, int]:
+    """The tested claims and the distinct runs the reports rest on together (the hidden line of
+    claims.md that :func:`reproduce.commands._records.write_claims` compares)."""
+    return (sum(r.family for r in reports),
+            len({run for r in reports for run in r.evidence_run_ids()}))
 
 
 def _cell(report: Report, claim_id: str) -> str:
@@ -75,11 +84,7 @@ def render_scales(reports: list[Report]) -> str:
     for rep in reports:
         ids += [r.claim.id for r in rep.shown if r.claim.id not in ids]
         ids += [i for i in rep.scale.omitted if i not in ids]
-    texts = {}
-    for rep in reports:
-        for r in rep.results:
-            texts.setdefault(r.claim.id, r.claim.text)
-    columns = ["id", *[f"{_label(rep)}{' (the paper’s regime)' if rep.scale.regime else ''}"
+    columns = ["id", *[f"{label(rep)}{' (the paper’s regime)' if rep.scale.regime else ''}"
                        for rep in reports]]
     rows = [[i, *[_cell(rep, i).replace("|", "\\|") for rep in reports]] for i in ids]
     overview = pd.DataFrame(rows, columns=columns).to_markdown(index=False,
@@ -90,10 +95,10 @@ def render_scales(reports: list[Report]) -> str:
         "Each claim at every scale, each scale its own pre-registered design and Holm family "
         "(docs/claims.md, \"Two scales\")."
         + (f" The paper's regime, two trained models a few points apart, is "
-           f"{_label(regime)}; the other scales are labelled for what they test."
+           f"{label(regime)}; the other scales are labelled for what they test."
            if regime else ""), "",
         overview, "",
     ]
     for rep in reports:
-        lines.append(render_markdown(rep, heading=f"### {_label(rep)}"))
+        lines.append(render_markdown(rep, heading=f"### {label(rep)}"))
     return "\n".join(lines)
