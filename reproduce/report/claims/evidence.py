@@ -201,10 +201,9 @@ def find_evidence(claim: Claim, index: RecordIndex, presets: list[str] | None,
     """The evidence over the grid's presets (``presets``: only these; ``exclude``: never these,
     another scale's): testable first, then the claim's own preset, then the most seeds in the
     smaller arm. A calibration preset (``calibration = true``) is never evidence: its runs
-    chose the scale; nor, at any other preset, is a run at a calibration preset's seed whose
-    configuration that preset shares (a calibration cell at the chosen setting is the preset's
-    cell at another seed: :func:`~reproduce.recipes.grids.calibration_seeds`)."""
-    from reproduce.recipes.grids import calibration_seeds, load_grid
+    chose the scale (nor are they another preset's records: ``srv export`` keeps a calibration
+    seed out of every preset that shares its cell, and a runs folder is read through it)."""
+    from reproduce.recipes.grids import load_grid
     from reproduce.report.records import check_consistent
 
     grid0 = load_grid(claim.grid)
@@ -221,10 +220,6 @@ def find_evidence(claim: Claim, index: RecordIndex, presets: list[str] | None,
         if found is None or found[0].calibration:  # a calibration's runs chose the scale
             continue
         grid, df = found
-        calibration = calibration_seeds() - set(grid0.seeds if preset == grid0.preset else
-                                                load_grid(claim.grid, preset=preset).seeds)
-        if calibration:
-            df = df[~df["seed"].isin(sorted(calibration))]
         arm_a, arm_b = _arm(grid, df, claim.a), _arm(grid, df, claim.b)
         if arm_a is None or arm_b is None:
             continue
