@@ -76,7 +76,8 @@ def test_cost_is_stated_never_counted_as_a_test(tmp_path: Path) -> None:
                            diversity=False)
     cost = _by_id(report)["cost"]
     assert cost.verdict is cl.Verdict.NOT_TESTED and cost.test is None
-    assert report.family == 0 and "no claim has a test yet" in report.text()
+    # no test yet; the design's 10 family members wait at p = 1
+    assert report.tested == 0 and report.family == 10 and "not run yet" in report.text()
     assert "+28.2% GFLOPs" in cost.statistic and "1 not tested" in report.text()
 
 
@@ -111,7 +112,7 @@ def test_a_setting_that_did_not_train_makes_the_claim_not_testable(tmp_path: Pat
     assert res.verdict is cl.Verdict.NOT_TESTABLE and res.test is None
     assert "conv (scaled ReLU) at sgd: 31.3 top-1 keeps 27%" in res.reason
     # out of the family: the 3 tested are the stem grid's claims on the shared AdamW cells
-    assert res.p_holm is None and report.family == 3
+    assert res.p_holm is None and report.tested == 3 and "stable-optimizer" not in report.pending
     longer = _by_id(report)["longer"]
     assert longer.verdict is cl.Verdict.NOT_TESTABLE and "simply short" in longer.reason
 
@@ -136,6 +137,37 @@ def test_two_scales_side_by_side_each_from_its_own_presets(tmp_path: Path) -> No
     assert "4.0 points" not in regime_part  # Markdown carries numbers, not sentences
     overview = out.split("### quick")[0]
     assert re.search(r"\| accuracy +\| \*\*supported\*\*.*\| \*\*supported\*\*", overview)
+
+
+def test_a_partial_run_keeps_the_pre_registered_family(tmp_path: Path) -> None:
+    """The stem grid alone at the regime scale: the claims whose grids have not run wait in
+    the Holm family at p = 1 (the design's 9), so the rest of the run can confirm the verdicts
+    but never reverse one (a partial run once overwrote the shipped verdicts)."""
+    runs = tmp_path / "runs"
+    regime = {"patch": [80.1, 80.9, 79.8, 80.4], "conv": [84.0, 84.6, 83.9, 84.3],
+              "conv-norelu": [83.0, 83.5, 82.8, 83.1], "conv-nobn": [81.0, 82.0, 80.5, 81.2]}
+    for cell in load_grid("stem", preset="regime").cells():
+        write_run(runs, cell.model, cell.override_dict, "done",
+                  regime[cell.label_dict["stem"]][cell.seed - 400], seed=cell.seed,
+                  recipe=cell.recipe)
+    cs = cl.load_claims(REGIME_FILE)
+    report = evaluate_runs(runs, cs, diversity=False)
+    assert set(report.pending) == {"convs-alone", "stable-lr", "stable-warmup", "stable-edf"}
+    assert report.family == len(cs.design.family) == 9  # diversity: skipped, at p = 1 too
+    tested = [r for r in report.results if r.test is not None]
+    assert report.tested == len(tested) + 1 == 5
+    from reproduce.report import stats
+
+    ps = [r.p for r in tested]
+    want = stats.holm(ps + [1.0] * 5)  # the 4 pending and the skipped diversity
+    assert [r.p_holm for r in tested] == pytest.approx(want[: len(tested)])
+    # any p the rest of the run brings can only lower these: Holm is monotone
+    for later in (1e-9, 0.01, 0.5):
+        lower = stats.holm(ps + [later] * 4 + [1.0])[: len(tested)]
+        assert all(a <= b + 1e-12 for a, b in zip(lower, want, strict=False))
+    text = report.text()
+    assert "4 pre-registered ones not run yet (convs-alone, stable-lr, stable-warmup, " \
+           "stable-edf; each at p = 1" in text
 
 
 def test_the_regime_scale_plans_its_own_presets(tmp_path: Path,

@@ -19,7 +19,7 @@ __all__ = ["DESIGN_FILES", "problems"]
 DESIGN_FILES = ("recipes/claims/wang2022-regime.toml", "recipes/fmnist.toml",
                 "recipes/grids/stem.toml", "reproduce/report/stats.py",
                 "reproduce/report/claims/evidence.py", "reproduce/report/claims/verdicts.py",
-                "reproduce/report/claims/spec.py")
+                "reproduce/report/claims/spec.py", "reproduce/report/claims/report.py")
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -44,6 +44,14 @@ class Report:
     shown_ids: set[str] | None = None  # None: all
     design: Design | None = None
     scale: Scale = Scale()
+    #: pre-registered family members with no test yet (their grids not run), each in the Holm
+    #: family at p = 1: the rest of the run can confirm the other verdicts, never reverse them
+    pending: tuple[str, ...] = ()
+
+    @property
+    def tested(self) -> int:
+        """The family members that got a test."""
+        return self.family - len(self.pending)
 
     @property
     def shown(self) -> list[Result]:
@@ -87,11 +95,18 @@ def decision_rule(report: Report) -> str:
     """How the verdicts were reached (the Markdown report's last paragraph; ``srv claims
     --explain`` on a terminal): the family, Holm, alpha, what each verdict means, the design."""
     commits = sorted({c for r in report.results if r.evidence for c in r.evidence.commits})
-    fam = report.family
+    fam, tested = report.family, report.tested
+    if report.pending:
+        head = (f"Decision rule: the p-values of the {tested} tested claim"
+                f"{'s' if tested != 1 else ''} and of the {len(report.pending)} pre-registered "
+                f"ones not run yet ({', '.join(report.pending)}; each at p = 1, so that the rest "
+                f"of the run can only confirm the verdicts, never reverse one) ")
+    elif fam:
+        head = f"Decision rule: the p-values of all {fam} tested claim{'s' if fam != 1 else ''} "
+    else:
+        head = "Decision rule (no claim has a test yet): the p-values of the tested claims "
     return (
-        (f"Decision rule: the p-values of all {fam} tested claim{'s' if fam != 1 else ''} "
-         if fam else "Decision rule (no claim has a test yet): the p-values of the tested "
-         "claims ")
+        head
         + f"are Holm-adjusted together, whichever are shown (cost is stated, never tested; a "
         f"claim pre-registered not testable at this scale is not in the family); "
         f"supported = adjusted "
@@ -227,6 +242,21 @@ def evaluate(index: RecordIndex, claims: ClaimSet | None = None,
                 hidden.append(other)
             untested += other_unknown
         results.append(result)
-    family = decide(results + hidden, cs, untested)
+    pending = _pending(results, cs)
+    family = decide(results + hidden, cs, untested + len(pending))
     return Report(results, cs.alpha, cs.power, family, index.source, cs.path, shown,
-                  cs.design, cs.scale)
+                  cs.design, cs.scale, pending)
+
+
+def _pending(results: list[Result], cs: ClaimSet) -> tuple[str, ...]:
+    """The design's family members (``[design] family``) with no test yet (no runs, or one
+    seed an arm): a partial confirmatory run keeps the pre-registered family size, counting each
+    at p = 1 (Holm's adjusted p-values only fall as a p-value falls, so the rest of the run can
+    confirm the part's verdicts, never reverse one; issue 28 (5)). A claim found not testable
+    leaves the family, as the claims file's rule says; a skipped measurement is counted by
+    :func:`evaluate` already."""
+    family = set(cs.design.family) if cs.design else set()
+    return tuple(r.claim.id for r in results
+                 if r.claim.id in family and r.test is None
+                 and r.verdict in (Verdict.NO_EVIDENCE, Verdict.INCONCLUSIVE)
+                 and not r.reason.startswith("skipped"))

@@ -47,7 +47,7 @@ def label(report: Report) -> str:
 def evidence(reports: list[Report]) -> tuple[int, int]:
     """The tested claims and the distinct runs the reports rest on together (the hidden line of
     claims.md that :func:`reproduce.commands._records.write_claims` compares)."""
-    return (sum(r.family for r in reports),
+    return (sum(r.tested for r in reports),
             len({run for r in reports for run in r.evidence_run_ids()}))
 
 
