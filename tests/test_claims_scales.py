@@ -168,6 +168,14 @@ def test_a_partial_run_keeps_the_pre_registered_family(tmp_path: Path) -> None:
     text = report.text()
     assert "4 pre-registered ones not run yet (convs-alone, stable-lr, stable-warmup, " \
            "stable-edf; each at p = 1" in text
+    from reproduce.report.claims.scales import render_scales
+
+    quick = evaluate_runs(runs, cl.load_claims(QUICK_FILE), diversity=False)
+    overview = render_scales([quick, report]).split("### ")[0]
+    row = next(line for line in overview.splitlines() if line.startswith("| stable-lr "))
+    assert row.count("no evidence yet (runs pending; in the Holm family at p = 1)") == 2
+    row = next(line for line in overview.splitlines() if line.startswith("| accuracy "))
+    assert "**supported**" in row.split("|")[3]
 
 
 def test_the_regime_scale_plans_its_own_presets(tmp_path: Path,

@@ -63,7 +63,8 @@ def _cell(report: Report, claim_id: str) -> str:
     if result.verdict is Verdict.INCONCLUSIVE and result.p_holm is not None:
         return f"inconclusive (Holm p {_p(result.p_holm)})"
     if result.verdict is Verdict.NO_EVIDENCE:
-        return "no evidence yet (runs pending)"
+        return ("no evidence yet (runs pending; in the Holm family at p = 1)"
+                if claim_id in report.pending else "no evidence yet (runs pending)")
     return str(result.verdict)
 
 
