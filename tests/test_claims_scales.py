@@ -39,6 +39,16 @@ def _grid_runs(runs: Path, grid: str, preset: str, top1: dict[tuple[str, str], l
                   seed=cell.seed)
 
 
+def _regime_stem_runs(runs: Path) -> None:
+    """Finished runs of the stem grid's regime preset (seeds 400-403): every stem trains."""
+    regime = {"patch": [80.1, 80.9, 79.8, 80.4], "conv": [84.0, 84.6, 83.9, 84.3],
+              "conv-norelu": [83.0, 83.5, 82.8, 83.1], "conv-nobn": [81.0, 82.0, 80.5, 81.2]}
+    for cell in load_grid("stem", preset="regime").cells():
+        write_run(runs, cell.model, cell.override_dict, "done",
+                  regime[cell.label_dict["stem"]][cell.seed - 400], seed=cell.seed,
+                  recipe=cell.recipe)
+
+
 def test_on_a_terminal_each_claim_is_one_plain_sentence(tmp_path: Path) -> None:
     write_grid_runs(tmp_path / "runs", "stem", "quick", QUICK)
     args = ["claims", "--runs-dir", str(tmp_path / "runs"), "--claims", str(QUICK_FILE),
@@ -120,12 +130,7 @@ def test_a_setting_that_did_not_train_makes_the_claim_not_testable(tmp_path: Pat
 def test_two_scales_side_by_side_each_from_its_own_presets(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     write_grid_runs(runs, "stem", "quick", QUICK, seeds=[100, 101, 102])
-    regime = {"patch": [80.1, 80.9, 79.8, 80.4], "conv": [84.0, 84.6, 83.9, 84.3],
-              "conv-norelu": [83.0, 83.5, 82.8, 83.1], "conv-nobn": [81.0, 82.0, 80.5, 81.2]}
-    for cell in load_grid("stem", preset="regime").cells():
-        write_run(runs, cell.model, cell.override_dict, "done",
-                  regime[cell.label_dict["stem"]][cell.seed - 400], seed=cell.seed,
-                  recipe=cell.recipe)
+    _regime_stem_runs(runs)
     result = runner.invoke(app, ["claims", "--runs-dir", str(runs), "--no-diversity",
                                  "--no-write", "--format", "markdown"])
     assert result.exit_code == 0, result.output
@@ -144,12 +149,7 @@ def test_a_partial_run_keeps_the_pre_registered_family(tmp_path: Path) -> None:
     the Holm family at p = 1 (the design's 9), so the rest of the run can confirm the verdicts
     but never reverse one (a partial run once overwrote the shipped verdicts)."""
     runs = tmp_path / "runs"
-    regime = {"patch": [80.1, 80.9, 79.8, 80.4], "conv": [84.0, 84.6, 83.9, 84.3],
-              "conv-norelu": [83.0, 83.5, 82.8, 83.1], "conv-nobn": [81.0, 82.0, 80.5, 81.2]}
-    for cell in load_grid("stem", preset="regime").cells():
-        write_run(runs, cell.model, cell.override_dict, "done",
-                  regime[cell.label_dict["stem"]][cell.seed - 400], seed=cell.seed,
-                  recipe=cell.recipe)
+    _regime_stem_runs(runs)
     cs = cl.load_claims(REGIME_FILE)
     report = evaluate_runs(runs, cs, diversity=False)
     assert set(report.pending) == {"convs-alone", "stable-lr", "stable-warmup", "stable-edf"}
