@@ -14,7 +14,7 @@ from conftest import REPO
 from reproduce.records import load_records
 from reproduce.records.schema import Environment, RunRecord, RunResult, Settings
 from reproduce.report.claims import load_claims
-from reproduce.report.claims.preregistration import problems
+from reproduce.report.claims.preregistration import DESIGN_FILES, problems
 
 DESIGN = ("design.toml", "stats.py")
 
@@ -68,15 +68,28 @@ def test_no_design_before_the_run_fails(tmp_path: Path) -> None:
 
 
 def test_the_shipped_regime_records_are_the_preregistered_run() -> None:
-    """Every shipped record of the regime design's preset and seeds passes the check; none is
-    a pass only while the design is still unrun (the claims report then says no evidence)."""
+    """Every shipped record of the regime design's seeds, in any grid and preset its claims
+    test (the stem grid's main claims and the stability grids of part 2), passes the check;
+    none is a pass only while the design is still unrun (the claims report then says no
+    evidence)."""
     cs = load_claims(REPO / "recipes" / "claims" / "wang2022-regime.toml")
     design = cs.design
     assert design is not None and design.preset in cs.scale.presets
-    records = [r for p in cs.scale.presets
-               for f in [REPO / "results" / f"{design.grid}-{p}.jsonl"] if f.exists()
+    shipped = {(c.grid, c.preset) for c in cs.claims if c.preset and not c.not_testable}
+    assert ("stem", design.preset) in shipped and ("lr", "regime") in shipped
+    records = [r for grid, preset in sorted(shipped)
+               for f in [REPO / "results" / f"{grid}-{preset}.jsonl"] if f.exists()
                for r in load_records(f) if r.seed in design.seeds]
     if subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=REPO,
                       capture_output=True).returncode != 0:
         pytest.skip("not a git checkout: the history cannot be checked")
     assert problems(records, REPO) == []
+
+
+def test_every_grid_a_regime_claim_runs_is_a_design_file() -> None:
+    """The grids of part 2 (lr, warmup, lr-wd-edf) fix their presets' settings as the stem grid
+    fixes the main claims': a change to one after its results must fail the check too."""
+    cs = load_claims(REPO / "recipes" / "claims" / "wang2022-regime.toml")
+    grids = {c.grid for c in cs.claims if c.preset and not c.not_testable}
+    assert grids == {"stem", "lr", "warmup", "lr-wd-edf"}
+    assert {f"recipes/grids/{g}.toml" for g in grids} <= set(DESIGN_FILES)

@@ -1,7 +1,8 @@
 """Is a confirmatory run the pre-registered one? Checked from its records and the git history
 (issue 28 (5)): each run ran at a clean commit that descends from the last commit that changed
-the design files (the claims file's design, the scale's recipe and grid, the statistics code),
-and none of those files changed between that commit and the one being checked (``HEAD``). A
+the design files (the claims file's design, the scale's recipe and the grids its claims run, the
+statistics code), and none of those files changed between that commit and the one being checked
+(``HEAD``). A
 change after the results is exploratory and must be said so (docs/claims.md).
 """
 
@@ -17,7 +18,8 @@ __all__ = ["DESIGN_FILES", "problems"]
 
 #: what a regime-scale design fixes, relative to the repository root
 DESIGN_FILES = ("recipes/claims/wang2022-regime.toml", "recipes/fmnist.toml",
-                "recipes/grids/stem.toml", "reproduce/report/stats.py",
+                "recipes/grids/stem.toml", "recipes/grids/lr.toml", "recipes/grids/warmup.toml",
+                "recipes/grids/lr-wd-edf.toml", "reproduce/report/stats.py",
                 "reproduce/report/claims/evidence.py", "reproduce/report/claims/verdicts.py",
                 "reproduce/report/claims/spec.py", "reproduce/report/claims/report.py")
 
