@@ -14,7 +14,13 @@ from conftest import REPO
 from reproduce.records import load_records
 from reproduce.records.schema import Environment, RunRecord, RunResult, Settings
 from reproduce.report.claims import load_claims
-from reproduce.report.claims.preregistration import DESIGN_FILES, problems
+from reproduce.report.claims.preregistration import (
+    AMENDMENTS,
+    DESIGN_FILES,
+    Amendment,
+    load_amendments,
+    problems,
+)
 
 DESIGN = ("design.toml", "stats.py")
 
@@ -56,6 +62,42 @@ def test_a_run_must_descend_from_the_design_unchanged(tmp_path: Path) -> None:
     _commit(repo, {"stats.py": "alpha = 0.10\n"}, "the statistics changed after the results")
     (why,) = problems([_record(run_at)], repo, DESIGN)
     assert why.startswith(f"changed since the run at {run_at[:7]}") and "stats.py" in why
+
+
+def test_a_declared_amendment_passes_and_a_further_change_fails(tmp_path: Path) -> None:
+    """A design file changed after the results passes only with its new content declared (git's
+    blob id): the same file changed once more fails again until that change is declared too."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    _commit(repo, {"design.toml": "seeds = [400]\n", "stats.py": "alpha = 0.05\n"}, "design")
+    run_at = _commit(repo, {"README": "the runs\n"}, "the runs")
+    _commit(repo, {"design.toml": "seeds = [400]\nextra = 1\n"}, "an exploratory change")
+    blob = _git(repo, "rev-parse", "HEAD:design.toml")
+    amended = [Amendment("extra", "a claim designed after part 1", run_at[:7],
+                         {"design.toml": blob})]
+    assert "design.toml" in problems([_record(run_at)], repo, DESIGN, amendments=[])[0]
+    assert problems([_record(run_at)], repo, DESIGN, amendments=amended) == []
+    stale = [Amendment("extra", "r", run_at[:7], {"design.toml": "0" * 40})]
+    assert "declared in" in problems([_record(run_at)], repo, DESIGN, amendments=stale)[0]
+    _commit(repo, {"design.toml": "seeds = [400]\nextra = 2\n"}, "changed again")
+    (why,) = problems([_record(run_at)], repo, DESIGN, amendments=amended)
+    assert why.startswith(f"changed since the run at {run_at[:7]}: design.toml")
+
+
+def test_the_shipped_amendments_are_listed_as_exploratory() -> None:
+    """Every declared amendment of the regime design names a commit in the history it follows,
+    only design files, and is listed by id in docs/claims.md's exploratory changes."""
+    amendments = load_amendments(REPO / AMENDMENTS)
+    docs = (REPO / "docs" / "claims.md").read_text()
+    section = docs[docs.index("### Exploratory changes"):]
+    for a in amendments:
+        assert set(a.blobs) <= set(DESIGN_FILES), a.id
+        assert f"`{a.id}`" in section, a.id
+        if subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=REPO,
+                          capture_output=True).returncode == 0:
+            assert subprocess.run(["git", "cat-file", "-e", f"{a.follows}^{{commit}}"],
+                                  cwd=REPO).returncode == 0, a.id
 
 
 def test_no_design_before_the_run_fails(tmp_path: Path) -> None:
