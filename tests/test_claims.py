@@ -118,6 +118,13 @@ def test_holm_family_does_not_depend_on_filters(tmp_path: Path) -> None:
     # does each design family member whose grid has not run (convs-alone, stable-*: 5)
     skipped = evaluate_runs(tmp_path / "runs", diversity=False)
     assert skipped.family == 10 and skipped.tested == 5 and "diversity" not in skipped.pending
+    # --preset on a claims file without scale presets (this one): a claim untested at the
+    # chosen preset but tested at another joins the family once, with that test, not also at
+    # p = 1 (it did both before the regime amendment `report-family-once`)
+    elsewhere = evaluate_runs(tmp_path / "runs", presets=["mini"], diversity=False)
+    assert all(r.test is None for r in elsewhere.results)
+    assert elsewhere.family == skipped.family and elsewhere.pending == skipped.pending
+    assert elsewhere.tested == skipped.tested
 
 
 def test_too_small_to_resolve_names_the_effect(tmp_path: Path) -> None:

@@ -165,6 +165,9 @@ def test_a_partial_run_keeps_the_pre_registered_family(tmp_path: Path) -> None:
     for later in (1e-9, 0.01, 0.5):
         lower = stats.holm(ps + [later] * 4 + [1.0])[: len(tested)]
         assert all(a <= b + 1e-12 for a, b in zip(lower, want, strict=False))
+    # the way to run one names its scale: srv claims --run alone trains the quick scale's
+    lr = next(r for r in report.results if r.claim.id == "stable-lr")
+    assert lr.reason.endswith("srv ablate lr --preset regime (or srv claims --run --scale regime)")
     text = report.text()
     assert "4 pre-registered ones not run yet (convs-alone, stable-lr, stable-warmup, " \
            "stable-edf; each at p = 1" in text

@@ -100,6 +100,29 @@ def test_the_shipped_amendments_are_listed_as_exploratory() -> None:
                                   cwd=REPO).returncode == 0, a.id
 
 
+def test_declaring_an_amendment_records_the_files_content(tmp_path: Path) -> None:
+    """scripts/declare_amendment.py writes the blob id git gives the file's content, refuses a
+    file outside the design and an id declared already."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import declare_amendment
+
+    to = tmp_path / "amendments.toml"
+    path = "recipes/claims/wang2022-regime.toml"
+    assert declare_amendment.main(["x", "--follows", "abc", "--reason", "r", "--to", str(to),
+                                   path]) == 0
+    (a,) = load_amendments(to)
+    blob = subprocess.run(["git", "hash-object", str(REPO / path)], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert (a.id, a.follows, a.reason, a.blobs) == ("x", "abc", "r", {path: blob})
+    assert declare_amendment.main(["x", "--follows", "abc", "--reason", "r", "--to", str(to),
+                                   path]) == 2
+    assert declare_amendment.main(["y", "--follows", "abc", "--reason", "r", "--to", str(to),
+                                   "README.md"]) == 2
+    assert len(load_amendments(to)) == 1
+
+
 def test_no_design_before_the_run_fails(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()

@@ -292,7 +292,8 @@ def hint(claim: Claim) -> str:
     from reproduce.recipes.grids import load_grid
 
     if claim.preset:
-        return f"srv ablate {claim.grid} --preset {claim.preset} (or srv claims --run)"
+        scale = f" --scale {claim.scale}" if claim.scale not in ("", "quick") else ""
+        return f"srv ablate {claim.grid} --preset {claim.preset} (or srv claims --run{scale})"
     grid0 = load_grid(claim.grid)
     for preset in ("quick", grid0.default_preset):
         if preset not in grid0.presets:

@@ -32,7 +32,7 @@ DESIGN_FILES = ("recipes/claims/wang2022-regime.toml", "recipes/fmnist.toml",
 
 
 #: the declared amendments of the regime design, relative to the repository root
-AMENDMENTS = "recipes/claims/wang2022-regime-amendments.toml"
+AMENDMENTS = "recipes/claims/amendments/wang2022-regime.toml"
 
 
 @dataclass(frozen=True)

@@ -229,34 +229,36 @@ def evaluate(index: RecordIndex, claims: ClaimSet | None = None,
         c.id for c in cs.claims if (not ids or c.id in ids) and (not grids or c.grid in grids)}
     results: list[Result] = []
     hidden: list[Result] = []  # family members tested outside the chosen presets
+    pending: list[str] = []  # design family members with no test yet (at p = 1)
+    family_ids = set(cs.design.family) if cs.design else set()
     untested = 0
     for claim in cs.claims:
         if claim.statistic == "cost":
             results.append(cost_result(claim))
             continue
         result, unknown_p = _result(claim, index, presets, force, diversity, exclude)
-        untested += unknown_p
+        decided, decided_unknown = result, unknown_p  # what the family counts for the claim
         if (presets and not cs.scale.presets and result.test is None and not unknown_p):
-            other, other_unknown = _result(claim, index, None, force, diversity, exclude)
-            if other.test is not None:
-                hidden.append(other)
-            untested += other_unknown
+            decided, decided_unknown = _result(claim, index, None, force, diversity, exclude)
+            if decided.test is not None:
+                hidden.append(decided)
+        untested += decided_unknown
+        if claim.id in family_ids and _pending(decided, decided_unknown):
+            pending.append(claim.id)
         results.append(result)
-    pending = _pending(results, cs)
     family = decide(results + hidden, cs, untested + len(pending))
     return Report(results, cs.alpha, cs.power, family, index.source, cs.path, shown,
-                  cs.design, cs.scale, pending)
+                  cs.design, cs.scale, tuple(pending))
 
 
-def _pending(results: list[Result], cs: ClaimSet) -> tuple[str, ...]:
-    """The design's family members (``[design] family``) with no test yet (no runs, or one
-    seed an arm): a partial confirmatory run keeps the pre-registered family size, counting each
-    at p = 1 (Holm's adjusted p-values only fall as a p-value falls, so the rest of the run can
-    confirm the part's verdicts, never reverse one; issue 28 (5)). A claim found not testable
-    leaves the family, as the claims file's rule says; a skipped measurement is counted by
-    :func:`evaluate` already."""
-    family = set(cs.design.family) if cs.design else set()
-    return tuple(r.claim.id for r in results
-                 if r.claim.id in family and r.test is None
-                 and r.verdict in (Verdict.NO_EVIDENCE, Verdict.INCONCLUSIVE)
-                 and not r.reason.startswith("skipped"))
+def _pending(result: Result, unknown_p: bool) -> bool:
+    """Whether a member of the design's family (``[design] family``) has no test yet (no runs,
+    or one seed an arm): a partial confirmatory run keeps the pre-registered family size,
+    counting each at p = 1 (Holm's adjusted p-values only fall as a p-value falls, so the rest
+    of the run can confirm the part's verdicts, never reverse one; issue 28 (5)). The result is
+    the one the family counts (with ``--preset`` on a claims file without scale presets, the
+    claim's evidence at any preset when the chosen ones have no test). A claim found not
+    testable leaves the family, as the claims file's rule says; a skipped measurement
+    (``unknown_p``) is counted at p = 1 already."""
+    return (result.test is None and not unknown_p
+            and result.verdict in (Verdict.NO_EVIDENCE, Verdict.INCONCLUSIVE))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,8 @@ class Claim:
     #: this share of its best setting's above-chance top-1 (that setting did not train: the
     #: spread would measure a broken run, issue 28 (3))
     min_trained: float | None = None
+    #: the claims file's scale (``[scale] name``): ``srv claims --run --scale`` trains its preset
+    scale: str = ""
 
 
 @dataclass(frozen=True)
@@ -217,7 +219,9 @@ def load_claims(path: Path | str | None = None) -> ClaimSet:
         raise SrvError(f"{path}: claim ids must be unique")
     design = _load_design(doc.get("design"), path, claims)
     _check_fresh_seeds(claims, design, path)
-    return ClaimSet(claims, alpha, power, path, design, _load_scale(doc.get("scale"), path))
+    scale = _load_scale(doc.get("scale"), path)
+    return ClaimSet([replace(c, scale=scale.name) for c in claims], alpha, power, path, design,
+                    scale)
 
 
 def _load_scale(spec: Any, path: Path) -> Scale:
