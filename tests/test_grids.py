@@ -315,6 +315,28 @@ def test_a_preset_may_add_axes_of_its_own(tmp_path: Path) -> None:
         load_grid(path, "b")
 
 
+def test_an_override_may_depend_on_another_axis(tmp_path: Path) -> None:
+    """``lr = { by = "stem", patch = ..., conv = ... }``: each stem's cell gets its own value
+    (SGD's lr tuned per stem, issue 28 (3)); an axis not swept, or a label without a value, is
+    one clear error."""
+    path = tmp_path / "g.toml"
+    path.write_text('[axes.stem]\nkey = "model"\nformat = "vit-mini-{value}"\n'
+                    'values = ["patch", "conv"]\n[axes.opt.values]\nadamw = { opt = "adamw" }\n'
+                    'sgd = { opt = "momentum", lr = { by = "stem", patch = 0.05, conv = 0.1 } }\n'
+                    '[presets.a]\nrecipe = "mini"\n')
+    got = {(c.label_dict["stem"], c.label_dict["opt"]): c.override_dict
+           for c in load_grid(path, "a").cells()}
+    assert got[("patch", "sgd")] == {"opt": "momentum", "lr": 0.05}
+    assert got[("conv", "sgd")] == {"opt": "momentum", "lr": 0.1}
+    assert got[("conv", "adamw")] == {"opt": "adamw"}
+    text = path.read_text()
+    for old, new, message in (('by = "stem"', 'by = "width"', "no swept axis 'width'"),
+                              (", conv = 0.1", "", "no value for stem = 'conv'")):
+        path.write_text(text.replace(old, new))
+        with pytest.raises(SrvError, match=message):
+            load_grid(path, "a").cells()
+
+
 def test_the_regime_calibration_plans_patch_and_conv_on_new_seeds(tmp_path: Path) -> None:
     """Issue 28: srv ablate stem --preset regime-cal plans both stems over train subset x epochs
     x batch on Fashion-MNIST, on seeds no other preset or calibration used, and estimates its

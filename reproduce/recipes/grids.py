@@ -167,6 +167,7 @@ class Grid:
             for axis, label, ov in combo:
                 overrides.update(ov)
                 labels.append((axis.name, label))
+            overrides = {k: self._per_axis(k, v, dict(labels)) for k, v in overrides.items()}
             model = overrides.pop("model", None) or self.model
             if not model:
                 raise SrvError(f"grid {self.name!r} ({self.preset}): no axis sets 'model' and "
@@ -176,6 +177,22 @@ class Grid:
                                   overrides=tuple(sorted(overrides.items())), seed=seed,
                                   labels=tuple(labels)))
         return cells
+
+
+    def _per_axis(self, key: str, value: Any, labels: dict[str, str]) -> Any:
+        """An override that depends on another axis's label, ``{ by = "stem", patch = 0.05,
+        conv = 0.1 }``: the value for the cell's label on that axis (e.g. SGD's lr tuned per
+        stem, issue 28 (3)); any other value as it is."""
+        if not (isinstance(value, dict) and "by" in value):
+            return value
+        where = f"grid {self.name!r} ({self.preset}): {key} = {{ by = {value['by']!r}, ... }}"
+        by = str(value["by"])
+        if by not in labels:
+            raise SrvError(f"{where}: no swept axis {by!r}; its axes: {', '.join(labels)}")
+        if labels[by] not in value:
+            raise SrvError(f"{where}: no value for {by} = {labels[by]!r}; give one for each of "
+                           f"{', '.join(self.axis(by).labels)}")
+        return value[labels[by]]
 
 
 def _read(path: Path) -> dict[str, Any]:
