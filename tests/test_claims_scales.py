@@ -146,31 +146,32 @@ def test_two_scales_side_by_side_each_from_its_own_presets(tmp_path: Path) -> No
 
 def test_a_partial_run_keeps_the_pre_registered_family(tmp_path: Path) -> None:
     """The stem grid alone at the regime scale: the claims whose grids have not run wait in
-    the Holm family at p = 1 (the design's 9), so the rest of the run can confirm the verdicts
+    the Holm family at p = 1 (the design's 10), so the rest of the run can confirm the verdicts
     but never reverse one (a partial run once overwrote the shipped verdicts)."""
     runs = tmp_path / "runs"
     _regime_stem_runs(runs)
     cs = cl.load_claims(REGIME_FILE)
     report = evaluate_runs(runs, cs, diversity=False)
-    assert set(report.pending) == {"convs-alone", "stable-lr", "stable-warmup", "stable-edf"}
-    assert report.family == len(cs.design.family) == 9  # diversity: skipped, at p = 1 too
+    assert set(report.pending) == {"convs-alone", "stable-lr", "stable-warmup",
+                                   "stable-optimizer", "stable-edf"}
+    assert report.family == len(cs.design.family) == 10  # diversity: skipped, at p = 1 too
     tested = [r for r in report.results if r.test is not None]
     assert report.tested == len(tested) + 1 == 5
     from reproduce.report import stats
 
     ps = [r.p for r in tested]
-    want = stats.holm(ps + [1.0] * 5)  # the 4 pending and the skipped diversity
+    want = stats.holm(ps + [1.0] * 6)  # the 5 pending and the skipped diversity
     assert [r.p_holm for r in tested] == pytest.approx(want[: len(tested)])
     # any p the rest of the run brings can only lower these: Holm is monotone
     for later in (1e-9, 0.01, 0.5):
-        lower = stats.holm(ps + [later] * 4 + [1.0])[: len(tested)]
+        lower = stats.holm(ps + [later] * 5 + [1.0])[: len(tested)]
         assert all(a <= b + 1e-12 for a, b in zip(lower, want, strict=False))
     # the way to run one names its scale: srv claims --run alone trains the quick scale's
     lr = next(r for r in report.results if r.claim.id == "stable-lr")
     assert lr.reason.endswith("srv ablate lr --preset regime (or srv claims --run --scale regime)")
     text = report.text()
-    assert "4 pre-registered ones not run yet (convs-alone, stable-lr, stable-warmup, " \
-           "stable-edf; each at p = 1" in text
+    assert "5 pre-registered ones not run yet (convs-alone, stable-lr, stable-warmup, " \
+           "stable-optimizer, stable-edf; each at p = 1" in text
     from reproduce.report.claims.scales import render_scales
 
     quick = evaluate_runs(runs, cl.load_claims(QUICK_FILE), diversity=False)

@@ -152,9 +152,10 @@ def test_the_shipped_regime_records_are_the_preregistered_run() -> None:
 
 
 def test_every_grid_a_regime_claim_runs_is_a_design_file() -> None:
-    """The grids of part 2 (lr, warmup, lr-wd-edf) fix their presets' settings as the stem grid
-    fixes the main claims': a change to one after its results must fail the check too."""
+    """The grids of part 2 (lr, warmup, optimizer, lr-wd-edf) fix their presets' settings as
+    the stem grid fixes the main claims': a change to one after its results must fail the
+    check too."""
     cs = load_claims(REPO / "recipes" / "claims" / "wang2022-regime.toml")
     grids = {c.grid for c in cs.claims if c.preset and not c.not_testable}
-    assert grids == {"stem", "lr", "warmup", "lr-wd-edf"}
+    assert grids == {"stem", "lr", "warmup", "optimizer", "lr-wd-edf"}
     assert {f"recipes/grids/{g}.toml" for g in grids} <= set(DESIGN_FILES)

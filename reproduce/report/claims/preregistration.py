@@ -26,7 +26,8 @@ __all__ = ["AMENDMENTS", "DESIGN_FILES", "Amendment", "load_amendments", "proble
 #: what a regime-scale design fixes, relative to the repository root
 DESIGN_FILES = ("recipes/claims/wang2022-regime.toml", "recipes/fmnist.toml",
                 "recipes/grids/stem.toml", "recipes/grids/lr.toml", "recipes/grids/warmup.toml",
-                "recipes/grids/lr-wd-edf.toml", "reproduce/report/stats.py",
+                "recipes/grids/lr-wd-edf.toml", "recipes/grids/optimizer.toml",
+                "reproduce/report/stats.py",
                 "reproduce/report/claims/evidence.py", "reproduce/report/claims/verdicts.py",
                 "reproduce/report/claims/spec.py", "reproduce/report/claims/report.py")
 
