@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from reproduce.records import load_records  # noqa: E402
-from reproduce.report.sgd_tuning import can_test, render, tune  # noqa: E402
+from reproduce.report.sgd_tuning import can_test, render, rows_of, tune  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,9 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     records = load_records(args.sgd)
     seeds = {r.seed for r in records}
-    tuned = tune({"stem": r.cell["stem"], "lr": r.settings.lr, "status": r.result.status,
-                  "top1": r.result.top1, "num_classes": r.settings.num_classes}
-                 for r in records)
+    tuned = tune(rows_of(records))
     adamw = None
     if args.adamw:
         ref: dict[str, list[float]] = {}

@@ -14,7 +14,7 @@ from reproduce.experiments.cells import plan
 from reproduce.experiments.export import grid_records
 from reproduce.recipes.grids import load_grid
 from reproduce.records import write_records
-from reproduce.report.sgd_tuning import can_test, render, tune
+from reproduce.report.sgd_tuning import can_test, render, rows_of, tune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 
@@ -77,8 +77,7 @@ def test_the_script_reads_exported_records_of_the_calibration_preset(tmp_path: P
     assert sgd_tuning.main([str(path)]) == 0
     adamw = REPO / "results" / "stem-regime-cal-2.jsonl"  # AdamW at seed 300: 82.1 and 86.25
     assert sgd_tuning.main([str(path), "--adamw", str(adamw)]) == 0
-    tuned = tune({"stem": r.cell["stem"], "lr": r.settings.lr, "status": r.result.status,
-                  "top1": r.result.top1, "num_classes": r.settings.num_classes} for r in records)
+    tuned = tune(rows_of(records))
     assert tuned["patch"].lr == 0.05 and tuned["conv"].lr == 0.1
 
 
@@ -91,9 +90,7 @@ def test_the_shipped_calibration_tuned_the_regime_preset() -> None:
     records = load_records(REPO / "results" / "optimizer-regime-cal.jsonl")
     assert len(records) == 12 and {r.seed for r in records} == {300}
     assert all(r.env.git_commit and not r.env.git_dirty for r in records)
-    tuned = tune({"stem": r.cell["stem"], "lr": r.settings.lr, "status": r.result.status,
-                  "top1": r.result.top1, "num_classes": r.settings.num_classes}
-                 for r in records)
+    tuned = tune(rows_of(records))
     assert (tuned["patch"].lr, tuned["conv"].lr) == (0.1, 0.025)
     assert not tuned["patch"].at_edge and not tuned["conv"].at_edge
     adamw = {r.cell["stem"]: r.result.top1

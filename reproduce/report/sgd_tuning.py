@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MIN_TRAINED", "Tuned", "tune", "can_test", "render"]
+__all__ = ["MIN_TRAINED", "Tuned", "rows_of", "tune", "can_test", "render"]
 
 MIN_TRAINED = 0.5  # share of AdamW's above-chance top-1 the tuned SGD must keep
 
@@ -45,6 +45,13 @@ class Tuned:
     def at_edge(self) -> bool:
         """Whether the tuned lr is the smallest or largest one calibrated."""
         return self.lr is not None and self.lr in (min(self.by_lr), max(self.by_lr))
+
+
+def rows_of(records: Iterable[Any]) -> list[dict[str, Any]]:
+    """:func:`tune`'s rows from run records (``reproduce.records.RunRecord``) of a grid with a
+    ``stem`` axis."""
+    return [{"stem": r.cell["stem"], "lr": r.settings.lr, "status": r.result.status,
+             "top1": r.result.top1, "num_classes": r.settings.num_classes} for r in records]
 
 
 def tune(rows: Iterable[Mapping[str, Any]]) -> dict[str, Tuned]:
