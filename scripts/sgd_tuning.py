@@ -6,7 +6,8 @@ the claim is testable against AdamW at the same scale and seeds.
     python scripts/sgd_tuning.py results/optimizer-regime-cal.jsonl \
         --adamw results/stem-regime-cal-2.jsonl
 
-Exit status: 0 when every stem has a tuned lr and the claim is testable, 1 otherwise.
+Exit status: 0 when every stem has a tuned lr and the claim is testable, 1 otherwise, 2 on
+unreadable records.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from reproduce.errors import SrvError  # noqa: E402
 from reproduce.records import load_records  # noqa: E402
 from reproduce.report.sgd_tuning import can_test, render, rows_of, tune  # noqa: E402
 
@@ -27,13 +29,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sgd", type=Path, help="the SGD calibration's records (.jsonl)")
     parser.add_argument("--adamw", type=Path, help="AdamW records at the same scale (.jsonl)")
     args = parser.parse_args(argv)
-    records = load_records(args.sgd)
+    try:
+        records = load_records(args.sgd)
+        reference = load_records(args.adamw) if args.adamw else None
+    except SrvError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     seeds = {r.seed for r in records}
     tuned = tune(rows_of(records))
     adamw = None
-    if args.adamw:
+    if reference is not None:
         ref: dict[str, list[float]] = {}
-        for r in load_records(args.adamw):
+        for r in reference:
             if r.seed in seeds and r.result.status == "done" and r.result.top1 is not None:
                 ref.setdefault(r.cell["stem"], []).append(r.result.top1)
         adamw = {stem: sum(v) / len(v) for stem, v in ref.items()}

@@ -77,6 +77,7 @@ def test_the_script_reads_exported_records_of_the_calibration_preset(tmp_path: P
     assert sgd_tuning.main([str(path)]) == 0
     adamw = REPO / "results" / "stem-regime-cal-2.jsonl"  # AdamW at seed 300: 82.1 and 86.25
     assert sgd_tuning.main([str(path), "--adamw", str(adamw)]) == 0
+    assert sgd_tuning.main([str(tmp_path / "none.jsonl")]) == 2
     tuned = tune(rows_of(records))
     assert tuned["patch"].lr == 0.05 and tuned["conv"].lr == 0.1
 
