@@ -299,8 +299,10 @@ def _build_grid(grid: Grid, df: pd.DataFrame, metric: str, flops: bool,
                                        any_div))
             notes.append("Intervals, differences and tests: the Statistics table below.")
     if not with_stats:
+        preset = "" if grid.preset == grid.default_preset else f" --preset {grid.preset}"
         notes.append("One seed per cell (n=1): no std and no interval exists (no variance "
-                     "estimate), so no test either; add seeds with --seeds 0,1,2.")
+                     "estimate), so no test either; more seeds per cell give them "
+                     f"(srv ablate {grid.name}{preset} --seeds A,B,C, seeds unused so far).")
     notes[:0] = [_stat_note(multi_seed)]
     skipped = df["skipped_steps"].fillna(0).astype(float) if "skipped_steps" in df else None
     if skipped is not None and (skipped > 0).any():
