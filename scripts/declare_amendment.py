@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 from reproduce.report.claims.preregistration import (  # noqa: E402
     AMENDMENTS,
     DESIGN_FILES,
+    AmendmentsError,
     load_amendments,
 )
 
@@ -38,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: not design files: {', '.join(unknown)}", file=sys.stderr)
         return 2
-    if any(a.id == args.id for a in load_amendments(args.to)):
+    try:
+        declared = load_amendments(args.to)
+    except AmendmentsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if any(a.id == args.id for a in declared):
         print(f"error: amendment {args.id} is declared already in {args.to}", file=sys.stderr)
         return 2
     blobs = {f: subprocess.run(["git", "hash-object", str(ROOT / f)], capture_output=True,

@@ -18,6 +18,7 @@ from reproduce.report.claims.preregistration import (
     AMENDMENTS,
     DESIGN_FILES,
     Amendment,
+    AmendmentsError,
     load_amendments,
     problems,
 )
@@ -121,6 +122,28 @@ def test_declaring_an_amendment_records_the_files_content(tmp_path: Path) -> Non
     assert declare_amendment.main(["y", "--follows", "abc", "--reason", "r", "--to", str(to),
                                    "README.md"]) == 2
     assert len(load_amendments(to)) == 1
+
+
+def test_an_unreadable_amendments_file_is_one_error_line(tmp_path: Path, capsys) -> None:
+    """Bad TOML or an amendment missing a field: one line naming the file and the fix, exit 2
+    from the script, and the file is left as it was."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import declare_amendment
+
+    path = "recipes/claims/wang2022-regime.toml"
+    for text, says in [("[[amendment]\nid = 1\n", "is not valid TOML"),
+                       ('[[amendment]]\nid = "x"\nreason = "r"\n', "lacks blobs, follows")]:
+        to = tmp_path / "amendments.toml"
+        to.write_text(text)
+        with pytest.raises(AmendmentsError, match=says):
+            load_amendments(to)
+        assert declare_amendment.main(["y", "--follows", "abc", "--reason", "r", "--to",
+                                       str(to), path]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err and str(to) in err
+        assert to.read_text() == text
 
 
 def test_no_design_before_the_run_fails(tmp_path: Path) -> None:

@@ -19,9 +19,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reproduce.errors import SrvError
 from reproduce.records.schema import RunRecord
 
-__all__ = ["AMENDMENTS", "DESIGN_FILES", "Amendment", "load_amendments", "problems"]
+__all__ = ["AMENDMENTS", "DESIGN_FILES", "Amendment", "AmendmentsError", "load_amendments",
+           "problems"]
 
 #: what a regime-scale design fixes, relative to the repository root
 DESIGN_FILES = ("recipes/claims/wang2022-regime.toml", "recipes/fmnist.toml",
@@ -36,6 +38,10 @@ DESIGN_FILES = ("recipes/claims/wang2022-regime.toml", "recipes/fmnist.toml",
 AMENDMENTS = "recipes/claims/amendments/wang2022-regime.toml"
 
 
+class AmendmentsError(SrvError, ValueError):
+    """The amendments file is not valid TOML or an amendment lacks a field."""
+
+
 @dataclass(frozen=True)
 class Amendment:
     """A design change made after confirmatory results: exploratory for the results it follows."""
@@ -47,16 +53,22 @@ class Amendment:
 
 
 def load_amendments(path: Path) -> list[Amendment]:
-    """The ``[[amendment]]`` tables of ``path`` (none when it does not exist)."""
+    """The ``[[amendment]]`` tables of ``path`` (none when it does not exist); raises
+    :class:`AmendmentsError` naming the file and the fix when it cannot be read."""
     if not path.exists():
         return []
-    doc = tomllib.loads(path.read_text())
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise AmendmentsError(f"{path} is not valid TOML ({err}); fix the file, or restore it "
+                              f"with git checkout -- {path}") from None
     out = []
     for spec in doc.get("amendment", []):
         missing = {"id", "reason", "follows", "blobs"} - set(spec)
         if missing:
-            raise ValueError(f"{path}: amendment {spec.get('id', '?')} lacks "
-                             f"{', '.join(sorted(missing))}")
+            raise AmendmentsError(f"{path}: amendment {spec.get('id', '?')} lacks "
+                                  f"{', '.join(sorted(missing))}; add them (scripts/"
+                                  f"declare_amendment.py writes all four)")
         out.append(Amendment(str(spec["id"]), str(spec["reason"]), str(spec["follows"]),
                              {str(k): str(v) for k, v in spec["blobs"].items()}))
     return out
