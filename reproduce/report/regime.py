@@ -20,12 +20,12 @@ the setting first in grid order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = ["PATCH_WITHIN", "CONV_MIN_ERROR", "MIN_VAL", "Setting", "Verdict", "judge",
-           "cheapest", "settings_of", "render"]
+           "cheapest", "settings_of", "render", "scored_top1"]
 
 PATCH_WITHIN = 5.0  # points of top-1
 CONV_MIN_ERROR = 3.0  # points of top-1 error
@@ -99,6 +99,17 @@ def cheapest(verdicts: Sequence[Verdict]) -> Verdict | None:
     return min(met, key=lambda v: v.setting.cost) if met else None
 
 
+def scored_top1(row: Mapping[str, Any]) -> float | None:
+    """One run's top-1 as the calibrations score it: a diverged run at chance (100 / classes,
+    as ``srv claims`` counts it), a finished one at its top-1, None for one not (yet) done.
+    ``row``: a mapping with ``status``, ``top1`` and optionally ``num_classes``."""
+    if row["status"] == "diverged":
+        return 100.0 / (row.get("num_classes") or 10)
+    if row["status"] == "done" and row.get("top1") is not None:
+        return float(row["top1"])
+    return None
+
+
 def settings_of(rows: Sequence[dict[str, Any]], stem_axis: str = "stem", patch: str = "patch",
                 conv: str = "conv") -> list[Setting]:
     """Settings from one row per run: ``setting`` (label), ``stem`` (the stem axis's label),
@@ -114,14 +125,13 @@ def settings_of(rows: Sequence[dict[str, Any]], stem_axis: str = "stem", patch: 
         for row in members:
             if row[stem_axis] not in values:
                 continue
-            if row["status"] == "diverged":
-                values[row[stem_axis]].append(100.0 / (row.get("num_classes") or 10))
-            elif row["status"] == "done" and row.get("top1") is not None:
-                values[row[stem_axis]].append(float(row["top1"]))
-                if row.get("n_val") is not None:
-                    n_vals.append(int(row["n_val"]))
-            else:
+            score = scored_top1(row)
+            if score is None:
                 unfinished += 1
+                continue
+            values[row[stem_axis]].append(score)
+            if row["status"] == "done" and row.get("n_val") is not None:
+                n_vals.append(int(row["n_val"]))
         out.append(Setting(label, int(members[0]["cost"]), tuple(values[patch]),
                            tuple(values[conv]), min(n_vals) if n_vals else None, unfinished))
     return out

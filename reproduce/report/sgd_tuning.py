@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from reproduce.report.regime import scored_top1
+
 __all__ = ["MIN_TRAINED", "Tuned", "rows_of", "tune", "can_test", "render"]
 
 MIN_TRAINED = 0.5  # share of AdamW's above-chance top-1 the tuned SGD must keep
@@ -63,12 +65,11 @@ def tune(rows: Iterable[Mapping[str, Any]]) -> dict[str, Tuned]:
         stem, lr = str(row["stem"]), float(row["lr"])
         per_lr = scores.setdefault(stem, {})
         unfinished.setdefault(stem, 0)
-        if row["status"] == "diverged":
-            per_lr.setdefault(lr, []).append(100.0 / (row.get("num_classes") or 10))
-        elif row["status"] == "done" and row.get("top1") is not None:
-            per_lr.setdefault(lr, []).append(float(row["top1"]))
-        else:
+        score = scored_top1(row)
+        if score is None:
             unfinished[stem] += 1
+        else:
+            per_lr.setdefault(lr, []).append(score)
     out = {}
     for stem, per_lr in scores.items():
         means = {lr: sum(v) / len(v) for lr, v in sorted(per_lr.items())}
